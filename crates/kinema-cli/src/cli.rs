@@ -1,0 +1,188 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kinema",
+    version,
+    about = "Self-hosted video generation server"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the server is and who we are to it.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Server URL, e.g. http://127.0.0.1:50051. `generate` without it runs an
+    /// embedded server.
+    #[arg(long, global = true, env = "KINEMA_SERVER")]
+    pub server: Option<String>,
+    /// Bearer API key.
+    #[arg(long, global = true, env = "KINEMA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// File holding the API key (e.g. the data dir's admin-api-key).
+    #[arg(long, global = true, env = "KINEMA_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Account to act for (platform and admin keys).
+    #[arg(long, global = true, env = "KINEMA_ACCOUNT", default_value = "")]
+    pub account: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: gRPC API, embedded SQLite, local artifacts, in-process worker.
+    Serve(ServeArgs),
+    /// Generate one video: submit, follow progress, download.
+    Generate(GenerateArgs),
+    /// Jobs of an account.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Credit balance, grants and the ledger.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Models this server offers, with limits and prices.
+    Models,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "KINEMA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Start the clock at real time and move it only by AdminService.AdvanceClock.
+    #[arg(long)]
+    pub test_clock: bool,
+    /// Honour kinema.fail_at / kinema.step_delay_ms job metadata (tests only).
+    #[arg(long)]
+    pub fault_injection: bool,
+    /// Keep the debit of a job cancelled while running.
+    #[arg(long)]
+    pub no_refund_on_cancel: bool,
+    /// Starts a job may have before a lost worker fails it with refund.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// How long finished videos are kept, in hours.
+    #[arg(long, default_value_t = 7 * 24)]
+    pub artifact_ttl_hours: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    #[arg(long, short)]
+    pub prompt: String,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[arg(long, default_value = "testsrc")]
+    pub model: String,
+    #[arg(long)]
+    pub width: Option<u32>,
+    #[arg(long)]
+    pub height: Option<u32>,
+    #[arg(long)]
+    pub frames: Option<u32>,
+    #[arg(long)]
+    pub fps: Option<u32>,
+    #[arg(long)]
+    pub steps: Option<u32>,
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, short, default_value = "kinema-output.mp4")]
+    pub output: PathBuf,
+    /// Also save the poster image here.
+    #[arg(long)]
+    pub poster: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    pub idempotency_key: String,
+    /// Data directory of the embedded server (when no --server is given).
+    #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
+    pub data_dir: PathBuf,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Get {
+        job_id: String,
+    },
+    Cancel {
+        job_id: String,
+    },
+    /// Follow a job's events until it ends.
+    Watch {
+        job_id: String,
+    },
+    /// Download a finished job's video (or poster).
+    Download {
+        job_id: String,
+        #[arg(long, short)]
+        output: PathBuf,
+        #[arg(long)]
+        poster: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CreditsCommand {
+    Balance,
+    /// Grant credits to --account (admin).
+    Grant {
+        credits: i64,
+        /// Lot lifetime in days; none: never expires.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long, default_value = "")]
+        memo: String,
+    },
+    Ledger {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    Create {
+        /// admin, platform or account (account keys belong to --account).
+        #[arg(long, default_value = "account")]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    List,
+    Revoke {
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountsCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        external_id: String,
+    },
+    Get,
+}

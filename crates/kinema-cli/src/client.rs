@@ -1,0 +1,79 @@
+use anyhow::{anyhow, Context};
+use kinema_proto::v1::admin_service_client::AdminServiceClient;
+use kinema_proto::v1::billing_service_client::BillingServiceClient;
+use kinema_proto::v1::job_service_client::JobServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::cli::Connection;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// Clients of the three services over one connection.
+pub struct Clients {
+    pub jobs: JobServiceClient<Authed>,
+    pub billing: BillingServiceClient<Authed>,
+    pub admin: AdminServiceClient<Authed>,
+    /// The account requests act for (ignored by account keys).
+    pub account: String,
+}
+
+impl Clients {
+    pub async fn connect(url: &str, api_key: &str, account: &str) -> anyhow::Result<Clients> {
+        let channel = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("server URL {url:?}"))?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let bearer = Bearer(
+            format!("Bearer {}", api_key.trim())
+                .parse()
+                .map_err(|_| anyhow!("the API key has characters a header cannot carry"))?,
+        );
+        Ok(Clients {
+            jobs: JobServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            billing: BillingServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            admin: AdminServiceClient::with_interceptor(channel, bearer),
+            account: account.to_string(),
+        })
+    }
+
+    /// Connects as `--server` with `--api-key` / `--api-key-file`.
+    pub async fn from_flags(conn: &Connection) -> anyhow::Result<Clients> {
+        let url = conn
+            .server
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:50051".to_string());
+        let key = api_key(conn)?;
+        Clients::connect(&url, &key, &conn.account).await
+    }
+}
+
+pub fn api_key(conn: &Connection) -> anyhow::Result<String> {
+    if let Some(key) = &conn.api_key {
+        return Ok(key.clone());
+    }
+    if let Some(path) = &conn.api_key_file {
+        let key =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(key.trim().to_string());
+    }
+    Err(anyhow!(
+        "no API key: pass --api-key, --api-key-file, or set KINEMA_API_KEY"
+    ))
+}

@@ -1,0 +1,163 @@
+use std::io::IsTerminal;
+
+use anyhow::bail;
+use kinema_proto::v1 as pb;
+use tonic::Code;
+
+use super::follow;
+use crate::cli::{Connection, GenerateArgs};
+use crate::client::Clients;
+use crate::{embedded, print};
+
+/// The account the embedded server generates for.
+const LOCAL_ACCOUNT: &str = "local";
+/// Credits granted to the local account when it cannot cover a job.
+const LOCAL_TOP_UP: i64 = 100;
+
+pub async fn run(conn: &Connection, args: GenerateArgs) -> anyhow::Result<()> {
+    match &conn.server {
+        Some(_) => {
+            let mut c = Clients::from_flags(conn).await?;
+            generate(&mut c, &args, false).await
+        }
+        None => {
+            let (server, admin_key) = embedded::start(&args.data_dir).await?;
+            eprintln!(
+                "embedded server on {} (data in {})",
+                server.addr,
+                args.data_dir.display()
+            );
+            let result = async {
+                let mut c =
+                    Clients::connect(&format!("http://{}", server.addr), &admin_key, "").await?;
+                c.account = local_account(&mut c).await?;
+                generate(&mut c, &args, true).await
+            }
+            .await;
+            server.shutdown();
+            server.wait().await?;
+            result
+        }
+    }
+}
+
+async fn local_account(c: &mut Clients) -> anyhow::Result<String> {
+    let found = c
+        .admin
+        .get_account(pb::GetAccountRequest {
+            account_id: String::new(),
+            external_id: LOCAL_ACCOUNT.into(),
+        })
+        .await;
+    match found {
+        Ok(a) => Ok(a.into_inner().id),
+        Err(s) if s.code() == Code::NotFound => {
+            let a = c
+                .admin
+                .create_account(pb::CreateAccountRequest {
+                    name: "Local account".into(),
+                    external_id: LOCAL_ACCOUNT.into(),
+                })
+                .await?
+                .into_inner();
+            Ok(a.id)
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
+async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow::Result<()> {
+    let request = pb::CreateJobRequest {
+        account_id: c.account.clone(),
+        model: args.model.clone(),
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        width: args.width,
+        height: args.height,
+        num_frames: args.frames,
+        fps: args.fps,
+        steps: args.steps,
+        guidance_scale: args.guidance,
+        seed: args.seed,
+        idempotency_key: args.idempotency_key.clone(),
+        ..Default::default()
+    };
+    let estimate = c
+        .jobs
+        .estimate_cost(pb::EstimateCostRequest {
+            job: Some(request.clone()),
+        })
+        .await?
+        .into_inner();
+    if top_up {
+        let balance = c
+            .billing
+            .get_balance(pb::GetBalanceRequest {
+                account_id: c.account.clone(),
+            })
+            .await?
+            .into_inner();
+        if balance.available < estimate.credits {
+            let grant = LOCAL_TOP_UP.max(estimate.credits);
+            c.billing
+                .grant_credits(pb::GrantCreditsRequest {
+                    account_id: c.account.clone(),
+                    credits: grant,
+                    expires_at: None,
+                    memo: "embedded server: local top-up".into(),
+                })
+                .await?;
+            println!("granted    {grant} credits to the local account (embedded server)");
+        }
+    }
+    let job = c.jobs.create_job(request).await?.into_inner();
+    println!("job        {}", job.id);
+    println!(
+        "spec       {} {}x{}, {} frames @ {} fps, {} steps, seed {}",
+        job.model, job.width, job.height, job.num_frames, job.fps, job.steps, job.seed
+    );
+    println!(
+        "quote      {} credits ({} tier, {:.2} s of video)",
+        job.quoted_credits,
+        estimate.resolution_tier,
+        estimate.video_millis as f64 / 1000.0
+    );
+    let show_bar = !args.quiet && std::io::stderr().is_terminal();
+    let job = follow::watch(c, &job.id, show_bar).await?;
+    println!("state      {}", print::state(job.state));
+    println!("debited    {} credits", job.debited_credits);
+    if job.refunded_credits > 0 {
+        println!("refunded   {} credits", job.refunded_credits);
+    }
+    let balance = c
+        .billing
+        .get_balance(pb::GetBalanceRequest {
+            account_id: c.account.clone(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "balance    {} credits available ({} total, {} held)",
+        balance.available, balance.total, balance.held
+    );
+    if job.state != pb::JobState::Succeeded as i32 {
+        let why = job
+            .failure
+            .map(|f| format!("{}: {}", f.code, f.message))
+            .unwrap_or_else(|| print::state(job.state));
+        bail!("job {} did not succeed: {why}", job.id);
+    }
+    let bytes = follow::download(c, &job, pb::ArtifactKind::Video, &args.output).await?;
+    println!("video      {} ({} bytes)", args.output.display(), bytes);
+    if let Some(poster) = &args.poster {
+        follow::download(c, &job, pb::ArtifactKind::Poster, poster).await?;
+        println!("poster     {}", poster.display());
+    }
+    if let Some(u) = &job.usage {
+        println!(
+            "timings    text {} ms, denoise {} ms, decode {} ms, encode {} ms, store {} ms, total {} ms on {}",
+            u.encode_text_ms, u.denoise_ms, u.decode_ms, u.encode_video_ms, u.store_ms, u.total_ms, u.device
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+mod accounts;
+mod credits;
+mod follow;
+mod generate;
+mod jobs;
+mod keys;
+mod serve;
+
+use crate::cli::{Cli, Command};
+use crate::client::Clients;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Generate(args) => generate::run(&cli.conn, args).await,
+        Command::Jobs(cmd) => jobs::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Credits(cmd) => credits::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
+    }
+}
+
+async fn models(mut c: Clients) -> anyhow::Result<()> {
+    let models = c
+        .jobs
+        .list_models(kinema_proto::v1::ListModelsRequest {})
+        .await?
+        .into_inner()
+        .models;
+    for m in models {
+        println!(
+            "{}  ({})  {}",
+            m.id,
+            m.capabilities.join(", "),
+            m.description
+        );
+        if let (Some(l), Some(d)) = (&m.limits, &m.defaults) {
+            println!(
+                "  sizes {}..={} x {}..={} (multiple of {}), frames {}..={}, steps {}..={}, fps <= {}",
+                l.min_width, l.max_width, l.min_height, l.max_height, l.size_multiple, l.min_frames, l.max_frames, l.min_steps, l.max_steps, l.max_fps
+            );
+            println!(
+                "  defaults {}x{}, {} frames @ {} fps, {} steps, guidance {}",
+                d.width, d.height, d.num_frames, d.fps, d.steps, d.guidance_scale
+            );
+        }
+        for p in &m.prices {
+            println!(
+                "  {} (side <= {} px): {} credits/s",
+                p.tier, p.max_side, p.credits_per_second
+            );
+        }
+    }
+    Ok(())
+}

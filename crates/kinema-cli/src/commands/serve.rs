@@ -1,0 +1,40 @@
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use kinema_server::ServerConfig;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
+    config.test_clock = args.test_clock;
+    config.fault_injection = args.fault_injection;
+    config.refund_on_cancel = !args.no_refund_on_cancel;
+    config.max_attempts = args.max_attempts.max(1);
+    config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
+    let server = kinema_server::start(config).await?;
+    {
+        // Machine-readable lines for scripts and tests: flushed before anything waits.
+        let mut out = std::io::stdout().lock();
+        if server.admin_key_created {
+            writeln!(
+                out,
+                "created the admin API key (shown nowhere else; keep it safe)"
+            )?;
+        }
+        writeln!(out, "admin key file: {}", server.admin_key_file.display())?;
+        writeln!(out, "listening on {}", server.addr)?;
+        out.flush()?;
+    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown();
+    server.wait().await?;
+    Ok(())
+}

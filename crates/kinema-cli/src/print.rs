@@ -1,0 +1,167 @@
+//! Human-readable output of the CLI.
+
+use kinema_proto::v1 as pb;
+use tonic_types::StatusExt;
+
+/// `error: a: b: c`, and for gRPC statuses the code and ErrorInfo reason.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        if i > 0 {
+            out.push_str(": ");
+        }
+        match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => {
+                let reason = status
+                    .get_error_details()
+                    .error_info()
+                    .map(|i| i.reason.clone())
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{:?} {} ({})",
+                    status.code(),
+                    status.message(),
+                    reason
+                ));
+            }
+            None => out.push_str(&cause.to_string()),
+        }
+    }
+    out
+}
+
+pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
+    match ts {
+        Some(t) => {
+            let secs = t.seconds;
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil_from_days(days);
+            format!(
+                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        }
+        None => "-".into(),
+    }
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (era * 400 + yoe + i64::from(m <= 2), m, d)
+}
+
+pub fn state(s: i32) -> String {
+    pb::JobState::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("JOB_STATE_").to_string())
+        .unwrap_or_else(|_| s.to_string())
+}
+
+pub fn stage(s: i32) -> String {
+    pb::JobStage::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("JOB_STAGE_").to_string())
+        .unwrap_or_else(|_| s.to_string())
+}
+
+pub fn job(j: &pb::Job) {
+    println!("job        {}", j.id);
+    println!("account    {}", j.account_id);
+    println!("state      {}", state(j.state));
+    if let Some(p) = &j.progress {
+        println!(
+            "progress   {} step {}/{} ({:.0}%)",
+            stage(j.stage),
+            p.step,
+            p.total_steps,
+            p.fraction * 100.0
+        );
+    }
+    if let Some(q) = j.queue_position {
+        println!("queue      {q} ahead");
+    }
+    println!(
+        "spec       {} {}x{}, {} frames @ {} fps, {} steps, guidance {}, seed {}",
+        j.model, j.width, j.height, j.num_frames, j.fps, j.steps, j.guidance_scale, j.seed
+    );
+    println!("prompt     {}", j.prompt);
+    println!(
+        "credits    quoted {}, debited {}, refunded {}",
+        j.quoted_credits, j.debited_credits, j.refunded_credits
+    );
+    if let Some(f) = &j.failure {
+        println!(
+            "failure    {} {} (retryable: {})",
+            f.code, f.message, f.retryable
+        );
+    }
+    for a in &j.artifacts {
+        let kind = pb::ArtifactKind::try_from(a.kind)
+            .map(|k| k.as_str_name())
+            .unwrap_or("?");
+        println!(
+            "artifact   {} {} {} bytes sha256 {} expires {}",
+            kind.trim_start_matches("ARTIFACT_KIND_"),
+            a.mime,
+            a.bytes,
+            a.sha256,
+            time(&a.expires_at)
+        );
+    }
+    println!("created    {}", time(&j.created_at));
+    if j.started_at.is_some() {
+        println!("started    {}", time(&j.started_at));
+    }
+    if j.finished_at.is_some() {
+        println!("finished   {}", time(&j.finished_at));
+    }
+}
+
+pub fn balance(b: &pb::Balance) {
+    println!(
+        "balance    {} available ({} total, {} held)",
+        b.available, b.total, b.held
+    );
+    for l in &b.lots {
+        let expires = if l.expires_at.is_some() {
+            time(&l.expires_at)
+        } else {
+            "never".into()
+        };
+        println!(
+            "  lot {:<6} {:<12} {:>8} of {:<8} expires {}",
+            l.id, l.source, l.remaining, l.original, expires
+        );
+    }
+}
+
+pub fn entry(e: &pb::LedgerEntry) {
+    let kind = pb::LedgerEntryKind::try_from(e.kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("?");
+    let lots: Vec<String> = e
+        .allocations
+        .iter()
+        .map(|a| format!("{}:{}", a.lot_id, a.amount))
+        .collect();
+    println!(
+        "{:<6} {} {:<20} {:>8}  balance {:>8} held {:>6}  {} {} {}",
+        e.id,
+        time(&e.created_at),
+        kind.trim_start_matches("LEDGER_ENTRY_KIND_"),
+        e.amount,
+        e.balance_after,
+        e.held_after,
+        e.job_id,
+        lots.join(","),
+        e.actor
+    );
+}

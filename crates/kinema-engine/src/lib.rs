@@ -1,0 +1,22 @@
+//! The worker side of Kinema: which models exist and what they accept, the worker
+//! loop that leases jobs and runs them through a model's pipeline, media encoding and
+//! artifact storage, progress events, cancellation and failure classification.
+
+mod clock;
+mod events;
+mod failure;
+mod faults;
+mod manifest;
+mod registry;
+mod run;
+mod worker;
+
+pub use clock::{Clock, SystemClock, TestClock};
+pub use events::{JobEvent, JobEventKind, JobEvents};
+pub use failure::{FailureCode, JobFailure};
+pub use faults::{FaultPlan, FaultStage};
+pub use manifest::{
+    FieldViolation, JobSpec, ModelDefaults, ModelLimits, ModelManifest, ResolvedSpec,
+};
+pub use registry::{ModelRegistry, RegistryError};
+pub use worker::{Worker, WorkerConfig, WorkerHandle};

@@ -1,0 +1,180 @@
+use kinema_ledger::ModelPrice;
+
+/// What a model accepts. Requests outside these are refused at submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLimits {
+    pub min_width: u32,
+    pub max_width: u32,
+    pub min_height: u32,
+    pub max_height: u32,
+    pub size_multiple: u32,
+    pub min_frames: u32,
+    pub max_frames: u32,
+    /// Frame counts above 1 must be `frames_modulo * k + 1` (Wan: 4); 1 allows any.
+    pub frames_modulo: u32,
+    pub min_steps: u32,
+    pub max_steps: u32,
+    pub max_fps: u32,
+    pub max_prompt_chars: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelDefaults {
+    pub width: u32,
+    pub height: u32,
+    pub num_frames: u32,
+    pub fps: u32,
+    pub steps: u32,
+    pub guidance_scale: f32,
+}
+
+/// A model as the catalogue describes it: identity, limits, defaults and price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelManifest {
+    pub id: String,
+    pub family: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    pub limits: ModelLimits,
+    pub defaults: ModelDefaults,
+    pub price: ModelPrice,
+}
+
+/// A job's generation settings as requested: `None` means "the model's default".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSpec {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub num_frames: Option<u32>,
+    pub fps: Option<u32>,
+    pub steps: Option<u32>,
+    pub guidance_scale: Option<f32>,
+}
+
+/// Settings with every default filled in and every limit checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedSpec {
+    pub width: u32,
+    pub height: u32,
+    pub num_frames: u32,
+    pub fps: u32,
+    pub steps: u32,
+    pub guidance_scale: f32,
+}
+
+/// One reason a request field is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: &'static str,
+    pub description: String,
+}
+
+impl ModelManifest {
+    /// Fills defaults and checks every limit, reporting all violations at once.
+    /// `check_prompt` is off for cost estimates, which need no prompt.
+    pub fn resolve(
+        &self,
+        spec: &JobSpec,
+        check_prompt: bool,
+    ) -> Result<ResolvedSpec, Vec<FieldViolation>> {
+        let l = &self.limits;
+        let d = &self.defaults;
+        let resolved = ResolvedSpec {
+            width: spec.width.unwrap_or(d.width),
+            height: spec.height.unwrap_or(d.height),
+            num_frames: spec.num_frames.unwrap_or(d.num_frames),
+            fps: spec.fps.unwrap_or(d.fps),
+            steps: spec.steps.unwrap_or(d.steps),
+            guidance_scale: spec.guidance_scale.unwrap_or(d.guidance_scale),
+        };
+        let mut bad = Vec::new();
+        let mut violation =
+            |field, description: String| bad.push(FieldViolation { field, description });
+        for (field, value, min, max) in [
+            ("width", resolved.width, l.min_width, l.max_width),
+            ("height", resolved.height, l.min_height, l.max_height),
+        ] {
+            if value < min || value > max {
+                violation(
+                    field,
+                    format!("{value} is outside {min}..={max} for {}", self.id),
+                );
+            } else if value % l.size_multiple != 0 {
+                violation(
+                    field,
+                    format!(
+                        "{value} is not a multiple of {} as {} needs",
+                        l.size_multiple, self.id
+                    ),
+                );
+            }
+        }
+        let frames = resolved.num_frames;
+        if frames < l.min_frames || frames > l.max_frames {
+            violation(
+                "num_frames",
+                format!(
+                    "{frames} is outside {}..={} for {}",
+                    l.min_frames, l.max_frames, self.id
+                ),
+            );
+        } else if l.frames_modulo > 1 && frames > 1 && (frames - 1) % l.frames_modulo != 0 {
+            violation(
+                "num_frames",
+                format!(
+                    "{frames} is not {}k+1 as {} needs",
+                    l.frames_modulo, self.id
+                ),
+            );
+        }
+        if resolved.fps == 0 || resolved.fps > l.max_fps {
+            violation(
+                "fps",
+                format!("{} is outside 1..={}", resolved.fps, l.max_fps),
+            );
+        }
+        if resolved.steps < l.min_steps || resolved.steps > l.max_steps {
+            violation(
+                "steps",
+                format!(
+                    "{} is outside {}..={}",
+                    resolved.steps, l.min_steps, l.max_steps
+                ),
+            );
+        }
+        if !resolved.guidance_scale.is_finite() || !(0.0..=50.0).contains(&resolved.guidance_scale)
+        {
+            violation(
+                "guidance_scale",
+                "must be a finite number in 0..=50".to_string(),
+            );
+        }
+        if check_prompt {
+            if spec.prompt.trim().is_empty() {
+                violation("prompt", "must not be empty".to_string());
+            }
+            for (field, text) in [
+                ("prompt", &spec.prompt),
+                ("negative_prompt", &spec.negative_prompt),
+            ] {
+                let chars = text.chars().count();
+                if chars > l.max_prompt_chars as usize {
+                    violation(
+                        field,
+                        format!("{chars} characters; at most {}", l.max_prompt_chars),
+                    );
+                }
+                if text.contains('\0') {
+                    violation(field, "must not contain NUL characters".to_string());
+                }
+            }
+        }
+        if bad.is_empty() {
+            Ok(resolved)
+        } else {
+            Err(bad)
+        }
+    }
+}

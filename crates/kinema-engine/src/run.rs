@@ -1,0 +1,549 @@
+//! One job from lease to its terminal state: text encoding, denoising, decoding (on a
+//! blocking thread), video encoding, storing, then SUCCEEDED / FAILED / CANCELLED
+//! with the money effect the store writes alongside.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kinema_diffusion::{GenerationRequest, PipelineError, StepControl, VideoFrames};
+use kinema_media::VideoSpec;
+use kinema_store::{Artifact, ArtifactKind, Job, JobState, Stage, StoreError, Usage};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::faults::{FaultPlan, FaultStage};
+use crate::worker::StopFlags;
+use crate::{FailureCode, JobEventKind, JobFailure, Worker};
+
+/// How a job's run ended, before it is written down.
+enum Ending {
+    Succeeded {
+        artifacts: Vec<Artifact>,
+    },
+    Failed(JobFailure),
+    Cancelled,
+    /// Stopped by shutdown: back to the queue.
+    Interrupted,
+    /// The lease went to someone else (recovery): write nothing.
+    LeaseLost,
+}
+
+/// Stage changes and steps, sent from the blocking thread to the async side.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    stage: Stage,
+    step: u32,
+}
+
+impl Worker {
+    pub(crate) async fn run_job(&self, job: Job, shutdown: watch::Receiver<bool>) {
+        let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
+        self.run_job_inner(job, shutdown).instrument(span).await
+    }
+
+    async fn run_job_inner(&self, job: Job, mut shutdown: watch::Receiver<bool>) {
+        let inner = &self.inner;
+        let flags = Arc::new(StopFlags::default());
+        flags.cancel.store(job.cancel_requested, Ordering::SeqCst);
+        inner.lock_running().insert(job.id.clone(), flags.clone());
+        let started = Instant::now();
+        let mut usage = Usage {
+            device: inner.config.device.clone(),
+            ..Usage::default()
+        };
+
+        // Drain: after the grace period a job still running is stopped and requeued.
+        let drain = {
+            let flags = flags.clone();
+            let grace = inner.config.drain_grace;
+            tokio::spawn(async move {
+                while !*shutdown.borrow() {
+                    if shutdown.changed().await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(grace).await;
+                flags.interrupt.store(true, Ordering::SeqCst);
+            })
+        };
+
+        let ending = self.execute(&job, &flags, &mut usage).await;
+        drain.abort();
+        inner.lock_running().remove(&job.id);
+        usage.total_ms = started.elapsed().as_millis() as u64;
+        self.finish(&job, ending, &usage).await;
+    }
+
+    async fn execute(&self, job: &Job, flags: &Arc<StopFlags>, usage: &mut Usage) -> Ending {
+        let inner = &self.inner;
+        let plan = if inner.config.fault_injection {
+            match FaultPlan::from_metadata(&job.metadata) {
+                Ok(plan) => plan,
+                Err(e) => return Ending::Failed(JobFailure::new(FailureCode::Internal, e)),
+            }
+        } else {
+            FaultPlan::default()
+        };
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+        let generation = {
+            let registry = inner.registry.clone();
+            let request = generation_request(job);
+            let model = job.model.clone();
+            let flags = flags.clone();
+            let plan = plan.clone();
+            tokio::task::spawn_blocking(move || {
+                generate(&registry, &model, &request, &plan, &flags, &tx)
+            })
+        };
+        // Persist and publish progress as it comes; the lease is renewed by each report
+        // and by a heartbeat while a long stage reports nothing.
+        let heartbeat_every = Duration::from_millis((inner.config.lease_ms / 3).max(100) as u64);
+        let mut current = Progress {
+            stage: Stage::EncodingText,
+            step: 0,
+        };
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(p) => {
+                        let kind = if p.stage != current.stage { JobEventKind::StageChanged } else { JobEventKind::Progress };
+                        current = p;
+                        if !self.report(job, current, flags, Some(kind)).await {
+                            flags.cancel.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    None => break,
+                },
+                _ = heartbeat.tick() => {
+                    if !self.report(job, current, flags, None).await {
+                        flags.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        let generated = match generation.await {
+            Ok(result) => result,
+            Err(e) => Err(GenerateError::Failed(JobFailure::new(
+                FailureCode::ModelError,
+                format!("model thread ended abnormally: {e}"),
+            ))),
+        };
+        let (frames, timings) = match generated {
+            Ok(done) => done,
+            Err(GenerateError::Stopped) => return self.stop_ending(job, flags).await,
+            Err(GenerateError::Failed(f)) => return Ending::Failed(f),
+        };
+        usage.encode_text_ms = timings[0];
+        usage.denoise_ms = timings[1];
+        usage.decode_ms = timings[2];
+
+        let ending = self
+            .encode_and_store(job, frames, &plan, flags, usage)
+            .await;
+        if let Ending::Failed(_) | Ending::Cancelled | Ending::Interrupted = ending {
+            let _ = inner.artifacts.delete_job(&job.id).await;
+        }
+        ending
+    }
+
+    async fn encode_and_store(
+        &self,
+        job: &Job,
+        frames: VideoFrames,
+        plan: &FaultPlan,
+        flags: &Arc<StopFlags>,
+        usage: &mut Usage,
+    ) -> Ending {
+        let inner = &self.inner;
+        if !self
+            .report(
+                job,
+                Progress {
+                    stage: Stage::EncodingVideo,
+                    step: job.steps,
+                },
+                flags,
+                Some(JobEventKind::StageChanged),
+            )
+            .await
+        {
+            return self.stop_ending(job, flags).await;
+        }
+        let scratch = inner.config.scratch_dir.join(&job.id);
+        let t = Instant::now();
+        let encoded = {
+            let scratch = scratch.clone();
+            let fps = job.fps;
+            let fail = plan.fails_at(FaultStage::EncodeVideo);
+            tokio::task::spawn_blocking(move || encode_outputs(&frames, fps, &scratch, fail)).await
+        };
+        usage.encode_video_ms = t.elapsed().as_millis() as u64;
+        let files = match encoded {
+            Ok(Ok(files)) => files,
+            Ok(Err(f)) => {
+                remove_scratch(&scratch).await;
+                return Ending::Failed(f);
+            }
+            Err(e) => {
+                remove_scratch(&scratch).await;
+                return Ending::Failed(JobFailure::new(
+                    FailureCode::EncoderError,
+                    format!("encoder thread ended abnormally: {e}"),
+                ));
+            }
+        };
+        if !self
+            .report(
+                job,
+                Progress {
+                    stage: Stage::Storing,
+                    step: job.steps,
+                },
+                flags,
+                Some(JobEventKind::StageChanged),
+            )
+            .await
+        {
+            remove_scratch(&scratch).await;
+            return self.stop_ending(job, flags).await;
+        }
+        let t = Instant::now();
+        let stored = self.store_outputs(job, &files, plan).await;
+        usage.store_ms = t.elapsed().as_millis() as u64;
+        remove_scratch(&scratch).await;
+        match stored {
+            Ok(artifacts) => Ending::Succeeded { artifacts },
+            Err(f) => Ending::Failed(f),
+        }
+    }
+
+    async fn store_outputs(
+        &self,
+        job: &Job,
+        files: &EncodedFiles,
+        plan: &FaultPlan,
+    ) -> Result<Vec<Artifact>, JobFailure> {
+        let inner = &self.inner;
+        if plan.fails_at(FaultStage::Store) {
+            return Err(JobFailure::new(
+                FailureCode::StorageError,
+                "injected fault at store",
+            ));
+        }
+        let expires_at = inner
+            .clock
+            .now_ms()
+            .saturating_add(inner.config.artifact_ttl_ms);
+        let mut artifacts = Vec::new();
+        for (kind, name, mime, path) in [
+            (ArtifactKind::Video, "video.mp4", "video/mp4", &files.video),
+            (
+                ArtifactKind::Poster,
+                "poster.png",
+                "image/png",
+                &files.poster,
+            ),
+        ] {
+            let stored = inner
+                .artifacts
+                .put_file(&job.id, name, path)
+                .await
+                .map_err(|e| JobFailure::new(FailureCode::StorageError, e.to_string()))?;
+            artifacts.push(Artifact {
+                kind,
+                mime: mime.into(),
+                bytes: stored.bytes,
+                sha256: stored.sha256,
+                location: stored.location,
+                expires_at,
+            });
+        }
+        Ok(artifacts)
+    }
+
+    /// Records progress (renewing the lease) and publishes it. False when the job must
+    /// stop: its cancel was requested, or the lease is no longer ours.
+    async fn report(
+        &self,
+        job: &Job,
+        p: Progress,
+        flags: &StopFlags,
+        publish: Option<JobEventKind>,
+    ) -> bool {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        match inner
+            .store
+            .report_progress(
+                &job.id,
+                &inner.config.owner,
+                p.stage,
+                p.step,
+                inner.config.lease_ms,
+                now,
+            )
+            .await
+        {
+            Ok(ack) => {
+                if let Some(kind) = publish {
+                    self.publish(kind, &job.id).await;
+                }
+                !ack.cancel_requested && !flags.cancel.load(Ordering::SeqCst)
+            }
+            Err(StoreError::LeaseLost) => false,
+            Err(e) => {
+                // A transient database error must not kill a job; the lease may lapse
+                // and recovery takes over if it persists.
+                warn!(error = %e, "recording progress failed");
+                !flags.cancel.load(Ordering::SeqCst)
+            }
+        }
+    }
+
+    /// Why a job stopped early: shutdown, a lost lease, or a cancel.
+    async fn stop_ending(&self, job: &Job, flags: &StopFlags) -> Ending {
+        if flags.interrupt.load(Ordering::SeqCst) && !flags.cancel.load(Ordering::SeqCst) {
+            return Ending::Interrupted;
+        }
+        match self.inner.store.get_job(None, &job.id).await {
+            Ok(Some(j)) if j.state == JobState::Running && j.cancel_requested => Ending::Cancelled,
+            Ok(Some(j)) if j.state == JobState::Running => {
+                if flags.cancel.load(Ordering::SeqCst) {
+                    Ending::Cancelled
+                } else {
+                    Ending::LeaseLost
+                }
+            }
+            _ => Ending::LeaseLost,
+        }
+    }
+
+    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) {
+        let inner = &self.inner;
+        let owner = &inner.config.owner;
+        let now = inner.clock.now_ms();
+        let written = match ending {
+            Ending::Succeeded { artifacts } => {
+                let result = inner
+                    .store
+                    .complete_job(&job.id, owner, &artifacts, usage, now)
+                    .await;
+                if let Ok(j) = &result {
+                    if j.state != JobState::Succeeded {
+                        // Cancelled after the last step: the stored files go.
+                        let _ = inner.artifacts.delete_job(&job.id).await;
+                    }
+                }
+                result
+            }
+            Ending::Failed(failure) => {
+                warn!(code = failure.code.as_str(), message = %failure.message, "job failed");
+                inner
+                    .store
+                    .fail_job(&job.id, owner, &failure.to_record(), usage, now)
+                    .await
+            }
+            Ending::Cancelled => {
+                inner
+                    .store
+                    .finish_cancelled(&job.id, owner, usage, now)
+                    .await
+            }
+            Ending::Interrupted => inner.store.requeue_job(&job.id, owner).await,
+            Ending::LeaseLost => {
+                warn!("lease lost; another worker or recovery owns the job now");
+                return;
+            }
+        };
+        match written {
+            Ok(j) => {
+                info!(state = %j.state, debited = j.debited, refunded = j.refunded, ms = usage.total_ms, "job finished");
+                inner.events.publish(JobEventKind::StateChanged, j, now);
+            }
+            Err(StoreError::LeaseLost) => warn!("lease lost before the job's end was written"),
+            Err(e) => warn!(error = %e, "writing the job's end failed; recovery will retry it"),
+        }
+    }
+
+    pub(crate) async fn publish(&self, kind: JobEventKind, job_id: &str) {
+        match self.inner.store.get_job(None, job_id).await {
+            Ok(Some(job)) => self
+                .inner
+                .events
+                .publish(kind, job, self.inner.clock.now_ms()),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "reading a job to publish its event failed"),
+        }
+    }
+}
+
+fn generation_request(job: &Job) -> GenerationRequest {
+    GenerationRequest {
+        prompt: job.prompt.clone(),
+        negative_prompt: job.negative_prompt.clone(),
+        width: job.width,
+        height: job.height,
+        num_frames: job.num_frames,
+        steps: job.steps,
+        guidance_scale: job.guidance_scale,
+        seed: job.seed,
+    }
+}
+
+enum GenerateError {
+    /// Cancelled, interrupted, or the lease was lost: the caller finds out which.
+    Stopped,
+    Failed(JobFailure),
+}
+
+/// The model's three stages, on a blocking thread. Returns the frames and the
+/// milliseconds each stage took.
+fn generate(
+    registry: &crate::ModelRegistry,
+    model: &str,
+    request: &GenerationRequest,
+    plan: &FaultPlan,
+    flags: &StopFlags,
+    progress: &mpsc::UnboundedSender<Progress>,
+) -> Result<(VideoFrames, [u64; 3]), GenerateError> {
+    let stopped = || flags.cancel.load(Ordering::SeqCst) || flags.interrupt.load(Ordering::SeqCst);
+    let pipeline = registry.pipeline(model).map_err(|e| {
+        GenerateError::Failed(JobFailure::new(FailureCode::ModelError, e.to_string()))
+    })?;
+    let mut timings = [0u64; 3];
+
+    let t = Instant::now();
+    if plan.fails_at(FaultStage::EncodeText) {
+        return Err(GenerateError::Failed(JobFailure::new(
+            FailureCode::ModelError,
+            "injected fault at encode_text",
+        )));
+    }
+    let conditioning = pipeline.encode_prompt(request).map_err(pipeline_failure)?;
+    timings[0] = t.elapsed().as_millis() as u64;
+    if stopped() {
+        return Err(GenerateError::Stopped);
+    }
+
+    let t = Instant::now();
+    let _ = progress.send(Progress {
+        stage: Stage::Denoising,
+        step: 0,
+    });
+    let mut injected: Option<u32> = None;
+    let mut on_step = |p: kinema_diffusion::StepProgress| {
+        if plan.fails_at(FaultStage::Step(p.step)) {
+            injected = Some(p.step);
+            return StepControl::Cancel;
+        }
+        let _ = progress.send(Progress {
+            stage: Stage::Denoising,
+            step: p.step,
+        });
+        if plan.step_delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(plan.step_delay_ms));
+        }
+        if stopped() {
+            StepControl::Cancel
+        } else {
+            StepControl::Continue
+        }
+    };
+    let latents = pipeline.denoise(request, &conditioning, &mut on_step);
+    timings[1] = t.elapsed().as_millis() as u64;
+    let latents = match (latents, injected) {
+        (_, Some(step)) => {
+            return Err(GenerateError::Failed(JobFailure::new(
+                FailureCode::ModelError,
+                format!("injected fault at step:{step}"),
+            )))
+        }
+        (Err(PipelineError::Cancelled { .. }), None) => return Err(GenerateError::Stopped),
+        (Err(e), None) => return Err(pipeline_failure(e)),
+        (Ok(l), None) => l,
+    };
+
+    let t = Instant::now();
+    let _ = progress.send(Progress {
+        stage: Stage::Decoding,
+        step: request.steps,
+    });
+    if plan.fails_at(FaultStage::Decode) {
+        return Err(GenerateError::Failed(JobFailure::new(
+            FailureCode::ModelError,
+            "injected fault at decode",
+        )));
+    }
+    let frames = pipeline
+        .decode(request, latents)
+        .map_err(pipeline_failure)?;
+    timings[2] = t.elapsed().as_millis() as u64;
+    if stopped() {
+        return Err(GenerateError::Stopped);
+    }
+    Ok((frames, timings))
+}
+
+fn pipeline_failure(e: PipelineError) -> GenerateError {
+    match e {
+        PipelineError::Cancelled { .. } => GenerateError::Stopped,
+        other => GenerateError::Failed(other.into()),
+    }
+}
+
+struct EncodedFiles {
+    video: PathBuf,
+    poster: PathBuf,
+}
+
+fn encode_outputs(
+    frames: &VideoFrames,
+    fps: u32,
+    dir: &Path,
+    fail: bool,
+) -> Result<EncodedFiles, JobFailure> {
+    let encoder_error =
+        |e: &dyn std::fmt::Display| JobFailure::new(FailureCode::EncoderError, e.to_string());
+    if fail {
+        return Err(JobFailure::new(
+            FailureCode::EncoderError,
+            "injected fault at encode_video",
+        ));
+    }
+    if frames.num_frames == 0 {
+        return Err(JobFailure::new(
+            FailureCode::ModelError,
+            "the model returned no frames",
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| JobFailure::new(FailureCode::StorageError, format!("scratch dir: {e}")))?;
+    let spec = VideoSpec {
+        width: frames.width as u32,
+        height: frames.height as u32,
+        fps,
+    };
+    let rgb: Vec<Vec<u8>> = (0..frames.num_frames)
+        .map(|i| frames.frame_rgb8(i))
+        .collect();
+    let video = dir.join("video.mp4");
+    kinema_media::encode_mp4(&spec, rgb.iter().map(Vec::as_slice), &video)
+        .map_err(|e| encoder_error(&e))?;
+    let poster = dir.join("poster.png");
+    kinema_media::write_poster_png(spec.width, spec.height, &rgb[0], &poster)
+        .map_err(|e| encoder_error(&e))?;
+    Ok(EncodedFiles { video, poster })
+}
+
+async fn remove_scratch(dir: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(error = %e, dir = %dir.display(), "removing scratch files failed");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Credits, LedgerError};
+
+/// Price of one resolution tier: applies to videos whose larger side is at most
+/// `max_side` pixels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierPrice {
+    pub tier: String,
+    pub max_side: u32,
+    pub credits_per_second: Credits,
+}
+
+/// A model's entry in the price book (CONTRACT.md §2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    /// Ascending by `max_side`.
+    pub tiers: Vec<TierPrice>,
+    /// Steps included in the base price; more steps scale the price linearly.
+    pub default_steps: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuoteInput {
+    pub width: u32,
+    pub height: u32,
+    pub num_frames: u32,
+    pub fps: u32,
+    pub steps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub credits: Credits,
+    pub tier: String,
+    /// Seconds of video (frames / fps) in milliseconds, rounded down.
+    pub video_millis: u64,
+}
+
+/// credits = ceil(credits_per_second x frames / fps x max(steps, default) / default),
+/// and at least 1: every job costs something.
+pub fn quote(price: &ModelPrice, input: QuoteInput) -> Result<Quote, LedgerError> {
+    let invalid = |field, reason: &str| LedgerError::InvalidQuote {
+        field,
+        reason: reason.to_string(),
+    };
+    if input.fps == 0 {
+        return Err(invalid("fps", "must be at least 1"));
+    }
+    if input.num_frames == 0 {
+        return Err(invalid("num_frames", "must be at least 1"));
+    }
+    if price.default_steps == 0 {
+        return Err(invalid(
+            "default_steps",
+            "price book entry has 0 default steps",
+        ));
+    }
+    let side = input.width.max(input.height);
+    let tier = price
+        .tiers
+        .iter()
+        .filter(|t| side <= t.max_side)
+        .min_by_key(|t| t.max_side)
+        .ok_or_else(|| invalid("width", &format!("{side} px is above every priced tier")))?;
+    let steps = input.steps.max(price.default_steps);
+    let numerator = tier.credits_per_second as i128 * input.num_frames as i128 * steps as i128;
+    let denominator = input.fps as i128 * price.default_steps as i128;
+    let credits = ((numerator + denominator - 1) / denominator).max(1);
+    let credits =
+        Credits::try_from(credits).map_err(|_| invalid("num_frames", "price overflows"))?;
+    Ok(Quote {
+        credits,
+        tier: tier.tier.clone(),
+        video_millis: input.num_frames as u64 * 1000 / input.fps as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price() -> ModelPrice {
+        ModelPrice {
+            tiers: vec![
+                TierPrice {
+                    tier: "480p".into(),
+                    max_side: 854,
+                    credits_per_second: 10,
+                },
+                TierPrice {
+                    tier: "720p".into(),
+                    max_side: 1280,
+                    credits_per_second: 25,
+                },
+            ],
+            default_steps: 50,
+        }
+    }
+
+    fn input(width: u32, height: u32, num_frames: u32, fps: u32, steps: u32) -> QuoteInput {
+        QuoteInput {
+            width,
+            height,
+            num_frames,
+            fps,
+            steps,
+        }
+    }
+
+    #[test]
+    fn prices_seconds_of_video_by_tier_rounding_up() {
+        let q = quote(&price(), input(832, 480, 81, 16, 50)).unwrap();
+        // 10 credits/s x 81/16 s = 50.625 -> 51
+        assert_eq!(q.credits, 51);
+        assert_eq!(q.tier, "480p");
+        assert_eq!(q.video_millis, 5062);
+        assert_eq!(
+            quote(&price(), input(1280, 720, 16, 16, 50))
+                .unwrap()
+                .credits,
+            25
+        );
+    }
+
+    #[test]
+    fn steps_above_default_scale_and_below_do_not_discount() {
+        assert_eq!(
+            quote(&price(), input(832, 480, 16, 16, 100))
+                .unwrap()
+                .credits,
+            20
+        );
+        assert_eq!(
+            quote(&price(), input(832, 480, 16, 16, 10))
+                .unwrap()
+                .credits,
+            10
+        );
+    }
+
+    #[test]
+    fn sizes_beyond_every_tier_and_zero_fps_are_errors() {
+        assert!(matches!(
+            quote(&price(), input(1920, 1080, 16, 16, 50)),
+            Err(LedgerError::InvalidQuote { field: "width", .. })
+        ));
+        assert!(quote(&price(), input(832, 480, 16, 0, 50)).is_err());
+    }
+
+    #[test]
+    fn every_job_costs_at_least_one_credit() {
+        let cheap = ModelPrice {
+            tiers: vec![TierPrice {
+                tier: "any".into(),
+                max_side: 4096,
+                credits_per_second: 1,
+            }],
+            default_steps: 4,
+        };
+        assert_eq!(quote(&cheap, input(16, 16, 1, 60, 1)).unwrap().credits, 1);
+    }
+}

@@ -1,0 +1,93 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while encoding a video or writing a poster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// Width or height is zero, odd (H.264 yuv420p needs even sizes) or too large.
+    #[error("invalid video size {width}x{height}: {reason}")]
+    InvalidSize {
+        width: u32,
+        height: u32,
+        reason: &'static str,
+    },
+
+    /// The frame rate is zero or unreasonably large.
+    #[error("invalid frame rate {fps}: must be between 1 and {max}")]
+    InvalidFps { fps: u32, max: u32 },
+
+    /// A frame buffer does not hold exactly `width * height * 3` bytes.
+    #[error(
+        "frame {index} is {actual} bytes, but a {width}x{height} RGB24 frame is {expected} bytes"
+    )]
+    FrameLength {
+        /// Zero-based index of the offending frame.
+        index: u64,
+        width: u32,
+        height: u32,
+        expected: usize,
+        actual: usize,
+    },
+
+    /// The frame iterator was empty.
+    #[error("no frames to encode")]
+    NoFrames,
+
+    /// More frames than the frame counter can hold.
+    #[error("too many frames (more than {max})")]
+    TooManyFrames { max: u32 },
+
+    /// The output path cannot be handed to FFmpeg (not UTF-8, or contains NUL).
+    #[error("output path {path:?} cannot be used: {reason}")]
+    UnsupportedPath { path: PathBuf, reason: &'static str },
+
+    /// This FFmpeg build has no H.264 encoder.
+    #[error("no H.264 encoder available (looked for libx264, then any H.264 encoder)")]
+    EncoderNotFound,
+
+    /// An FFmpeg call failed; `op` names the step.
+    #[error("ffmpeg: {op} failed: {source}")]
+    Ffmpeg {
+        op: &'static str,
+        #[source]
+        source: ffmpeg_next::Error,
+    },
+
+    /// A filesystem operation failed.
+    #[error("{op} {path:?} failed: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The PNG encoder rejected the image.
+    #[error("PNG encoding of {path:?} failed: {source}")]
+    Png {
+        path: PathBuf,
+        #[source]
+        source: png::EncodingError,
+    },
+}
+
+impl MediaError {
+    /// Builds a `map_err` closure that tags an FFmpeg error with the failed step.
+    pub(crate) fn ffmpeg(op: &'static str) -> impl FnOnce(ffmpeg_next::Error) -> Self {
+        move |source| MediaError::Ffmpeg { op, source }
+    }
+
+    /// Builds a `map_err` closure that tags an I/O error with the step and path.
+    pub(crate) fn io<'p>(
+        op: &'static str,
+        path: &'p std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + 'p {
+        move |source| MediaError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

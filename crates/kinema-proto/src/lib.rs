@@ -1,0 +1,8 @@
+//! The Kinema gRPC contract (`kinema.v1`), generated from `proto/kinema/v1/`.
+
+pub mod v1 {
+    tonic::include_proto!("kinema.v1");
+}
+
+/// Encoded `FileDescriptorSet` of the contract, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kinema_descriptor");

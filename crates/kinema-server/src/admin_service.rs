@@ -1,0 +1,164 @@
+use std::sync::Arc;
+
+use kinema_proto::v1 as pb;
+use kinema_proto::v1::admin_service_server::AdminService;
+use kinema_store::{Role, StoreError};
+use tonic::{Code, Request, Response, Status};
+
+use crate::app::App;
+use crate::auth::authenticate;
+use crate::convert;
+use crate::error::{reasons, ApiError};
+
+pub struct Admin {
+    pub app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_operator()?;
+        let req = request.into_inner();
+        if req.name.trim().is_empty() {
+            return Err(ApiError::field("name", "must not be empty").into());
+        }
+        let external_id = (!req.external_id.is_empty()).then_some(req.external_id.as_str());
+        let account = app
+            .store
+            .create_account(&req.name, external_id, app.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::account(&account)))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let account = if req.account_id.is_empty() && !req.external_id.is_empty() {
+            caller.require_operator()?;
+            app.store
+                .find_account_by_external_id(&req.external_id)
+                .await
+        } else {
+            app.store
+                .get_account(&caller.account(&req.account_id)?)
+                .await
+        };
+        let account = account
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::from(StoreError::NotFound("account")))?;
+        Ok(Response::new(convert::account(&account)))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let role = match pb::KeyRole::try_from(req.role) {
+            Ok(pb::KeyRole::Admin) => Role::Admin,
+            Ok(pb::KeyRole::Platform) => Role::Platform,
+            Ok(pb::KeyRole::Account) => Role::Account,
+            _ => return Err(ApiError::field("role", "must be ADMIN, PLATFORM or ACCOUNT").into()),
+        };
+        // Platform keys may mint keys for accounts; only the operator mints the rest.
+        match (caller.role(), role) {
+            (Role::Admin, _) | (Role::Platform, Role::Account) => {}
+            _ => return Err(ApiError::role("admin").into()),
+        }
+        let account_id = match role {
+            Role::Account => Some(caller.account(&req.account_id)?),
+            _ if !req.account_id.is_empty() => {
+                return Err(
+                    ApiError::field("account_id", "only account keys belong to an account").into(),
+                )
+            }
+            _ => None,
+        };
+        let (key, secret) = app
+            .store
+            .create_api_key(role, account_id.as_deref(), &req.name, app.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(convert::api_key(&key)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let requested = request.get_ref().account_id.clone();
+        let account = match caller.role() {
+            Role::Admin if requested.is_empty() => None,
+            _ => Some(caller.account(&requested)?),
+        };
+        let keys = app
+            .store
+            .list_api_keys(account.as_deref())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.iter().map(convert::api_key).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_admin()?;
+        let key = app
+            .store
+            .revoke_api_key(&request.get_ref().key_id, app.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::api_key(&key)))
+    }
+
+    async fn advance_clock(
+        &self,
+        request: Request<pb::AdvanceClockRequest>,
+    ) -> Result<Response<pb::AdvanceClockResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_admin()?;
+        let Some(clock) = &app.test_clock else {
+            return Err(ApiError::status(
+                Code::FailedPrecondition,
+                reasons::TEST_CLOCK_DISABLED,
+                "the server was not started with --test-clock",
+            )
+            .into());
+        };
+        let by = request.into_inner().by.unwrap_or_default();
+        let by_ms = by
+            .seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(by.nanos) / 1_000_000);
+        if by_ms < 0 {
+            return Err(ApiError::field("by", "the clock only moves forward").into());
+        }
+        let now = clock.advance(by_ms);
+        Ok(Response::new(pb::AdvanceClockResponse {
+            now: Some(convert::timestamp(now)),
+        }))
+    }
+}

@@ -1,0 +1,27 @@
+use std::sync::Arc;
+
+use kinema_artifacts::LocalArtifacts;
+use kinema_engine::{Clock, JobEvents, ModelRegistry, TestClock, Worker};
+use kinema_store::Store;
+use tokio::sync::watch;
+
+/// What every service shares.
+pub struct App {
+    pub store: Store,
+    pub registry: Arc<ModelRegistry>,
+    pub artifacts: LocalArtifacts,
+    pub clock: Arc<dyn Clock>,
+    /// Set when the server runs with `--test-clock`.
+    pub test_clock: Option<Arc<TestClock>>,
+    pub events: JobEvents,
+    pub worker: Worker,
+    pub fault_injection: bool,
+    /// Flips to true on shutdown; open streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

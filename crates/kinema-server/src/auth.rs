@@ -1,0 +1,88 @@
+use kinema_store::{ApiKey, Role};
+use tonic::{Code, Request};
+
+use crate::app::App;
+use crate::error::{reasons, ApiError};
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKey,
+}
+
+impl Caller {
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key.id)
+    }
+
+    pub fn role(&self) -> Role {
+        self.key.role
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.key.role {
+            Role::Admin => Ok(()),
+            _ => Err(ApiError::role("admin")),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self.key.role {
+            Role::Admin | Role::Platform => Ok(()),
+            Role::Account => Err(ApiError::role("admin or platform")),
+        }
+    }
+
+    /// The account a request acts on: an account key's own, whatever the request
+    /// names; for platform and admin keys, the one the request names.
+    pub fn account(&self, requested: &str) -> Result<String, ApiError> {
+        match (&self.key.role, &self.key.account_id) {
+            (Role::Account, Some(own)) => Ok(own.clone()),
+            (Role::Account, None) => Err(ApiError::Internal("account key without account".into())),
+            _ if requested.trim().is_empty() => Err(ApiError::field(
+                "account_id",
+                "required with admin and platform keys",
+            )),
+            _ => Ok(requested.to_string()),
+        }
+    }
+}
+
+/// Reads `authorization: Bearer <key>` and finds the live key it names.
+pub async fn authenticate<T>(app: &App, request: &Request<T>) -> Result<Caller, ApiError> {
+    let header = request.metadata().get("authorization").ok_or_else(|| {
+        ApiError::status(
+            Code::Unauthenticated,
+            reasons::API_KEY_MISSING,
+            "missing authorization: Bearer <key>",
+        )
+    })?;
+    let secret = header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::status(
+                Code::Unauthenticated,
+                reasons::API_KEY_MISSING,
+                "authorization must be \"Bearer <key>\"",
+            )
+        })?;
+    let key = app
+        .store
+        .authenticate(secret, app.now())
+        .await?
+        .ok_or_else(|| {
+            ApiError::status(
+                Code::Unauthenticated,
+                reasons::API_KEY_INVALID,
+                "unknown or revoked api key",
+            )
+        })?;
+    Ok(Caller { key })
+}

@@ -1,0 +1,299 @@
+//! Store and engine types to their `kinema.v1` messages.
+
+use kinema_engine::{JobEvent, JobEventKind, ModelManifest};
+use kinema_proto::v1 as pb;
+use kinema_store as store;
+
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn millis(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
+}
+
+fn job_state(s: store::JobState) -> pb::JobState {
+    match s {
+        store::JobState::Queued => pb::JobState::Queued,
+        store::JobState::Running => pb::JobState::Running,
+        store::JobState::Succeeded => pb::JobState::Succeeded,
+        store::JobState::Failed => pb::JobState::Failed,
+        store::JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn store_job_state(s: pb::JobState) -> Option<store::JobState> {
+    match s {
+        pb::JobState::Unspecified => None,
+        pb::JobState::Queued => Some(store::JobState::Queued),
+        pb::JobState::Running => Some(store::JobState::Running),
+        pb::JobState::Succeeded => Some(store::JobState::Succeeded),
+        pb::JobState::Failed => Some(store::JobState::Failed),
+        pb::JobState::Cancelled => Some(store::JobState::Cancelled),
+    }
+}
+
+fn stage(s: store::Stage) -> pb::JobStage {
+    match s {
+        store::Stage::EncodingText => pb::JobStage::EncodingText,
+        store::Stage::Denoising => pb::JobStage::Denoising,
+        store::Stage::Decoding => pb::JobStage::Decoding,
+        store::Stage::EncodingVideo => pb::JobStage::EncodingVideo,
+        store::Stage::Storing => pb::JobStage::Storing,
+    }
+}
+
+pub fn artifact_kind(k: store::ArtifactKind) -> pb::ArtifactKind {
+    match k {
+        store::ArtifactKind::Video => pb::ArtifactKind::Video,
+        store::ArtifactKind::Poster => pb::ArtifactKind::Poster,
+    }
+}
+
+/// Whole-job progress: text encoding 5%, denoising 80% by step, the rest after.
+fn progress_fraction(job: &store::Job) -> f32 {
+    let denoise = if job.progress_total == 0 {
+        0.0
+    } else {
+        job.progress_step as f32 / job.progress_total as f32
+    };
+    match (job.state, job.stage) {
+        (store::JobState::Succeeded, _) => 1.0,
+        (store::JobState::Queued, _) | (_, None) => 0.0,
+        (_, Some(store::Stage::EncodingText)) => 0.0,
+        (_, Some(store::Stage::Denoising)) => 0.05 + 0.8 * denoise,
+        (_, Some(store::Stage::Decoding)) => 0.85,
+        (_, Some(store::Stage::EncodingVideo)) => 0.9,
+        (_, Some(store::Stage::Storing)) => 0.97,
+    }
+}
+
+pub fn job(j: &store::Job) -> pb::Job {
+    let ts = |ms: Option<i64>| ms.map(timestamp);
+    pb::Job {
+        id: j.id.clone(),
+        account_id: j.account_id.clone(),
+        external_id: j.external_id.clone().unwrap_or_default(),
+        state: job_state(j.state) as i32,
+        stage: j.stage.map(stage).unwrap_or(pb::JobStage::Unspecified) as i32,
+        progress: Some(pb::JobProgress {
+            step: j.progress_step,
+            total_steps: j.progress_total,
+            fraction: progress_fraction(j),
+        }),
+        queue_position: j.queue_position,
+        quoted_credits: j.quoted,
+        debited_credits: j.debited,
+        refunded_credits: j.refunded,
+        failure: j.failure.as_ref().map(|f| pb::JobFailure {
+            code: f.code.clone(),
+            message: f.message.clone(),
+            retryable: f.retryable,
+        }),
+        artifacts: j
+            .artifacts
+            .iter()
+            .map(|a| pb::Artifact {
+                kind: artifact_kind(a.kind) as i32,
+                mime: a.mime.clone(),
+                bytes: a.bytes,
+                sha256: a.sha256.clone(),
+                expires_at: Some(timestamp(a.expires_at)),
+            })
+            .collect(),
+        created_at: Some(timestamp(j.created_at)),
+        started_at: ts(j.started_at),
+        finished_at: ts(j.finished_at),
+        usage: Some(pb::JobUsage {
+            device: j.usage.device.clone(),
+            attempts: j.attempts,
+            encode_text_ms: j.usage.encode_text_ms,
+            denoise_ms: j.usage.denoise_ms,
+            decode_ms: j.usage.decode_ms,
+            encode_video_ms: j.usage.encode_video_ms,
+            store_ms: j.usage.store_ms,
+            total_ms: j.usage.total_ms,
+        }),
+        model: j.model.clone(),
+        prompt: j.prompt.clone(),
+        negative_prompt: j.negative_prompt.clone(),
+        width: j.width,
+        height: j.height,
+        num_frames: j.num_frames,
+        fps: j.fps,
+        steps: j.steps,
+        guidance_scale: j.guidance_scale,
+        seed: j.seed,
+        output_format: pb::OutputFormat::Mp4 as i32,
+        idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
+        metadata: j.metadata.clone(),
+        cancel_requested: j.cancel_requested,
+    }
+}
+
+pub fn job_event(e: &JobEvent) -> pb::JobEvent {
+    let kind = match e.kind {
+        JobEventKind::StateChanged => pb::JobEventKind::StateChanged,
+        JobEventKind::StageChanged => pb::JobEventKind::StageChanged,
+        JobEventKind::Progress => pb::JobEventKind::Progress,
+    };
+    pb::JobEvent {
+        kind: kind as i32,
+        job: Some(job(&e.job)),
+        time: Some(timestamp(e.at_ms)),
+    }
+}
+
+pub fn snapshot_event(j: &store::Job, at_ms: i64) -> pb::JobEvent {
+    pb::JobEvent {
+        kind: pb::JobEventKind::Snapshot as i32,
+        job: Some(job(j)),
+        time: Some(timestamp(at_ms)),
+    }
+}
+
+pub fn model(m: &ModelManifest) -> pb::ModelInfo {
+    let l = &m.limits;
+    let d = &m.defaults;
+    pb::ModelInfo {
+        id: m.id.clone(),
+        family: m.family.clone(),
+        description: m.description.clone(),
+        capabilities: m.capabilities.clone(),
+        limits: Some(pb::ModelLimits {
+            min_width: l.min_width,
+            max_width: l.max_width,
+            min_height: l.min_height,
+            max_height: l.max_height,
+            size_multiple: l.size_multiple,
+            min_frames: l.min_frames,
+            max_frames: l.max_frames,
+            frames_modulo: l.frames_modulo,
+            min_steps: l.min_steps,
+            max_steps: l.max_steps,
+            max_fps: l.max_fps,
+            max_prompt_chars: l.max_prompt_chars,
+        }),
+        defaults: Some(pb::ModelDefaults {
+            width: d.width,
+            height: d.height,
+            num_frames: d.num_frames,
+            fps: d.fps,
+            steps: d.steps,
+            guidance_scale: d.guidance_scale,
+        }),
+        prices: m
+            .price
+            .tiers
+            .iter()
+            .map(|t| pb::TierPrice {
+                tier: t.tier.clone(),
+                max_side: t.max_side,
+                credits_per_second: t.credits_per_second,
+            })
+            .collect(),
+    }
+}
+
+pub fn lot(l: &store::Lot) -> pb::Lot {
+    pb::Lot {
+        id: l.id,
+        source: l.source.clone(),
+        original: l.original,
+        remaining: l.remaining,
+        expires_at: l.expires_at.map(timestamp),
+        created_at: Some(timestamp(l.created_at)),
+    }
+}
+
+pub fn balance(account_id: &str, b: &store::Balance) -> pb::Balance {
+    pb::Balance {
+        account_id: account_id.to_string(),
+        total: b.total,
+        held: b.held,
+        available: b.available,
+        lots: b.lots.iter().map(lot).collect(),
+    }
+}
+
+fn entry_kind(k: store::EntryKind) -> pb::LedgerEntryKind {
+    use pb::LedgerEntryKind as P;
+    use store::EntryKind as S;
+    match k {
+        S::Grant => P::Grant,
+        S::Purchase => P::Purchase,
+        S::Trial => P::Trial,
+        S::SubscriptionGrant => P::SubscriptionGrant,
+        S::Hold => P::Hold,
+        S::Release => P::Release,
+        S::Debit => P::Debit,
+        S::Refund => P::Refund,
+        S::Expire => P::Expire,
+        S::Forfeit => P::Forfeit,
+        S::Adjust => P::Adjust,
+    }
+}
+
+pub fn entry(e: &store::LedgerEntry) -> pb::LedgerEntry {
+    pb::LedgerEntry {
+        id: e.id,
+        account_id: e.account_id.clone(),
+        kind: entry_kind(e.kind) as i32,
+        amount: e.amount,
+        allocations: e
+            .allocations
+            .iter()
+            .map(|a| pb::LotAllocation {
+                lot_id: a.lot_id,
+                amount: a.amount,
+            })
+            .collect(),
+        job_id: e.job_id.clone().unwrap_or_default(),
+        actor: e.actor.clone(),
+        balance_after: e.balance_after,
+        held_after: e.held_after,
+        created_at: Some(timestamp(e.created_at)),
+        memo: e.memo.clone(),
+    }
+}
+
+pub fn account(a: &store::Account) -> pb::Account {
+    let status = match a.status {
+        store::AccountStatus::Active => pb::AccountStatus::Active,
+        store::AccountStatus::Suspended => pb::AccountStatus::Suspended,
+        store::AccountStatus::Terminated => pb::AccountStatus::Terminated,
+    };
+    pb::Account {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        status: status as i32,
+        created_at: Some(timestamp(a.created_at)),
+        external_id: a.external_id.clone().unwrap_or_default(),
+    }
+}
+
+pub fn role(r: store::Role) -> pb::KeyRole {
+    match r {
+        store::Role::Admin => pb::KeyRole::Admin,
+        store::Role::Platform => pb::KeyRole::Platform,
+        store::Role::Account => pb::KeyRole::Account,
+    }
+}
+
+pub fn api_key(k: &store::ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.clone(),
+        role: role(k.role) as i32,
+        account_id: k.account_id.clone().unwrap_or_default(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        created_at: Some(timestamp(k.created_at)),
+        last_used_at: k.last_used_at.map(timestamp),
+        revoked_at: k.revoked_at.map(timestamp),
+    }
+}

@@ -1,0 +1,187 @@
+use std::path::PathBuf;
+
+use kinema_engine::FieldViolation;
+use kinema_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Stable machine-readable reasons (`google.rpc.ErrorInfo.reason`), CONTRACT.md §7.
+pub mod reasons {
+    pub const INVALID_SPEC: &str = "INVALID_SPEC";
+    pub const API_KEY_MISSING: &str = "API_KEY_MISSING";
+    pub const API_KEY_INVALID: &str = "API_KEY_INVALID";
+    pub const ROLE: &str = "ROLE";
+    pub const JOB_NOT_FOUND: &str = "JOB_NOT_FOUND";
+    pub const ACCOUNT_NOT_FOUND: &str = "ACCOUNT_NOT_FOUND";
+    pub const KEY_NOT_FOUND: &str = "KEY_NOT_FOUND";
+    pub const ARTIFACT_NOT_FOUND: &str = "ARTIFACT_NOT_FOUND";
+    pub const ARTIFACT_EXPIRED: &str = "ARTIFACT_EXPIRED";
+    pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
+    pub const ACCOUNT_SUSPENDED: &str = "ACCOUNT_SUSPENDED";
+    pub const TEST_CLOCK_DISABLED: &str = "TEST_CLOCK_DISABLED";
+    pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
+    pub const EXTERNAL_ID_CONFLICT: &str = "EXTERNAL_ID_CONFLICT";
+    pub const DRAINING: &str = "DRAINING";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+pub const ERROR_DOMAIN: &str = "kinema.v1";
+
+/// Everything an RPC can answer with instead of a result. Mapped to a status once,
+/// here.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request")]
+    InvalidSpec(Vec<FieldViolation>),
+    #[error("{message}")]
+    Status {
+        code: Code,
+        reason: &'static str,
+        message: String,
+    },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Status {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn field(field: &'static str, description: impl Into<String>) -> Self {
+        ApiError::InvalidSpec(vec![FieldViolation {
+            field,
+            description: description.into(),
+        }])
+    }
+
+    pub fn job_not_found() -> Self {
+        Self::status(Code::NotFound, reasons::JOB_NOT_FOUND, "job not found")
+    }
+
+    pub fn role(needed: &str) -> Self {
+        Self::status(
+            Code::PermissionDenied,
+            reasons::ROLE,
+            format!("this call needs a {needed} key"),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        use reasons::*;
+        match e {
+            StoreError::NotFound("job") => ApiError::job_not_found(),
+            StoreError::NotFound("account") => {
+                ApiError::status(Code::NotFound, ACCOUNT_NOT_FOUND, "account not found")
+            }
+            StoreError::NotFound("api key") => {
+                ApiError::status(Code::NotFound, KEY_NOT_FOUND, "api key not found")
+            }
+            StoreError::InsufficientCredits { needed, available } => ApiError::status(
+                Code::FailedPrecondition,
+                INSUFFICIENT_CREDITS,
+                format!("insufficient credits: {needed} needed, {available} available"),
+            ),
+            StoreError::AccountNotActive { status } => ApiError::status(
+                Code::FailedPrecondition,
+                ACCOUNT_SUSPENDED,
+                format!("the account is {status}: no new jobs"),
+            ),
+            StoreError::IdempotencyConflict => ApiError::status(
+                Code::AlreadyExists,
+                IDEMPOTENCY_CONFLICT,
+                "idempotency_key was already used for a different request",
+            ),
+            StoreError::ExternalIdConflict { job_id } => ApiError::status(
+                Code::AlreadyExists,
+                EXTERNAL_ID_CONFLICT,
+                format!("external_id is already used by job {job_id}"),
+            ),
+            StoreError::Invalid(message) => {
+                ApiError::status(Code::InvalidArgument, INVALID_SPEC, message)
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::InvalidSpec(violations) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info(
+                    reasons::INVALID_SPEC,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                );
+                for v in &violations {
+                    details.add_bad_request_violation(v.field, v.description.clone());
+                }
+                let message = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Status {
+                code,
+                reason,
+                message,
+            } => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(
+                    reason,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                ),
+            ),
+            ApiError::Internal(detail) => {
+                // The detail goes to the log only: no internals reach the client.
+                tracing::error!(error = %detail, "internal error");
+                Status::with_error_details(
+                    Code::Internal,
+                    "internal error",
+                    ErrorDetails::with_error_info(
+                        reasons::INTERNAL,
+                        ERROR_DOMAIN,
+                        std::collections::HashMap::new(),
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Failures of starting or running the server itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another kinema server")]
+    DataDirInUse(PathBuf),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("artifacts: {0}")]
+    Artifacts(#[from] kinema_artifacts::ArtifactError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}

@@ -1,0 +1,442 @@
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use kinema_engine::{FaultPlan, FieldViolation, JobSpec, ModelManifest, ResolvedSpec};
+use kinema_ledger::{Quote, QuoteInput};
+use kinema_proto::v1 as pb;
+use kinema_proto::v1::job_service_server::JobService;
+use kinema_store::{ArtifactKind, JobState, NewJob, Submitted};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Code, Request, Response, Status};
+use tracing::info;
+
+use crate::app::App;
+use crate::auth::authenticate;
+use crate::convert;
+use crate::error::{reasons, ApiError};
+
+const MAX_ID_CHARS: usize = 128;
+const CHUNK_BYTES: usize = 256 * 1024;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+pub struct JobsService {
+    pub app: Arc<App>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
+
+/// A request checked against its model: defaults filled, every limit held, priced.
+struct Checked<'a> {
+    manifest: &'a ModelManifest,
+    spec: ResolvedSpec,
+    quote: Quote,
+}
+
+impl JobsService {
+    fn check<'a>(
+        &'a self,
+        req: &pb::CreateJobRequest,
+        for_submission: bool,
+    ) -> Result<Checked<'a>, ApiError> {
+        let app = &self.app;
+        let Some(manifest) = app.registry.manifest(&req.model) else {
+            let known: Vec<&str> = app.registry.manifests().map(|m| m.id.as_str()).collect();
+            return Err(ApiError::field(
+                "model",
+                format!(
+                    "unknown model {:?}; available: {}",
+                    req.model,
+                    known.join(", ")
+                ),
+            ));
+        };
+        let spec = JobSpec {
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            width: req.width,
+            height: req.height,
+            num_frames: req.num_frames,
+            fps: req.fps,
+            steps: req.steps,
+            guidance_scale: req.guidance_scale,
+        };
+        let mut violations = match manifest.resolve(&spec, for_submission) {
+            Ok(_) => Vec::new(),
+            Err(v) => v,
+        };
+        let mut bad =
+            |field, description: String| violations.push(FieldViolation { field, description });
+        if !req.image.is_empty() && !manifest.capabilities.iter().any(|c| c == "image-to-video") {
+            bad(
+                "image",
+                format!("{} does not take an input image", manifest.id),
+            );
+        }
+        if !matches!(
+            pb::OutputFormat::try_from(req.output_format),
+            Ok(pb::OutputFormat::Unspecified | pb::OutputFormat::Mp4)
+        ) {
+            bad("output_format", "only MP4 is supported".into());
+        }
+        if for_submission {
+            if !req.callback_url.is_empty() {
+                bad(
+                    "callback_url",
+                    "callbacks are not available on this server yet; poll GetJob or use WatchJob"
+                        .into(),
+                );
+            }
+            for (field, value) in [
+                ("idempotency_key", &req.idempotency_key),
+                ("external_id", &req.external_id),
+            ] {
+                if value.chars().count() > MAX_ID_CHARS {
+                    bad(field, format!("at most {MAX_ID_CHARS} characters"));
+                }
+            }
+            if app.fault_injection {
+                if let Err(e) = FaultPlan::from_metadata(&req.metadata) {
+                    bad("metadata", e);
+                }
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidSpec(violations));
+        }
+        // Resolved again only to keep `resolve` the single source of the defaults.
+        let spec = manifest
+            .resolve(&spec, for_submission)
+            .map_err(ApiError::InvalidSpec)?;
+        let quote = kinema_ledger::quote(
+            &manifest.price,
+            QuoteInput {
+                width: spec.width,
+                height: spec.height,
+                num_frames: spec.num_frames,
+                fps: spec.fps,
+                steps: spec.steps,
+            },
+        )
+        .map_err(|e| ApiError::field("width", e.to_string()))?;
+        Ok(Checked {
+            manifest,
+            spec,
+            quote,
+        })
+    }
+
+    async fn load_job(
+        &self,
+        account_id: &str,
+        job_id: &str,
+    ) -> Result<kinema_store::Job, ApiError> {
+        self.app
+            .store
+            .get_job(Some(account_id), job_id)
+            .await?
+            .ok_or_else(ApiError::job_not_found)
+    }
+}
+
+/// Fingerprint of a request as sent (ordered maps make the encoding deterministic),
+/// to tell an idempotent retry from a different request reusing the key.
+fn request_hash(req: &pb::CreateJobRequest) -> String {
+    let mut canonical = req.clone();
+    canonical.account_id.clear();
+    hex::encode(Sha256::digest(canonical.encode_to_vec()))
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+#[tonic::async_trait]
+impl JobService for JobsService {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let checked = self.check(&req, true)?;
+        let new = NewJob {
+            account_id: account_id.clone(),
+            external_id: non_empty(&req.external_id),
+            idempotency_key: non_empty(&req.idempotency_key),
+            request_hash: request_hash(&req),
+            model: checked.manifest.id.clone(),
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            width: checked.spec.width,
+            height: checked.spec.height,
+            num_frames: checked.spec.num_frames,
+            fps: checked.spec.fps,
+            steps: checked.spec.steps,
+            guidance_scale: checked.spec.guidance_scale,
+            seed: req.seed.unwrap_or_else(rand::random),
+            output_format: "mp4".into(),
+            callback_url: req.callback_url.clone(),
+            metadata: req.metadata.clone(),
+            quote: checked.quote.credits,
+        };
+        let submitted = app
+            .store
+            .submit_job(new, &caller.actor(), app.now())
+            .await
+            .map_err(ApiError::from)?;
+        let job = match submitted {
+            Submitted::Created(job) => {
+                info!(job = %job.id, account = %account_id, model = %job.model, quote = job.quoted, "job queued");
+                app.events.publish(
+                    kinema_engine::JobEventKind::StateChanged,
+                    job.clone(),
+                    app.now(),
+                );
+                app.worker.wake();
+                job
+            }
+            Submitted::Existing(job) => job,
+        };
+        Ok(Response::new(convert::job(&job)))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let caller = authenticate(&self.app, &request).await?;
+        let req = request.into_inner();
+        let job = self
+            .load_job(&caller.account(&req.account_id)?, &req.job_id)
+            .await?;
+        Ok(Response::new(convert::job(&job)))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = authenticate(&self.app, &request).await?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let before = if req.page_token.is_empty() {
+            i64::MAX
+        } else {
+            req.page_token
+                .parse::<i64>()
+                .map_err(|_| ApiError::field("page_token", "not a token this server issued"))?
+        };
+        let mut states = Vec::new();
+        for s in &req.states {
+            let state = pb::JobState::try_from(*s)
+                .ok()
+                .and_then(convert::store_job_state)
+                .ok_or_else(|| ApiError::field("states", format!("{s} is not a job state")))?;
+            states.push(state);
+        }
+        let limit = if req.page_size == 0 {
+            DEFAULT_PAGE
+        } else {
+            req.page_size.min(MAX_PAGE)
+        };
+        let jobs = self
+            .app
+            .store
+            .list_jobs(&account_id, &states, before, limit)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = match jobs.last() {
+            Some(last) if jobs.len() == limit as usize => last.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(convert::job).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let app = self.app.clone();
+        let caller = authenticate(&app, &request).await?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        // Subscribe before reading the snapshot, so no event falls between the two.
+        let mut events = app.events.subscribe();
+        let job = self.load_job(&account_id, &req.job_id).await?;
+        let mut shutdown = app.shutdown.clone();
+        let stream = async_stream::try_stream! {
+            let id = job.id.clone();
+            let terminal = job.state.is_terminal();
+            yield convert::snapshot_event(&job, app.now());
+            if !terminal {
+                loop {
+                    let event = tokio::select! {
+                        e = events.recv() => e,
+                        _ = shutdown.changed() => break,
+                    };
+                    match event {
+                        Ok(e) if e.job.id == id => {
+                            let done = e.job.state.is_terminal();
+                            yield convert::job_event(&e);
+                            if done { break; }
+                        }
+                        Ok(_) => {}
+                        // Fell behind: the store has the truth.
+                        Err(RecvError::Lagged(_)) => {
+                            let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
+                            let Some(current) = current else { break };
+                            let done = current.state.is_terminal();
+                            yield convert::snapshot_event(&current, app.now());
+                            if done { break; }
+                        }
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let outcome = app
+            .store
+            .cancel_job(&account_id, &req.job_id, &caller.actor(), app.now())
+            .await
+            .map_err(ApiError::from)?;
+        if outcome.stop_requested {
+            app.worker.request_cancel(&req.job_id);
+        } else if outcome.job.state == JobState::Cancelled {
+            app.events.publish(
+                kinema_engine::JobEventKind::StateChanged,
+                outcome.job.clone(),
+                app.now(),
+            );
+        }
+        Ok(Response::new(convert::job(&outcome.job)))
+    }
+
+    type DownloadArtifactStream = ChunkStream;
+
+    async fn download_artifact(
+        &self,
+        request: Request<pb::DownloadArtifactRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let job = self
+            .load_job(&caller.account(&req.account_id)?, &req.job_id)
+            .await?;
+        let kind = match pb::ArtifactKind::try_from(req.kind) {
+            Ok(pb::ArtifactKind::Unspecified | pb::ArtifactKind::Video) => ArtifactKind::Video,
+            Ok(pb::ArtifactKind::Poster) => ArtifactKind::Poster,
+            Err(_) => return Err(ApiError::field("kind", "unknown artifact kind").into()),
+        };
+        let artifact = job
+            .artifacts
+            .iter()
+            .find(|a| a.kind == kind)
+            .ok_or_else(|| {
+                ApiError::status(
+                    Code::NotFound,
+                    reasons::ARTIFACT_NOT_FOUND,
+                    format!(
+                        "job {} has no {kind} artifact (state {})",
+                        job.id, job.state
+                    ),
+                )
+            })?;
+        if artifact.expires_at <= app.now() {
+            return Err(ApiError::status(
+                Code::NotFound,
+                reasons::ARTIFACT_EXPIRED,
+                "the artifact's retention period has ended",
+            )
+            .into());
+        }
+        if req.offset > artifact.bytes {
+            return Err(ApiError::field(
+                "offset",
+                format!(
+                    "{} is past the artifact's {} bytes",
+                    req.offset, artifact.bytes
+                ),
+            )
+            .into());
+        }
+        let (mut file, total) = app
+            .artifacts
+            .read_from(&artifact.location, req.offset)
+            .await
+            .map_err(|e| match e {
+                kinema_artifacts::ArtifactError::NotFound(_) => ApiError::status(
+                    Code::NotFound,
+                    reasons::ARTIFACT_NOT_FOUND,
+                    "artifact is missing from storage",
+                ),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+        let mut offset = req.offset;
+        let stream = async_stream::try_stream! {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            loop {
+                let n = file.read(&mut buf).await.map_err(|e| Status::from(ApiError::Internal(format!("reading artifact: {e}"))))?;
+                if n == 0 { break; }
+                yield pb::ArtifactChunk { offset, data: buf[..n].to_vec(), total_bytes: total };
+                offset += n as u64;
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn estimate_cost(
+        &self,
+        request: Request<pb::EstimateCostRequest>,
+    ) -> Result<Response<pb::CostEstimate>, Status> {
+        authenticate(&self.app, &request).await?;
+        let req = request.into_inner().job.unwrap_or_default();
+        let checked = self.check(&req, false)?;
+        let s = &checked.spec;
+        Ok(Response::new(pb::CostEstimate {
+            credits: checked.quote.credits,
+            model: checked.manifest.id.clone(),
+            width: s.width,
+            height: s.height,
+            num_frames: s.num_frames,
+            fps: s.fps,
+            steps: s.steps,
+            resolution_tier: checked.quote.tier.clone(),
+            video_millis: checked.quote.video_millis,
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        authenticate(&self.app, &request).await?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: self.app.registry.manifests().map(convert::model).collect(),
+        }))
+    }
+}

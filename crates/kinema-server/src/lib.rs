@@ -1,0 +1,18 @@
+//! The Kinema gRPC server: `JobService`, `BillingService` and `AdminService` over the
+//! store and the in-process worker, with bearer-key auth, errors mapped once to gRPC
+//! status + `ErrorInfo` reason, health checking and reflection.
+
+mod admin_service;
+mod app;
+mod auth;
+mod billing_service;
+mod config;
+mod convert;
+mod data_dir;
+mod error;
+mod jobs_service;
+mod server;
+
+pub use config::ServerConfig;
+pub use error::{reasons, ServerError};
+pub use server::{start, RunningServer};

@@ -1,0 +1,208 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kinema_artifacts::LocalArtifacts;
+use kinema_engine::{
+    Clock, JobEvents, ModelRegistry, SystemClock, TestClock, Worker, WorkerConfig,
+};
+use kinema_proto::v1::admin_service_server::AdminServiceServer;
+use kinema_proto::v1::billing_service_server::BillingServiceServer;
+use kinema_proto::v1::job_service_server::JobServiceServer;
+use kinema_store::{Role, Store, StorePolicy};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::admin_service::Admin;
+use crate::app::App;
+use crate::billing_service::Billing;
+use crate::data_dir::{self, DataDirLock};
+use crate::jobs_service::JobsService;
+use crate::{ServerConfig, ServerError};
+
+/// A started server. Dropping it does not stop it: call [`RunningServer::shutdown`]
+/// and then [`RunningServer::wait`].
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// The file holding the admin key (written on first start, mode 0600).
+    pub admin_key_file: PathBuf,
+    /// True when this start created the admin key.
+    pub admin_key_created: bool,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Stops accepting calls, ends open streams, lets the running job finish (or
+    /// requeues it after the drain grace), then closes the database.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::DataDir {
+                path: PathBuf::new(),
+                source: std::io::Error::other(format!("server task ended abnormally: {e}")),
+            }),
+        }
+    }
+}
+
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| ServerError::DataDir {
+        path: dir.clone(),
+        source: e,
+    })?;
+    let lock = data_dir::lock(&dir)?;
+
+    let system_clock = SystemClock;
+    let test_clock = config
+        .test_clock
+        .then(|| Arc::new(TestClock::starting_at(system_clock.now_ms())));
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(c) => c.clone(),
+        None => Arc::new(system_clock),
+    };
+
+    let policy = StorePolicy {
+        refund_on_cancel: config.refund_on_cancel,
+        ..StorePolicy::default()
+    };
+    let store = Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?;
+    let artifacts = LocalArtifacts::open(dir.join(data_dir::ARTIFACTS)).await?;
+
+    let (admin_key_file, admin_key_created) =
+        ensure_admin_key(&store, &dir, clock.now_ms()).await?;
+
+    let events = JobEvents::default();
+    let registry = Arc::new(ModelRegistry::builtin());
+    let worker = Worker::new(
+        store.clone(),
+        registry.clone(),
+        artifacts.clone(),
+        clock.clone(),
+        events.clone(),
+        WorkerConfig {
+            owner: format!("local-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            device: "cpu".into(),
+            lease_ms: config.lease.as_millis() as i64,
+            max_attempts: config.max_attempts,
+            fault_injection: config.fault_injection,
+            artifact_ttl_ms: config.artifact_ttl.as_millis() as i64,
+            scratch_dir: dir.join(data_dir::SCRATCH),
+            poll_interval: std::time::Duration::from_millis(500),
+            drain_grace: config.drain_grace,
+        },
+    );
+    let recovered = worker.recover_after_restart().await?;
+    if !(recovered.requeued.is_empty()
+        && recovered.failed.is_empty()
+        && recovered.cancelled.is_empty())
+    {
+        info!(
+            requeued = recovered.requeued.len(),
+            failed = recovered.failed.len(),
+            cancelled = recovered.cancelled.len(),
+            "recovered jobs left running by the previous process"
+        );
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let app = Arc::new(App {
+        store: store.clone(),
+        registry,
+        artifacts,
+        clock,
+        test_clock,
+        events,
+        worker: worker.clone(),
+        fault_injection: config.fault_injection,
+        shutdown: shutdown_rx.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Listen {
+            addr: config.listen,
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Listen {
+        addr: config.listen,
+        source: e,
+    })?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<JobServiceServer<JobsService>>()
+        .await;
+    health_reporter
+        .set_serving::<BillingServiceServer<Billing>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<Admin>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kinema_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let worker_handle = worker.spawn(shutdown_rx.clone());
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(JobServiceServer::new(JobsService { app: app.clone() }))
+        .add_service(BillingServiceServer::new(Billing { app: app.clone() }))
+        .add_service(AdminServiceServer::new(Admin { app: app.clone() }));
+
+    info!(%addr, data_dir = %dir.display(), test_clock = config.test_clock, fault_injection = config.fault_injection, "kinema server listening");
+    let mut stop = shutdown_rx.clone();
+    let task = tokio::spawn(async move {
+        let _lock: DataDirLock = lock;
+        let served = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+                health_reporter
+                    .set_not_serving::<JobServiceServer<JobsService>>()
+                    .await;
+            })
+            .await;
+        worker_handle.join().await;
+        store.close().await;
+        info!("kinema server stopped");
+        served.map_err(ServerError::from)
+    });
+    Ok(RunningServer {
+        addr,
+        admin_key_file,
+        admin_key_created,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// On first start (no live admin key), creates one and writes it to the data dir.
+async fn ensure_admin_key(
+    store: &Store,
+    dir: &std::path::Path,
+    now: i64,
+) -> Result<(PathBuf, bool), ServerError> {
+    let path = dir.join(data_dir::ADMIN_KEY_FILE);
+    if store.count_live_keys(Role::Admin).await? > 0 {
+        return Ok((path, false));
+    }
+    let (key, secret) = store
+        .create_api_key(Role::Admin, None, "bootstrap admin", now)
+        .await?;
+    let path = data_dir::write_admin_key(dir, &secret)?;
+    info!(key = %key.id, file = %path.display(), "created the admin api key");
+    Ok((path, true))
+}

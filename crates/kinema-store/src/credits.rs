@@ -1,0 +1,490 @@
+//! Lots and ledger entries. The `pub(crate)` helpers run inside a caller's transaction
+//! so a job's state change and its money effect commit together.
+
+use kinema_ledger::{
+    allocate_debit, debit_order, is_live, plan_refund, Allocation, Credits, LotState, UnixMillis,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::{Balance, EntryKind, LedgerEntry, Lot, Store, StoreError};
+
+impl Store {
+    /// Adds a lot of `credits` (an admin grant) and its GRANT entry.
+    pub async fn grant_credits(
+        &self,
+        account_id: &str,
+        credits: Credits,
+        expires_at: Option<UnixMillis>,
+        memo: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<(Lot, LedgerEntry), StoreError> {
+        if credits <= 0 {
+            return Err(StoreError::Invalid("credits must be positive".into()));
+        }
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(StoreError::Invalid(
+                "expires_at must be in the future".into(),
+            ));
+        }
+        let mut tx = self.write.begin().await?;
+        require_account(&mut tx, account_id).await?;
+        expire_due_lots(&mut tx, account_id, now).await?;
+        let lot = insert_lot(&mut tx, account_id, "grant", credits, expires_at, now).await?;
+        let entry = append_entry(
+            &mut tx,
+            EntryDraft {
+                account_id,
+                kind: EntryKind::Grant,
+                amount: credits,
+                allocations: &[Allocation {
+                    lot_id: lot.id,
+                    amount: credits,
+                }],
+                job_id: None,
+                actor,
+                memo,
+            },
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((lot, entry))
+    }
+
+    pub async fn balance(&self, account_id: &str, now: UnixMillis) -> Result<Balance, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        require_account(&mut conn, account_id).await?;
+        let mut lots: Vec<Lot> = all_lots(&mut conn, account_id)
+            .await?
+            .into_iter()
+            .filter(|l| l.remaining > 0 && is_live(&lot_state(l), now))
+            .collect();
+        lots.sort_by(|a, b| debit_order(&lot_state(a), &lot_state(b)));
+        let total: Credits = lots.iter().map(|l| l.remaining).sum();
+        let held = held_credits(&mut conn, account_id).await?;
+        Ok(Balance {
+            total,
+            held,
+            available: total - held,
+            lots,
+        })
+    }
+
+    /// Entries oldest first, after entry id `after_id`, at most `limit`.
+    pub async fn ledger_entries(
+        &self,
+        account_id: &str,
+        job_id: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM ledger_entries WHERE account_id = ? AND (? IS NULL OR job_id = ?) \
+             AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(account_id)
+        .bind(job_id)
+        .bind(job_id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+}
+
+pub(crate) async fn require_account(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+) -> Result<crate::AccountStatus, StoreError> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM accounts WHERE id = ?")
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    status.ok_or(StoreError::NotFound("account"))?.parse()
+}
+
+fn lot_state(l: &Lot) -> LotState {
+    LotState {
+        id: l.id,
+        remaining: l.remaining,
+        expires_at: l.expires_at,
+        created_at: l.created_at,
+    }
+}
+
+async fn all_lots(conn: &mut SqliteConnection, account_id: &str) -> Result<Vec<Lot>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM lots WHERE account_id = ? ORDER BY id")
+        .bind(account_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Lot {
+                id: r.try_get("id")?,
+                account_id: r.try_get("account_id")?,
+                source: r.try_get("source")?,
+                original: r.try_get("original")?,
+                remaining: r.try_get("remaining")?,
+                expires_at: r.try_get("expires_at")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+async fn insert_lot(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    source: &str,
+    credits: Credits,
+    expires_at: Option<UnixMillis>,
+    now: UnixMillis,
+) -> Result<Lot, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO lots (account_id, source, original, remaining, expires_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(account_id)
+    .bind(source)
+    .bind(credits)
+    .bind(credits)
+    .bind(expires_at)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Lot {
+        id,
+        account_id: account_id.to_string(),
+        source: source.to_string(),
+        original: credits,
+        remaining: credits,
+        expires_at,
+        created_at: now,
+    })
+}
+
+async fn live_total(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    now: UnixMillis,
+) -> Result<Credits, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE account_id = ? \
+         AND (expires_at IS NULL OR expires_at > ?)",
+    )
+    .bind(account_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+pub(crate) async fn held_credits(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+) -> Result<Credits, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(SUM(held), 0) FROM jobs WHERE account_id = ? AND held > 0",
+    )
+    .bind(account_id)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Credits new holds can take: unexpired credits less what queued jobs hold.
+pub(crate) async fn available_credits(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    now: UnixMillis,
+) -> Result<Credits, StoreError> {
+    Ok(live_total(conn, account_id, now).await? - held_credits(conn, account_id).await?)
+}
+
+pub(crate) struct EntryDraft<'a> {
+    pub account_id: &'a str,
+    pub kind: EntryKind,
+    pub amount: Credits,
+    pub allocations: &'a [Allocation],
+    pub job_id: Option<&'a str>,
+    pub actor: &'a str,
+    pub memo: &'a str,
+}
+
+/// Appends an entry, recording the balance and holds as they stand after it.
+pub(crate) async fn append_entry(
+    conn: &mut SqliteConnection,
+    draft: EntryDraft<'_>,
+    now: UnixMillis,
+) -> Result<LedgerEntry, StoreError> {
+    let balance_after = live_total(conn, draft.account_id, now).await?;
+    let held_after = held_credits(conn, draft.account_id).await?;
+    let allocations = serde_json::to_string(draft.allocations)?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
+         balance_after, held_after, memo, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         RETURNING id",
+    )
+    .bind(draft.account_id)
+    .bind(draft.kind.as_str())
+    .bind(draft.amount)
+    .bind(&allocations)
+    .bind(draft.job_id)
+    .bind(draft.actor)
+    .bind(balance_after)
+    .bind(held_after)
+    .bind(draft.memo)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(LedgerEntry {
+        id,
+        account_id: draft.account_id.to_string(),
+        kind: draft.kind,
+        amount: draft.amount,
+        allocations: draft.allocations.to_vec(),
+        job_id: draft.job_id.map(str::to_string),
+        actor: draft.actor.to_string(),
+        balance_after,
+        held_after,
+        memo: draft.memo.to_string(),
+        created_at: now,
+    })
+}
+
+/// Writes the EXPIRE entries of lots whose `expires_at` has passed. Expired credits
+/// are already unusable (every query filters on `expires_at`); this makes the ledger
+/// say so before any other money moves on the account.
+pub(crate) async fn expire_due_lots(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    let due: Vec<(i64, Credits)> = sqlx::query_as(
+        "SELECT id, remaining FROM lots WHERE account_id = ? AND expired_at IS NULL \
+         AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, id",
+    )
+    .bind(account_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (lot_id, remaining) in due {
+        sqlx::query("UPDATE lots SET remaining = 0, expired_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(lot_id)
+            .execute(&mut *conn)
+            .await?;
+        if remaining > 0 {
+            append_entry(
+                conn,
+                EntryDraft {
+                    account_id,
+                    kind: EntryKind::Expire,
+                    amount: remaining,
+                    allocations: &[Allocation {
+                        lot_id,
+                        amount: remaining,
+                    }],
+                    job_id: None,
+                    actor: "system",
+                    memo: "",
+                },
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns a job's hold into a debit taken lot by lot, earliest expiry first. On
+/// insufficient credits nothing is written and the caller fails the job.
+pub(crate) async fn debit_job(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    job_id: &str,
+    amount: Credits,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<LedgerEntry, StoreError> {
+    expire_due_lots(conn, account_id, now).await?;
+    let lots: Vec<LotState> = all_lots(conn, account_id)
+        .await?
+        .iter()
+        .map(lot_state)
+        .collect();
+    let allocations = allocate_debit(&lots, amount, now).map_err(|e| match e {
+        kinema_ledger::LedgerError::InsufficientCredits { needed, available } => {
+            StoreError::InsufficientCredits { needed, available }
+        }
+        other => other.into(),
+    })?;
+    for a in &allocations {
+        let moved = sqlx::query(
+            "UPDATE lots SET remaining = remaining - ? WHERE id = ? AND remaining >= ?",
+        )
+        .bind(a.amount)
+        .bind(a.lot_id)
+        .bind(a.amount)
+        .execute(&mut *conn)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "lot {} changed under a debit",
+                a.lot_id
+            )));
+        }
+    }
+    sqlx::query("UPDATE jobs SET held = 0, debited = ? WHERE id = ?")
+        .bind(amount)
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    append_entry(
+        conn,
+        EntryDraft {
+            account_id,
+            kind: EntryKind::Debit,
+            amount,
+            allocations: &allocations,
+            job_id: Some(job_id),
+            actor,
+            memo: "",
+        },
+        now,
+    )
+    .await
+}
+
+/// Gives a job's debit back, exactly once: to the lots it came from, or to a new
+/// refund lot for the share whose lot has expired since.
+pub(crate) async fn refund_job(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    job_id: &str,
+    refund_grace_ms: i64,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<Option<LedgerEntry>, StoreError> {
+    let already: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger_entries WHERE job_id = ? AND kind = 'REFUND'",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let debit: Option<String> = sqlx::query_scalar(
+        "SELECT allocations FROM ledger_entries WHERE job_id = ? AND kind = 'DEBIT'",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(debit) = debit else { return Ok(None) };
+    if already > 0 {
+        return Ok(None);
+    }
+    let debit: Vec<Allocation> = serde_json::from_str(&debit)?;
+    expire_due_lots(conn, account_id, now).await?;
+    let lots: Vec<LotState> = all_lots(conn, account_id)
+        .await?
+        .iter()
+        .map(lot_state)
+        .collect();
+    let plan = plan_refund(&debit, &lots, now, refund_grace_ms)?;
+    let mut allocations = plan.to_lots.clone();
+    for a in &plan.to_lots {
+        sqlx::query("UPDATE lots SET remaining = remaining + ? WHERE id = ?")
+            .bind(a.amount)
+            .bind(a.lot_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if plan.to_refund_lot > 0 {
+        let lot = insert_lot(
+            conn,
+            account_id,
+            "refund",
+            plan.to_refund_lot,
+            Some(plan.refund_lot_expires_at),
+            now,
+        )
+        .await?;
+        allocations.push(Allocation {
+            lot_id: lot.id,
+            amount: plan.to_refund_lot,
+        });
+    }
+    let total = plan.total();
+    sqlx::query("UPDATE jobs SET refunded = ? WHERE id = ?")
+        .bind(total)
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    let entry = append_entry(
+        conn,
+        EntryDraft {
+            account_id,
+            kind: EntryKind::Refund,
+            amount: total,
+            allocations: &allocations,
+            job_id: Some(job_id),
+            actor,
+            memo: "",
+        },
+        now,
+    )
+    .await?;
+    Ok(Some(entry))
+}
+
+/// Drops a job's outstanding hold (cancelled or refused before its debit).
+pub(crate) async fn release_hold(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    job_id: &str,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<Option<LedgerEntry>, StoreError> {
+    let held: Credits = sqlx::query_scalar("SELECT held FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if held == 0 {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE jobs SET held = 0 WHERE id = ?")
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    let entry = append_entry(
+        conn,
+        EntryDraft {
+            account_id,
+            kind: EntryKind::Release,
+            amount: held,
+            allocations: &[],
+            job_id: Some(job_id),
+            actor,
+            memo: "",
+        },
+        now,
+    )
+    .await?;
+    Ok(Some(entry))
+}
+
+fn entry_from_row(r: &SqliteRow) -> Result<LedgerEntry, StoreError> {
+    Ok(LedgerEntry {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        kind: r.try_get::<String, _>("kind")?.parse()?,
+        amount: r.try_get("amount")?,
+        allocations: serde_json::from_str(&r.try_get::<String, _>("allocations")?)?,
+        job_id: r.try_get("job_id")?,
+        actor: r.try_get("actor")?,
+        balance_after: r.try_get("balance_after")?,
+        held_after: r.try_get("held_after")?,
+        memo: r.try_get("memo")?,
+        created_at: r.try_get("created_at")?,
+    })
+}

@@ -1,0 +1,33 @@
+use kinema_ledger::Credits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("insufficient credits: {needed} needed, {available} available")]
+    InsufficientCredits { needed: Credits, available: Credits },
+    #[error("account is {status}")]
+    AccountNotActive { status: String },
+    #[error("idempotency key was used for a different request")]
+    IdempotencyConflict,
+    #[error("external_id is already used by job {job_id}")]
+    ExternalIdConflict { job_id: String },
+    #[error("the job is no longer leased to this worker")]
+    LeaseLost,
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("ledger rule: {0}")]
+    Ledger(#[from] kinema_ledger::LedgerError),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(format!("json: {e}"))
+    }
+}

@@ -1,0 +1,339 @@
+use kinema_ledger::UnixMillis;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::credits::{
+    append_entry, available_credits, expire_due_lots, refund_job, release_hold, require_account,
+    EntryDraft,
+};
+use crate::db::new_id;
+use crate::{
+    AccountStatus, Artifact, CancelOutcome, EntryKind, Failure, Job, JobState, NewJob, Store,
+    StoreError, Submitted,
+};
+
+impl Store {
+    /// Writes the job QUEUED and its HOLD of the quote in one transaction. Refused
+    /// (and nothing written) when the account is not active or cannot cover the quote.
+    pub async fn submit_job(
+        &self,
+        new: NewJob,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<Submitted, StoreError> {
+        if new.quote <= 0 {
+            return Err(StoreError::Invalid("quote must be positive".into()));
+        }
+        let mut tx = self.write.begin().await?;
+        let status = require_account(&mut tx, &new.account_id).await?;
+        if status != AccountStatus::Active {
+            return Err(StoreError::AccountNotActive {
+                status: status.to_string(),
+            });
+        }
+        if let Some(key) = &new.idempotency_key {
+            let existing = sqlx::query(
+                "SELECT id, request_hash FROM jobs WHERE account_id = ? AND idempotency_key = ?",
+            )
+            .bind(&new.account_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = existing {
+                let hash: String = row.try_get("request_hash")?;
+                if hash != new.request_hash {
+                    return Err(StoreError::IdempotencyConflict);
+                }
+                let id: String = row.try_get("id")?;
+                let job = load_job(&mut tx, &id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                return Ok(Submitted::Existing(job));
+            }
+        }
+        if let Some(external_id) = &new.external_id {
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE account_id = ? AND external_id = ?")
+                    .bind(&new.account_id)
+                    .bind(external_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(job_id) = taken {
+                return Err(StoreError::ExternalIdConflict { job_id });
+            }
+        }
+        expire_due_lots(&mut tx, &new.account_id, now).await?;
+        let available = available_credits(&mut tx, &new.account_id, now).await?;
+        if available < new.quote {
+            // Dropping the transaction rolls back: a refused request changes nothing.
+            return Err(StoreError::InsufficientCredits {
+                needed: new.quote,
+                available,
+            });
+        }
+        let id = new_id("job");
+        sqlx::query(
+            "INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
+             prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
+             output_format, callback_url, metadata, state, quoted, held, progress_total, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&new.account_id)
+        .bind(&new.external_id)
+        .bind(&new.idempotency_key)
+        .bind(&new.request_hash)
+        .bind(&new.model)
+        .bind(&new.prompt)
+        .bind(&new.negative_prompt)
+        .bind(new.width)
+        .bind(new.height)
+        .bind(new.num_frames)
+        .bind(new.fps)
+        .bind(new.steps)
+        .bind(new.guidance_scale)
+        // SQLite integers are i64: the seed's bits are stored as-is.
+        .bind(new.seed as i64)
+        .bind(&new.output_format)
+        .bind(&new.callback_url)
+        .bind(serde_json::to_string(&new.metadata)?)
+        .bind(new.quote)
+        .bind(new.quote)
+        .bind(new.steps)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        append_entry(
+            &mut tx,
+            EntryDraft {
+                account_id: &new.account_id,
+                kind: EntryKind::Hold,
+                amount: new.quote,
+                allocations: &[],
+                job_id: Some(&id),
+                actor,
+                memo: "",
+            },
+            now,
+        )
+        .await?;
+        let job = load_job(&mut tx, &id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(Submitted::Created(job))
+    }
+
+    /// The job, if it exists and (when `account_id` is given) belongs to that account.
+    pub async fn get_job(
+        &self,
+        account_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let job = load_job(&mut conn, id).await?;
+        Ok(job.filter(|j| account_id.is_none_or(|a| a == j.account_id)))
+    }
+
+    /// An account's jobs, newest first, with `seq` below `before_seq`.
+    pub async fn list_jobs(
+        &self,
+        account_id: &str,
+        states: &[JobState],
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let states_json = serde_json::to_string(&states)?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE account_id = ? AND seq < ? \
+             AND (? = '[]' OR state IN (SELECT value FROM json_each(?))) ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(account_id)
+        .bind(before_seq)
+        .bind(&states_json)
+        .bind(&states_json)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            jobs.extend(load_job(&mut conn, &id).await?);
+        }
+        Ok(jobs)
+    }
+
+    /// CONTRACT.md §1: a queued job is cancelled at once with its hold released; a
+    /// running one is asked to stop (its worker finishes the cancel and the refund); a
+    /// terminal one is left as it is.
+    pub async fn cancel_job(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<CancelOutcome, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let job = load_job(&mut tx, id)
+            .await?
+            .filter(|j| j.account_id == account_id)
+            .ok_or(StoreError::NotFound("job"))?;
+        let stop_requested = match job.state {
+            JobState::Queued => {
+                set_terminal(&mut tx, id, JobState::Cancelled, None, now).await?;
+                release_hold(&mut tx, account_id, id, actor, now).await?;
+                // A queued retry was already debited: cancelling gives it back.
+                if self.policy.refund_on_cancel {
+                    refund_job(
+                        &mut tx,
+                        account_id,
+                        id,
+                        self.policy.refund_grace_ms,
+                        actor,
+                        now,
+                    )
+                    .await?;
+                }
+                false
+            }
+            JobState::Running => {
+                sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                true
+            }
+            _ => false,
+        };
+        let job = load_job(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(CancelOutcome {
+            job,
+            stop_requested,
+        })
+    }
+}
+
+pub(crate) async fn set_terminal(
+    conn: &mut SqliteConnection,
+    id: &str,
+    state: JobState,
+    failure: Option<&Failure>,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET state = ?, failure_code = ?, failure_message = ?, failure_retryable = ?, \
+         finished_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+    )
+    .bind(state.as_str())
+    .bind(failure.map(|f| f.code.as_str()))
+    .bind(failure.map(|f| f.message.as_str()))
+    .bind(failure.map(|f| f.retryable))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn load_job(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<Option<Job>, StoreError> {
+    let Some(row) = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut job = job_from_row(&row)?;
+    let artifacts = sqlx::query(
+        "SELECT * FROM artifacts WHERE job_id = ? AND deleted_at IS NULL ORDER BY kind",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    job.artifacts = artifacts
+        .iter()
+        .map(artifact_from_row)
+        .collect::<Result<_, _>>()?;
+    if job.state == JobState::Queued {
+        let ahead: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND seq < ?")
+                .bind(job.seq)
+                .fetch_one(&mut *conn)
+                .await?;
+        job.queue_position = Some(ahead as u32);
+    }
+    Ok(Some(job))
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
+    let failure = match r.try_get::<Option<String>, _>("failure_code")? {
+        Some(code) => Some(Failure {
+            code,
+            message: r
+                .try_get::<Option<String>, _>("failure_message")?
+                .unwrap_or_default(),
+            retryable: r
+                .try_get::<Option<bool>, _>("failure_retryable")?
+                .unwrap_or(false),
+        }),
+        None => None,
+    };
+    Ok(Job {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        external_id: r.try_get("external_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        model: r.try_get("model")?,
+        prompt: r.try_get("prompt")?,
+        negative_prompt: r.try_get("negative_prompt")?,
+        width: r.try_get("width")?,
+        height: r.try_get("height")?,
+        num_frames: r.try_get("num_frames")?,
+        fps: r.try_get("fps")?,
+        steps: r.try_get("steps")?,
+        guidance_scale: r.try_get("guidance_scale")?,
+        seed: r.try_get::<i64, _>("seed")? as u64,
+        output_format: r.try_get("output_format")?,
+        callback_url: r.try_get("callback_url")?,
+        metadata: serde_json::from_str(&r.try_get::<String, _>("metadata")?)?,
+        state: r.try_get::<String, _>("state")?.parse()?,
+        stage: r
+            .try_get::<Option<String>, _>("stage")?
+            .map(|s| s.parse())
+            .transpose()?,
+        progress_step: r.try_get("progress_step")?,
+        progress_total: r.try_get("progress_total")?,
+        quoted: r.try_get("quoted")?,
+        held: r.try_get("held")?,
+        debited: r.try_get("debited")?,
+        refunded: r.try_get("refunded")?,
+        failure,
+        cancel_requested: r.try_get("cancel_requested")?,
+        attempts: r.try_get("attempts")?,
+        usage: serde_json::from_str(&r.try_get::<String, _>("usage")?)?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        artifacts: Vec::new(),
+        queue_position: None,
+    })
+}
+
+fn artifact_from_row(r: &SqliteRow) -> Result<Artifact, StoreError> {
+    Ok(Artifact {
+        kind: r.try_get::<String, _>("kind")?.parse()?,
+        mime: r.try_get("mime")?,
+        bytes: r.try_get::<i64, _>("bytes")? as u64,
+        sha256: r.try_get("sha256")?,
+        location: r.try_get("location")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}

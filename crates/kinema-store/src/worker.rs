@@ -1,0 +1,358 @@
+//! The worker's side of a job: lease and start (with the debit), progress heartbeats,
+//! and the three endings, each with its money effect in the same transaction.
+
+use kinema_ledger::UnixMillis;
+
+use crate::credits::{debit_job, refund_job, release_hold};
+use crate::jobs::{load_job, set_terminal};
+use crate::{Artifact, Failure, Job, JobState, Stage, Store, StoreError, Usage};
+
+/// What one lease attempt did.
+#[derive(Debug, Default)]
+pub struct Leased {
+    /// The job now RUNNING under this worker's lease, if any was queued.
+    pub job: Option<Job>,
+    /// Jobs that reached the front but could no longer be covered (lots expired while
+    /// they waited): FAILED with `INSUFFICIENT_CREDITS`, hold released, nothing debited.
+    pub refused: Vec<Job>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressAck {
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    pub requeued: Vec<Job>,
+    pub failed: Vec<Job>,
+    pub cancelled: Vec<Job>,
+}
+
+const WORKER: &str = "worker";
+
+impl Store {
+    /// Leases the oldest queued job to `owner` and starts it: RUNNING, attempt counted,
+    /// and on its first start the hold becomes a DEBIT, all in one transaction. A job
+    /// requeued after a lost worker was debited already and is not debited again.
+    pub async fn lease_next_job(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<Leased, StoreError> {
+        let mut outcome = Leased::default();
+        loop {
+            let mut tx = self.write.begin().await?;
+            let next: Option<(String, String, i64, i64)> = sqlx::query_as(
+                "SELECT id, account_id, quoted, debited FROM jobs WHERE state = 'QUEUED' \
+                 ORDER BY seq LIMIT 1",
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((id, account_id, quoted, debited)) = next else {
+                return Ok(outcome);
+            };
+            if debited == 0 {
+                match debit_job(&mut tx, &account_id, &id, quoted, WORKER, now).await {
+                    Ok(_) => {}
+                    Err(StoreError::InsufficientCredits { needed, available }) => {
+                        let failure = Failure {
+                            code: "INSUFFICIENT_CREDITS".into(),
+                            message: format!(
+                                "credits expired while queued: {needed} needed, {available} available"
+                            ),
+                            retryable: false,
+                        };
+                        set_terminal(&mut tx, &id, JobState::Failed, Some(&failure), now).await?;
+                        release_hold(&mut tx, &account_id, &id, WORKER, now).await?;
+                        let job = load_job(&mut tx, &id)
+                            .await?
+                            .ok_or(StoreError::NotFound("job"))?;
+                        tx.commit().await?;
+                        outcome.refused.push(job);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            sqlx::query(
+                "UPDATE jobs SET state = 'RUNNING', stage = ?, progress_step = 0, \
+                 attempts = attempts + 1, started_at = COALESCE(started_at, ?), lease_owner = ?, \
+                 lease_expires_at = ? WHERE id = ?",
+            )
+            .bind(Stage::EncodingText.as_str())
+            .bind(now)
+            .bind(owner)
+            .bind(now.saturating_add(lease_ms))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            let job = load_job(&mut tx, &id)
+                .await?
+                .ok_or(StoreError::NotFound("job"))?;
+            tx.commit().await?;
+            outcome.job = Some(job);
+            return Ok(outcome);
+        }
+    }
+
+    /// Records the stage and step and renews the lease. Tells the worker whether the
+    /// job was asked to stop; `LeaseLost` when the job is no longer this worker's.
+    pub async fn report_progress(
+        &self,
+        id: &str,
+        owner: &str,
+        stage: Stage,
+        step: u32,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<ProgressAck, StoreError> {
+        let cancel: Option<bool> = sqlx::query_scalar(
+            "UPDATE jobs SET stage = ?, progress_step = ?, lease_expires_at = ? \
+             WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? RETURNING cancel_requested",
+        )
+        .bind(stage.as_str())
+        .bind(step)
+        .bind(now.saturating_add(lease_ms))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&self.write)
+        .await?;
+        cancel
+            .map(|cancel_requested| ProgressAck { cancel_requested })
+            .ok_or(StoreError::LeaseLost)
+    }
+
+    /// SUCCEEDED with its artifacts. A cancel that arrived after the last step still
+    /// wins: the job ends CANCELLED (refunded under `refund_on_cancel`) and the caller,
+    /// seeing that state, deletes the artifacts it stored.
+    pub async fn complete_job(
+        &self,
+        id: &str,
+        owner: &str,
+        artifacts: &[Artifact],
+        usage: &Usage,
+        now: UnixMillis,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let job = running_job(&mut tx, id, owner).await?;
+        save_usage(&mut tx, id, usage).await?;
+        if job.cancel_requested {
+            self.cancel_running(&mut tx, &job, now).await?;
+        } else {
+            for a in artifacts {
+                sqlx::query(
+                    "INSERT INTO artifacts (job_id, kind, mime, bytes, sha256, location, expires_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(a.kind.as_str())
+                .bind(&a.mime)
+                .bind(a.bytes as i64)
+                .bind(&a.sha256)
+                .bind(&a.location)
+                .bind(a.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("UPDATE jobs SET progress_step = progress_total WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            set_terminal(&mut tx, id, JobState::Succeeded, None, now).await?;
+        }
+        let job = load_job(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// FAILED with its failure, and the debit refunded in full, once.
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &Failure,
+        usage: &Usage,
+        now: UnixMillis,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let job = running_job(&mut tx, id, owner).await?;
+        save_usage(&mut tx, id, usage).await?;
+        set_terminal(&mut tx, id, JobState::Failed, Some(failure), now).await?;
+        refund_job(
+            &mut tx,
+            &job.account_id,
+            id,
+            self.policy.refund_grace_ms,
+            WORKER,
+            now,
+        )
+        .await?;
+        let job = load_job(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// The worker stopped a job whose cancel was requested: CANCELLED, refunded under
+    /// `refund_on_cancel`.
+    pub async fn finish_cancelled(
+        &self,
+        id: &str,
+        owner: &str,
+        usage: &Usage,
+        now: UnixMillis,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let job = running_job(&mut tx, id, owner).await?;
+        save_usage(&mut tx, id, usage).await?;
+        self.cancel_running(&mut tx, &job, now).await?;
+        let job = load_job(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// Gives a running job back to the queue without counting the attempt (a draining
+    /// worker stopped it). Its debit stands; it is not debited again.
+    pub async fn requeue_job(&self, id: &str, owner: &str) -> Result<Job, StoreError> {
+        let mut tx = self.write.begin().await?;
+        running_job(&mut tx, id, owner).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+             attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let job = load_job(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// Running jobs whose worker is gone: every RUNNING job when `all` (a single node
+    /// starting up owns the whole database), else those whose lease has lapsed. Each is
+    /// cancelled if its cancel was requested, requeued while it has attempts left (its
+    /// debit stands; it is not debited again), or failed with `WORKER_LOST` and refunded.
+    pub async fn recover_lost_jobs(
+        &self,
+        all: bool,
+        max_attempts: u32,
+        now: UnixMillis,
+    ) -> Result<RecoveryReport, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'RUNNING' AND (? OR lease_expires_at <= ?) ORDER BY seq",
+        )
+        .bind(all)
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?;
+        let mut report = RecoveryReport::default();
+        for id in ids {
+            let mut tx = self.write.begin().await?;
+            let Some(job) = load_job(&mut tx, &id).await? else {
+                continue;
+            };
+            if job.state != JobState::Running {
+                continue;
+            }
+            if job.cancel_requested {
+                self.cancel_running(&mut tx, &job, now).await?;
+            } else if job.attempts < max_attempts {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+                     lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                )
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                let failure = Failure {
+                    code: "WORKER_LOST".into(),
+                    message: format!("the worker was lost {} times", job.attempts),
+                    retryable: false,
+                };
+                set_terminal(&mut tx, &id, JobState::Failed, Some(&failure), now).await?;
+                refund_job(
+                    &mut tx,
+                    &job.account_id,
+                    &id,
+                    self.policy.refund_grace_ms,
+                    WORKER,
+                    now,
+                )
+                .await?;
+            }
+            let job = load_job(&mut tx, &id)
+                .await?
+                .ok_or(StoreError::NotFound("job"))?;
+            tx.commit().await?;
+            match job.state {
+                JobState::Queued => report.requeued.push(job),
+                JobState::Cancelled => report.cancelled.push(job),
+                _ => report.failed.push(job),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn cancel_running(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        job: &Job,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        set_terminal(conn, &job.id, JobState::Cancelled, None, now).await?;
+        if self.policy.refund_on_cancel {
+            refund_job(
+                conn,
+                &job.account_id,
+                &job.id,
+                self.policy.refund_grace_ms,
+                WORKER,
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn running_job(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    owner: &str,
+) -> Result<Job, StoreError> {
+    let owned: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE id = ? AND state = 'RUNNING' AND lease_owner = ?",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if owned.is_none() {
+        return Err(StoreError::LeaseLost);
+    }
+    load_job(conn, id).await?.ok_or(StoreError::NotFound("job"))
+}
+
+async fn save_usage(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    usage: &Usage,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET usage = ? WHERE id = ?")
+        .bind(serde_json::to_string(usage)?)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
