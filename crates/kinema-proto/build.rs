@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor)
         // Ordered maps encode deterministically, so a request can be fingerprinted.
         .btree_map(".")
-        .compile_protos(&files, &[proto_root.clone()])?;
+        .compile_protos(&files, std::slice::from_ref(&proto_root))?;
     println!("cargo:rerun-if-changed={}", proto_root.display());
     Ok(())
 }

@@ -108,6 +108,16 @@ impl LocalArtifacts {
         Ok((file, size))
     }
 
+    /// Removes one artifact; an absent file is not an error.
+    pub async fn delete(&self, location: &str) -> Result<(), ArtifactError> {
+        let path = self.resolve(location)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Removes every artifact of a job; absent files are not an error.
     pub async fn delete_job(&self, job_id: &str) -> Result<(), ArtifactError> {
         let dir = self.resolve(job_id)?;

@@ -77,6 +77,9 @@ pub struct ServeArgs {
     /// How long finished videos are kept, in hours.
     #[arg(long, default_value_t = 7 * 24)]
     pub artifact_ttl_hours: u64,
+    /// How often time-driven housekeeping (artifact retention) runs, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub sweep_interval_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -8,6 +8,7 @@ mod failure;
 mod faults;
 mod manifest;
 mod registry;
+mod retention;
 mod run;
 mod worker;
 
@@ -19,4 +20,5 @@ pub use manifest::{
     FieldViolation, JobSpec, ModelDefaults, ModelLimits, ModelManifest, ResolvedSpec,
 };
 pub use registry::{ModelRegistry, RegistryError};
+pub use retention::RetentionSweeper;
 pub use worker::{Worker, WorkerConfig, WorkerHandle};

@@ -120,7 +120,8 @@ impl ModelManifest {
                     l.min_frames, l.max_frames, self.id
                 ),
             );
-        } else if l.frames_modulo > 1 && frames > 1 && (frames - 1) % l.frames_modulo != 0 {
+        } else if l.frames_modulo > 1 && frames > 1 && !(frames - 1).is_multiple_of(l.frames_modulo)
+        {
             violation(
                 "num_frames",
                 format!(

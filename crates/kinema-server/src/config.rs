@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub lease: Duration,
     /// How long a running job may finish on shutdown before it is requeued.
     pub drain_grace: Duration,
+    /// How often time-driven housekeeping (artifact retention) runs.
+    pub sweep_interval: Duration,
 }
 
 impl ServerConfig {
@@ -31,6 +33,7 @@ impl ServerConfig {
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),
+            sweep_interval: Duration::from_secs(30),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kinema_artifacts::LocalArtifacts;
 use kinema_engine::{
-    Clock, JobEvents, ModelRegistry, SystemClock, TestClock, Worker, WorkerConfig,
+    Clock, JobEvents, ModelRegistry, RetentionSweeper, SystemClock, TestClock, Worker, WorkerConfig,
 };
 use kinema_proto::v1::admin_service_server::AdminServiceServer;
 use kinema_proto::v1::billing_service_server::BillingServiceServer;
@@ -152,6 +152,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .build_v1()?;
 
     let worker_handle = worker.spawn(shutdown_rx.clone());
+    let sweeper = RetentionSweeper {
+        store: store.clone(),
+        artifacts: app.artifacts.clone(),
+        clock: app.clock.clone(),
+        interval: config.sweep_interval,
+    }
+    .spawn(shutdown_rx.clone());
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -176,6 +183,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             })
             .await;
         worker_handle.join().await;
+        let _ = sweeper.await;
         store.close().await;
         info!("kinema server stopped");
         served.map_err(ServerError::from)

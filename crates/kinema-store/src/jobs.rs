@@ -252,7 +252,9 @@ pub(crate) async fn load_job(
     };
     let mut job = job_from_row(&row)?;
     let artifacts = sqlx::query(
-        "SELECT * FROM artifacts WHERE job_id = ? AND deleted_at IS NULL ORDER BY kind",
+        // Expired artifacts stay listed (with their past `expires_at`), so a download
+        // can say ARTIFACT_EXPIRED rather than "never existed".
+        "SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind",
     )
     .bind(id)
     .fetch_all(&mut *conn)

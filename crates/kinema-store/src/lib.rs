@@ -8,10 +8,12 @@ mod db;
 mod error;
 mod jobs;
 mod keys;
+mod retention;
 mod types;
 mod worker;
 
 pub use db::{Store, StorePolicy};
 pub use error::StoreError;
+pub use retention::ExpiredArtifact;
 pub use types::*;
 pub use worker::{Leased, ProgressAck, RecoveryReport};
