@@ -1,4 +1,4 @@
-use crate::Credits;
+use crate::{Credits, Currency, UnixMillis};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -10,4 +10,70 @@ pub enum LedgerError {
     UnknownLot(i64),
     #[error("{field}: {reason}")]
     InvalidQuote { field: &'static str, reason: String },
+
+    #[error("unknown ledger entry kind {0:?}")]
+    UnknownEntryKind(String),
+    #[error("expires_at {expires_at} is not after now ({now})")]
+    ExpiryNotInFuture {
+        expires_at: UnixMillis,
+        now: UnixMillis,
+    },
+
+    #[error("{0:?} is not an ISO 4217 currency code")]
+    InvalidCurrency(String),
+    #[error("currency mismatch: expected {expected}, got {got}")]
+    CurrencyMismatch { expected: Currency, got: Currency },
+    #[error("amount overflows")]
+    AmountOverflow,
+    #[error("a price cannot be negative, got {0}")]
+    NegativePrice(i64),
+    #[error(
+        "price change effective at {effective_at} is announced at {announced_at}: \
+         the notice period requires {earliest} or later"
+    )]
+    PriceNoticeTooShort {
+        announced_at: UnixMillis,
+        effective_at: UnixMillis,
+        earliest: UnixMillis,
+    },
+    #[error("no price is in effect at {at}")]
+    NoPriceInEffect { at: UnixMillis },
+    #[error("unknown pack {0:?}")]
+    UnknownPack(String),
+    #[error("unknown plan {0:?}")]
+    UnknownPlan(String),
+    #[error("invalid catalogue: {0}")]
+    InvalidCatalogue(String),
+
+    #[error("the account already used its trial (at {used_at})")]
+    TrialAlreadyUsed { used_at: UnixMillis },
+
+    #[error("the account has no subscription to cancel")]
+    NoSubscription,
+    #[error("the account has no queued plan")]
+    NoQueuedPlan,
+    #[error("a plan is already queued to start after the current one")]
+    PlanAlreadyQueued,
+    #[error("the account is already subscribed to plan {0:?} and it renews")]
+    AlreadySubscribed(String),
+
+    #[error("the account is suspended")]
+    AccountSuspended,
+    #[error("the account is terminated")]
+    AccountTerminated,
+}
+
+impl LedgerError {
+    /// The stable machine-readable reason of CONTRACT.md §7, where the error is one
+    /// the contract names (`FAILED_PRECONDITION` reasons); `None` otherwise.
+    pub fn contract_reason(&self) -> Option<&'static str> {
+        match self {
+            LedgerError::InsufficientCredits { .. } => Some("INSUFFICIENT_CREDITS"),
+            LedgerError::PriceNoticeTooShort { .. } => Some("PRICE_NOTICE_TOO_SHORT"),
+            LedgerError::AccountSuspended | LedgerError::AccountTerminated => {
+                Some("ACCOUNT_SUSPENDED")
+            }
+            _ => None,
+        }
+    }
 }

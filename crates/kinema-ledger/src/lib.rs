@@ -1,16 +1,46 @@
 //! Kinema's credit rules as pure functions over plain data. No I/O and no clock:
 //! every rule that depends on time takes `now` (Unix milliseconds) as a parameter.
-//! The store applies these inside its transactions (CONTRACT.md §2).
+//! The store applies these inside its transactions (CONTRACT.md §2–§4).
+//!
+//! One job per module:
+//! - [`quote`](crate::quote()): the price book (§2.1);
+//! - `lot`, `allocation`: FIFO-by-expiry debits and refunds to the source lots (§2.3, §2.4);
+//! - [`expiry`]: expiry at the exact instant and forfeit on termination (§2.5, §2.6);
+//! - [`calendar`]: calendar months in UTC ("a month of a subscription");
+//! - `money`, `pricing`, `catalogue`: money, price schedules with notice, packs and plans (§3);
+//! - `grant`, `pack`, `trial`: admin grants, pack purchases, one trial per account (§3);
+//! - `subscription`: plan periods, renewals, cancellation, proration, queued plans (§3);
+//! - `postpaid`: pay-as-you-go balances, arrears, suspension, termination (§4);
+//! - `verify`: recomputes lots and jobs from ledger entries and checks the invariants (§2.7).
 
 mod allocation;
+pub mod calendar;
+mod catalogue;
+mod effects;
 mod error;
+pub mod expiry;
+mod grant;
 mod lot;
+mod money;
+mod pack;
+mod pricing;
 mod quote;
+mod trial;
 
 pub use allocation::{allocate_debit, plan_refund, Allocation, RefundPlan};
+pub use catalogue::{Catalogue, Pack, Plan, PlanInterval, Validity};
+pub use effects::{EntryKind, LotSource, NewLot};
 pub use error::LedgerError;
+pub use expiry::{due_expiries, forfeit_all, live_total, Expiry, ForfeitPlan};
+pub use grant::admin_grant;
 pub use lot::{debit_order, is_live, LotState};
+pub use money::{Currency, Money};
+pub use pack::{purchase_pack, PackPurchase};
+pub use pricing::{
+    price_at, schedule_price_change, PriceHistory, ScheduledPrice, DEFAULT_PRICE_NOTICE_MS,
+};
 pub use quote::{quote, ModelPrice, Quote, QuoteInput, TierPrice};
+pub use trial::{start_trial, TrialOffer, TrialRecord, TrialStart, DEFAULT_TRIAL_MS};
 
 /// Whole credits. Never a float.
 pub type Credits = i64;
