@@ -9,7 +9,7 @@
 //! - [`calendar`]: calendar months in UTC ("a month of a subscription");
 //! - `money`, `pricing`, `catalogue`: money, price schedules with notice, packs and plans (§3);
 //! - `grant`, `pack`, `trial`: admin grants, pack purchases, one trial per account (§3);
-//! - `subscription`: plan periods, renewals, cancellation, proration, queued plans (§3);
+//! - [`subscription`]: plan periods, renewals, cancellation, proration, queued plans (§3);
 //! - `postpaid`: pay-as-you-go balances, arrears, suspension, termination (§4);
 //! - `verify`: recomputes lots and jobs from ledger entries and checks the invariants (§2.7).
 
@@ -25,6 +25,7 @@ mod money;
 mod pack;
 mod pricing;
 mod quote;
+pub mod subscription;
 mod trial;
 
 pub use allocation::{allocate_debit, plan_refund, Allocation, RefundPlan};
@@ -40,6 +41,12 @@ pub use pricing::{
     price_at, schedule_price_change, PriceHistory, ScheduledPrice, DEFAULT_PRICE_NOTICE_MS,
 };
 pub use quote::{quote, ModelPrice, Quote, QuoteInput, TierPrice};
+pub use subscription::{
+    apply_subscription_event, cancel_queued_plan, cancel_subscription, subscribe,
+    terminate_subscriptions, tick_subscriptions, Cancellation, CancellationKind, EndReason,
+    MoneyRefundReason, QueuedPlan, Subscription, SubscriptionEffect, SubscriptionEvent,
+    SubscriptionState, Transition, RENEWAL_CANCEL_NOTICE_MS,
+};
 pub use trial::{start_trial, TrialOffer, TrialRecord, TrialStart, DEFAULT_TRIAL_MS};
 
 /// Whole credits. Never a float.
