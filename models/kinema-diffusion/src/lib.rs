@@ -1,9 +1,17 @@
-//! Pieces every Kinema model family shares. Today: the [`Pipeline`] trait the engine
-//! drives and the [`VideoFrames`] it produces. The diffusion blocks (attention, RoPE,
-//! causal conv3d, schedulers, weight loading) join this crate with the first real model.
+//! Pieces every Kinema model family shares: the [`Pipeline`] trait the engine drives
+//! and the [`VideoFrames`] it produces, and the diffusion blocks models are built
+//! from: chunked attention, 3D rotary embeddings, causal 3D convolution, norms,
+//! flow-matching schedulers and Diffusers-layout weight loading.
 
+pub mod attention;
+pub mod conv3d;
 mod frames;
+pub mod norm;
 mod pipeline;
+pub mod rope;
+pub mod scheduler;
+pub mod tiny;
+pub mod weights;
 
 pub use frames::VideoFrames;
 pub use pipeline::{

@@ -1,0 +1,78 @@
+//! Scaled dot-product attention computed in chunks of queries, so the score matrix
+//! never exceeds a memory budget (a full f32 score matrix at Wan's 480p x 81 frames is
+//! ~4.3 GB per head). Softmax runs in f32 whatever the input dtype.
+
+use candle_core::{DType, Result, Tensor};
+
+/// Score-matrix memory allowed per chunk, in bytes, when the caller gives none.
+pub const DEFAULT_SCORE_BUDGET_BYTES: usize = 256 << 20;
+
+/// How [`attention`] bounds its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionBudget {
+    /// Upper bound for one chunk's f32 score matrix `[B, H, chunk, Lk]`, in bytes.
+    pub score_bytes: usize,
+}
+
+impl Default for AttentionBudget {
+    fn default() -> Self {
+        Self {
+            score_bytes: DEFAULT_SCORE_BUDGET_BYTES,
+        }
+    }
+}
+
+impl AttentionBudget {
+    /// Number of query rows per chunk for `batch_heads` (batch x heads) rows of `kv_len` keys.
+    pub fn query_chunk(&self, batch_heads: usize, kv_len: usize) -> usize {
+        let row = batch_heads.max(1) * kv_len.max(1) * 4;
+        (self.score_bytes / row).max(1)
+    }
+}
+
+/// `softmax(q k^T * scale + bias) v` over `q: [B, H, Lq, D]`, `k, v: [B, H, Lk, D]`.
+/// `bias` (additive: relative-position bias, padding mask) must broadcast to
+/// `[B, H, Lq, Lk]` and have size `Lq` or 1 in its third dimension. Returns
+/// `[B, H, Lq, D]` in the dtype of `q`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    budget: AttentionBudget,
+) -> Result<Tensor> {
+    let (b, h, lq, _d) = q.dims4()?;
+    let lk = k.dim(2)?;
+    let dtype = q.dtype();
+    let kt = k.transpose(2, 3)?.contiguous()?;
+    let v = v.contiguous()?;
+    let chunk = budget.query_chunk(b * h, lk).min(lq.max(1));
+    let mut outs = Vec::with_capacity(lq.div_ceil(chunk));
+    let mut start = 0;
+    while start < lq {
+        let len = chunk.min(lq - start);
+        let qc = q.narrow(2, start, len)?.contiguous()?;
+        let mut scores = qc.matmul(&kt)?.to_dtype(DType::F32)?;
+        if scale != 1.0 {
+            scores = (scores * scale)?;
+        }
+        if let Some(bias) = bias {
+            let bc = if bias.dim(2)? == 1 {
+                bias.clone()
+            } else {
+                bias.narrow(2, start, len)?
+            };
+            scores = scores.broadcast_add(&bc.to_dtype(DType::F32)?)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        drop(scores);
+        outs.push(probs.matmul(&v)?);
+        start += len;
+    }
+    if outs.len() == 1 {
+        Ok(outs.remove(0))
+    } else {
+        Tensor::cat(&outs, 2)
+    }
+}
