@@ -10,7 +10,7 @@
 //! - `money`, `pricing`, `catalogue`: money, price schedules with notice, packs and plans (§3);
 //! - `grant`, `pack`, `trial`: admin grants, pack purchases, one trial per account (§3);
 //! - [`subscription`]: plan periods, renewals, cancellation, proration, queued plans (§3);
-//! - `postpaid`: pay-as-you-go balances, arrears, suspension, termination (§4);
+//! - [`postpaid`]: pay-as-you-go balances, arrears, suspension, termination (§4);
 //! - `verify`: recomputes lots and jobs from ledger entries and checks the invariants (§2.7).
 
 mod allocation;
@@ -23,6 +23,7 @@ mod grant;
 mod lot;
 mod money;
 mod pack;
+pub mod postpaid;
 mod pricing;
 mod quote;
 pub mod subscription;
@@ -37,6 +38,11 @@ pub use grant::admin_grant;
 pub use lot::{debit_order, is_live, LotState};
 pub use money::{Currency, Money};
 pub use pack::{purchase_pack, PackPurchase};
+pub use postpaid::{
+    advance_postpaid, charge_job, postpaid_can_submit, postpaid_status, top_up, PostpaidAccount,
+    PostpaidEffect, PostpaidPhase, PostpaidPolicy, PostpaidStatus, PostpaidTransition,
+    DEFAULT_POSTPAID_GRACE_MS, DEFAULT_SUSPENSION_LIMIT_MS,
+};
 pub use pricing::{
     price_at, schedule_price_change, PriceHistory, ScheduledPrice, DEFAULT_PRICE_NOTICE_MS,
 };
