@@ -7,5 +7,6 @@ pub mod prompt;
 pub mod text_encoder;
 
 pub use error::{Result, WanError};
+pub mod pipeline;
 pub mod transformer;
 pub mod vae;

@@ -1,0 +1,334 @@
+//! `WanPipeline` (text-to-video): prompt -> umT5 embeddings (512 tokens, masked and
+//! zero-padded) -> UniPC flow denoising with classifier-free guidance (two passes) ->
+//! de-normalised latents -> Wan-VAE -> frames in [0, 1].
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use kinema_diffusion::scheduler::{cfg_combine, UniPcConfig, UniPcMultistep};
+use kinema_diffusion::weights::read_json;
+use kinema_diffusion::{
+    Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl, StepProgress,
+    VideoFrames,
+};
+
+use crate::error::{Result, WanError};
+use crate::prompt::{PromptTokenizer, MAX_SEQUENCE_LENGTH};
+use crate::text_encoder::Umt5Encoder;
+use crate::transformer::WanTransformer3DModel;
+use crate::vae::AutoencoderKLWan;
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ModelIndex {
+    #[serde(rename = "_class_name")]
+    class_name: String,
+    #[serde(default)]
+    boundary_ratio: Option<f64>,
+    #[serde(default)]
+    expand_timesteps: bool,
+}
+
+/// A loaded Wan 2.1 T2V model directory (Diffusers layout).
+pub struct WanPipeline {
+    pub model_dir: PathBuf,
+    pub tokenizer: PromptTokenizer,
+    pub text_encoder: Umt5Encoder,
+    pub transformer: WanTransformer3DModel,
+    pub vae: AutoencoderKLWan,
+    pub scheduler: UniPcConfig,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+/// Prompt embeddings the denoiser consumes.
+pub struct WanConditioning {
+    pub prompt_embeds: Tensor,
+    /// Present when guidance > 1.
+    pub negative_prompt_embeds: Option<Tensor>,
+}
+
+/// Deterministic standard normal noise (splitmix64 + Box-Muller). Not torch's
+/// generator: parity with diffusers goes through given initial latents.
+pub fn seeded_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut v = Vec::with_capacity(n + 1);
+    while v.len() < n {
+        let (u1, u2) = (next(), next());
+        let r = (-2.0 * u1.ln()).sqrt();
+        let a = 2.0 * std::f64::consts::PI * u2;
+        v.push((r * a.cos()) as f32);
+        v.push((r * a.sin()) as f32);
+    }
+    v.truncate(n);
+    Ok(Tensor::from_vec(v, shape, device)?)
+}
+
+impl WanPipeline {
+    pub fn load(model_dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let index: ModelIndex = read_json(&model_dir.join("model_index.json"))?;
+        if index.class_name != "WanPipeline" {
+            return Err(WanError::Config {
+                what: "model_index._class_name".into(),
+                message: format!("{:?} (only WanPipeline is supported)", index.class_name),
+            });
+        }
+        if index.boundary_ratio.is_some() || index.expand_timesteps {
+            return Err(WanError::Config {
+                what: "model_index".into(),
+                message: "Wan 2.2 two-expert / expand_timesteps pipelines are not supported yet"
+                    .into(),
+            });
+        }
+        let scheduler: UniPcConfig = read_json(&model_dir.join("scheduler/scheduler_config.json"))?;
+        scheduler.validate().map_err(|message| WanError::Config {
+            what: "scheduler".into(),
+            message,
+        })?;
+        Ok(Self {
+            tokenizer: PromptTokenizer::load(&model_dir.join("tokenizer"), MAX_SEQUENCE_LENGTH)?,
+            text_encoder: Umt5Encoder::load(&model_dir.join("text_encoder"), dtype, device)?,
+            transformer: WanTransformer3DModel::load(
+                &model_dir.join("transformer"),
+                dtype,
+                device,
+            )?,
+            vae: AutoencoderKLWan::load(&model_dir.join("vae"), dtype, device)?,
+            scheduler,
+            model_dir: model_dir.to_path_buf(),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// `[1, 512, text_dim]`: the encoder output cut to the prompt's true length and
+    /// zero-padded back to 512, as `_get_t5_prompt_embeds`.
+    pub fn encode_text(&self, prompt: &str) -> Result<Tensor> {
+        let t = self.tokenizer.encode(prompt)?;
+        let l = t.ids.len();
+        let ids = Tensor::from_vec(t.ids, (1, l), &self.device)?;
+        let mask = Tensor::from_vec(t.mask, (1, l), &self.device)?;
+        let h = self.text_encoder.forward(&ids, &mask)?;
+        let keep = mask.to_dtype(h.dtype())?.unsqueeze(2)?;
+        Ok(h.broadcast_mul(&keep)?)
+    }
+
+    pub fn encode(&self, prompt: &str, negative: &str, guidance: f32) -> Result<WanConditioning> {
+        Ok(WanConditioning {
+            prompt_embeds: self.encode_text(prompt)?,
+            negative_prompt_embeds: if guidance > 1.0 {
+                Some(self.encode_text(negative)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The latent shape for a video: `[1, z, (F - 1) / 4 + 1, H / 8, W / 8]`.
+    pub fn latent_shape(&self, width: u32, height: u32, frames: u32) -> Result<[usize; 5]> {
+        let c = &self.vae.config;
+        let [_, ph, pw] = self.transformer.config.patch_size;
+        let (sf, tf) = (c.scale_factor_spatial, c.scale_factor_temporal);
+        let (w, h, f) = (width as usize, height as usize, frames as usize);
+        if w == 0 || h == 0 || w % (sf * pw) != 0 || h % (sf * ph) != 0 {
+            return Err(WanError::Input(format!(
+                "width {w} and height {h} must be positive multiples of {}",
+                sf * ph.max(pw)
+            )));
+        }
+        if f == 0 || (f - 1) % tf != 0 {
+            return Err(WanError::Input(format!("frames {f} must be {tf}k + 1")));
+        }
+        Ok([1, c.z_dim, (f - 1) / tf + 1, h / sf, w / sf])
+    }
+
+    /// Denoises `latents` (`[1, 16, T, h, w]`, f32) for `steps` UniPC steps. `on_step`
+    /// sees (step, total, latents after the step) and may stop the loop.
+    pub fn denoise_latents(
+        &self,
+        cond: &WanConditioning,
+        latents: Tensor,
+        steps: usize,
+        guidance: f32,
+        on_step: &mut dyn FnMut(usize, usize, &Tensor) -> StepControl,
+    ) -> std::result::Result<Tensor, PipelineError> {
+        let mut sched = UniPcMultistep::new(self.scheduler.clone(), steps)
+            .map_err(PipelineError::InvalidRequest)?;
+        let model_err = |e: WanError| PipelineError::Model(e.to_string());
+        let candle_err = |e: candle_core::Error| PipelineError::Model(e.to_string());
+        let tr = &self.transformer;
+        let ctx = tr.embed_text(&cond.prompt_embeds).map_err(model_err)?;
+        let neg_ctx = match (&cond.negative_prompt_embeds, guidance > 1.0) {
+            (Some(n), true) => Some(tr.embed_text(n).map_err(model_err)?),
+            _ => None,
+        };
+        let mut latents = latents.to_dtype(DType::F32).map_err(candle_err)?;
+        let total = sched.num_steps();
+        for i in 0..total {
+            let t = [sched.timesteps[i] as f32];
+            let x = latents.to_dtype(self.dtype).map_err(candle_err)?;
+            let cond_pred = tr.forward_with_context(&x, &t, &ctx).map_err(model_err)?;
+            let pred = match &neg_ctx {
+                Some(nc) => {
+                    let un = tr.forward_with_context(&x, &t, nc).map_err(model_err)?;
+                    cfg_combine(&cond_pred, &un, guidance as f64).map_err(candle_err)?
+                }
+                None => cond_pred,
+            };
+            let pred = pred.to_dtype(DType::F32).map_err(candle_err)?;
+            latents = sched.step(&pred, &latents).map_err(candle_err)?;
+            if on_step(i + 1, total, &latents) == StepControl::Cancel {
+                return Err(PipelineError::Cancelled {
+                    step: (i + 1) as u32,
+                });
+            }
+        }
+        Ok(latents)
+    }
+
+    /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<VideoFrames> {
+        let z = self.vae.denormalize(&latents.to_dtype(self.dtype)?)?;
+        let (_, _, _, h, w) = z.dims5()?;
+        let sf = self.vae.config.scale_factor_spatial;
+        let (height, width) = (h * sf, w * sf);
+        let mut data = Vec::new();
+        let mut num_frames = 0;
+        self.vae.decode_chunks(&z, &mut |chunk| {
+            // [1, 3, f, H, W] -> [f, H, W, 3], (x / 2 + 0.5) clamped to [0, 1]
+            let f = chunk.dim(2)?;
+            let frames = ((chunk.to_dtype(DType::F32)? / 2.0)? + 0.5)?
+                .clamp(0f32, 1f32)?
+                .squeeze(0)?
+                .permute((1, 2, 3, 0))?
+                .contiguous()?;
+            data.extend(frames.flatten_all()?.to_vec1::<f32>()?);
+            num_frames += f;
+            Ok(())
+        })?;
+        Ok(VideoFrames {
+            num_frames,
+            height,
+            width,
+            data,
+        })
+    }
+
+    /// The whole text-to-video run from given initial latents (or seeded noise).
+    pub fn generate(
+        &self,
+        request: &GenerationRequest,
+        init_latents: Option<Tensor>,
+        on_step: &mut dyn FnMut(usize, usize, &Tensor) -> StepControl,
+    ) -> std::result::Result<VideoFrames, PipelineError> {
+        let cond = self
+            .encode(
+                &request.prompt,
+                &request.negative_prompt,
+                request.guidance_scale,
+            )
+            .map_err(to_pipeline_error)?;
+        let latents = self.initial_latents(request, init_latents)?;
+        let latents = self.denoise_latents(
+            &cond,
+            latents,
+            request.steps as usize,
+            request.guidance_scale,
+            on_step,
+        )?;
+        self.decode_latents(&latents).map_err(to_pipeline_error)
+    }
+
+    fn initial_latents(
+        &self,
+        request: &GenerationRequest,
+        given: Option<Tensor>,
+    ) -> std::result::Result<Tensor, PipelineError> {
+        let shape = self
+            .latent_shape(request.width, request.height, request.num_frames)
+            .map_err(to_pipeline_error)?;
+        match given {
+            Some(l) => {
+                if l.dims() != shape {
+                    return Err(PipelineError::InvalidRequest(format!(
+                        "initial latents have shape {:?}, the request needs {shape:?}",
+                        l.dims()
+                    )));
+                }
+                Ok(l)
+            }
+            None => seeded_noise(request.seed, &shape, &self.device).map_err(to_pipeline_error),
+        }
+    }
+}
+
+fn to_pipeline_error(e: WanError) -> PipelineError {
+    match e {
+        WanError::Input(m) => PipelineError::InvalidRequest(m),
+        other => PipelineError::Model(other.to_string()),
+    }
+}
+
+impl Pipeline for WanPipeline {
+    fn encode_prompt(
+        &self,
+        request: &GenerationRequest,
+    ) -> std::result::Result<Conditioning, PipelineError> {
+        let c = self
+            .encode(
+                &request.prompt,
+                &request.negative_prompt,
+                request.guidance_scale,
+            )
+            .map_err(to_pipeline_error)?;
+        Ok(Conditioning(Box::new(c)))
+    }
+
+    fn denoise(
+        &self,
+        request: &GenerationRequest,
+        conditioning: &Conditioning,
+        on_step: &mut dyn FnMut(StepProgress) -> StepControl,
+    ) -> std::result::Result<Latents, PipelineError> {
+        let Some(cond) = conditioning.0.downcast_ref::<WanConditioning>() else {
+            return Err(PipelineError::WrongInput {
+                expected: "WanConditioning",
+            });
+        };
+        let latents = self.initial_latents(request, None)?;
+        let out = self.denoise_latents(
+            cond,
+            latents,
+            request.steps as usize,
+            request.guidance_scale,
+            &mut |step, total, _| {
+                on_step(StepProgress {
+                    step: step as u32,
+                    total: total as u32,
+                })
+            },
+        )?;
+        Ok(Latents(Box::new(out)))
+    }
+
+    fn decode(
+        &self,
+        _request: &GenerationRequest,
+        latents: Latents,
+    ) -> std::result::Result<VideoFrames, PipelineError> {
+        let Ok(latents) = latents.0.downcast::<Tensor>() else {
+            return Err(PipelineError::WrongInput {
+                expected: "Wan latents (candle Tensor)",
+            });
+        };
+        self.decode_latents(&latents).map_err(to_pipeline_error)
+    }
+}
