@@ -30,7 +30,13 @@ from safetensors.torch import save_file
 
 import diffusers
 import transformers
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
+)
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from transformers import AutoTokenizer, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
@@ -366,15 +372,56 @@ def make_config(name: str, cfg: dict, tokenizer_dir: str):
     print(f"{name}: frames {tuple(frames.shape)}, dit out {tuple(y.shape)}, video {tuple(video.shape)}")
 
 
+# Scheduler-only cases: given model outputs per step, the samples each step produces.
+SCHEDULER_CASES = {
+    "unipc_o2_s3_n5": ("unipc", dict(solver_order=2, flow_shift=3.0), 5),
+    "unipc_o3_s5_n6": ("unipc", dict(solver_order=3, flow_shift=5.0), 6),
+    "unipc_o2_s3_n1": ("unipc", dict(solver_order=2, flow_shift=3.0), 1),
+    "euler_s3_n5": ("euler", dict(shift=3.0), 5),
+    "euler_s5_n7": ("euler", dict(shift=5.0), 7),
+}
+
+
+def make_schedulers():
+    gen = torch.Generator().manual_seed(99)
+    tensors, cases = {}, {}
+    for name, (kind, kw, n) in SCHEDULER_CASES.items():
+        if kind == "unipc":
+            s = UniPCMultistepScheduler(
+                prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, **kw
+            )
+        else:
+            s = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **kw)
+        s.set_timesteps(n)
+        s.set_begin_index(0)
+        sample = torch.randn(1, 4, 2, 3, 5, generator=gen)
+        tensors[f"{name}.sample_0"] = sample.clone()
+        for i, t in enumerate(s.timesteps):
+            out = torch.randn(sample.shape, generator=gen)
+            tensors[f"{name}.model_output_{i}"] = out
+            sample = s.step(out, t, sample, return_dict=False)[0]
+            tensors[f"{name}.sample_{i + 1}"] = sample.clone()
+        tensors[f"{name}.timesteps"] = s.timesteps.to(torch.float32)
+        tensors[f"{name}.sigmas"] = s.sigmas.to(torch.float32)
+        cases[name] = dict(kind=kind, steps=n, config=dict(s.config))
+    save(os.path.join(FIXTURES, "schedulers.safetensors"), tensors)
+    with open(os.path.join(FIXTURES, "schedulers.json"), "w") as fh:
+        json.dump(cases, fh, indent=1, default=str)
+    print(f"schedulers: {len(cases)} cases")
+
+
 def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.makedirs(FIXTURES, exist_ok=True)
     tokenizer_dir = os.path.join(FIXTURES, ".tokenizer-build")
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
     build_tokenizer(tokenizer_dir)
-    names = sys.argv[1:] or list(CONFIGS)
+    names = sys.argv[1:] or [*CONFIGS, "schedulers"]
     for name in names:
-        make_config(name, CONFIGS[name], tokenizer_dir)
+        if name == "schedulers":
+            make_schedulers()
+        else:
+            make_config(name, CONFIGS[name], tokenizer_dir)
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
 
 

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use kinema_diffusion::scheduler::{cfg_combine, UniPcConfig, UniPcMultistep};
-use kinema_diffusion::weights::read_json;
+use kinema_diffusion::scheduler::{cfg_combine, SchedulerConfig};
+use kinema_diffusion::weights::{read_json, LoadError};
 use kinema_diffusion::{
     Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl, StepProgress,
     VideoFrames,
@@ -35,7 +35,7 @@ pub struct WanPipeline {
     pub text_encoder: Umt5Encoder,
     pub transformer: WanTransformer3DModel,
     pub vae: AutoencoderKLWan,
-    pub scheduler: UniPcConfig,
+    pub scheduler: SchedulerConfig,
     pub device: Device,
     pub dtype: DType,
 }
@@ -88,9 +88,13 @@ impl WanPipeline {
                     .into(),
             });
         }
-        let scheduler: UniPcConfig = read_json(&model_dir.join("scheduler/scheduler_config.json"))?;
-        scheduler.validate().map_err(|message| WanError::Config {
-            what: "scheduler".into(),
+        let sched_path = model_dir.join("scheduler/scheduler_config.json");
+        let text = std::fs::read_to_string(&sched_path).map_err(|source| LoadError::Io {
+            path: sched_path.clone(),
+            source,
+        })?;
+        let scheduler = SchedulerConfig::from_json(&text).map_err(|message| WanError::Config {
+            what: format!("scheduler ({})", sched_path.display()),
             message,
         })?;
         Ok(Self {
@@ -160,8 +164,11 @@ impl WanPipeline {
         guidance: f32,
         on_step: &mut dyn FnMut(usize, usize, &Tensor) -> StepControl,
     ) -> std::result::Result<Tensor, PipelineError> {
-        let mut sched = UniPcMultistep::new(self.scheduler.clone(), steps)
+        let mut sched = self
+            .scheduler
+            .build(steps)
             .map_err(PipelineError::InvalidRequest)?;
+        let timesteps = sched.timesteps();
         let model_err = |e: WanError| PipelineError::Model(e.to_string());
         let candle_err = |e: candle_core::Error| PipelineError::Model(e.to_string());
         let tr = &self.transformer;
@@ -173,7 +180,7 @@ impl WanPipeline {
         let mut latents = latents.to_dtype(DType::F32).map_err(candle_err)?;
         let total = sched.num_steps();
         for i in 0..total {
-            let t = [sched.timesteps[i] as f32];
+            let t = [timesteps[i]];
             let x = latents.to_dtype(self.dtype).map_err(candle_err)?;
             let cond_pred = tr.forward_with_context(&x, &t, &ctx).map_err(model_err)?;
             let pred = match &neg_ctx {
