@@ -11,6 +11,8 @@ pub enum LedgerError {
     #[error("{field}: {reason}")]
     InvalidQuote { field: &'static str, reason: String },
 
+    #[error("unknown job state {0:?}")]
+    UnknownJobState(String),
     #[error("unknown ledger entry kind {0:?}")]
     UnknownEntryKind(String),
     #[error("expires_at {expires_at} is not after now ({now})")]

@@ -11,7 +11,7 @@
 //! - `grant`, `pack`, `trial`: admin grants, pack purchases, one trial per account (§3);
 //! - [`subscription`]: plan periods, renewals, cancellation, proration, queued plans (§3);
 //! - [`postpaid`]: pay-as-you-go balances, arrears, suspension, termination (§4);
-//! - `verify`: recomputes lots and jobs from ledger entries and checks the invariants (§2.7).
+//! - [`verify`]: recomputes lots and jobs from ledger entries and checks the invariants (§2.7).
 
 mod allocation;
 pub mod calendar;
@@ -28,6 +28,7 @@ mod pricing;
 mod quote;
 pub mod subscription;
 mod trial;
+pub mod verify;
 
 pub use allocation::{allocate_debit, plan_refund, Allocation, RefundPlan};
 pub use catalogue::{Catalogue, Pack, Plan, PlanInterval, Validity};
@@ -54,6 +55,10 @@ pub use subscription::{
     SubscriptionState, Transition, RENEWAL_CANCEL_NOTICE_MS,
 };
 pub use trial::{start_trial, TrialOffer, TrialRecord, TrialStart, DEFAULT_TRIAL_MS};
+pub use verify::{
+    verify_ledger, AccountTotals, EntryRecord, JobRecord, JobState, JobTotals, LotRecord,
+    LotTotals, Problem, VerifyPolicy, VerifyReport,
+};
 
 /// Whole credits. Never a float.
 pub type Credits = i64;
