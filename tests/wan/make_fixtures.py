@@ -169,10 +169,14 @@ def init_rule(name: str, shape) -> tuple:
 
 def fill_deterministic(module: torch.nn.Module) -> list:
     manifest = []
+    seen = set()
     with torch.no_grad():
-        for name, p in module.state_dict().items():
-            if not p.is_floating_point():
+        for name, p in module.state_dict(keep_vars=True).items():
+            # tied tensors (umT5's encoder.embed_tokens is `shared`) are filled once,
+            # under the first name
+            if not p.is_floating_point() or p.data_ptr() in seen:
                 continue
+            seen.add(p.data_ptr())
             offset, scale = init_rule(name, tuple(p.shape))
             v = offset + scale * det_values(name, p.numel())
             p.copy_(torch.from_numpy(v.astype(np.float32)).reshape(p.shape))
@@ -403,7 +407,8 @@ def make_schedulers():
             tensors[f"{name}.sample_{i + 1}"] = sample.clone()
         tensors[f"{name}.timesteps"] = s.timesteps.to(torch.float32)
         tensors[f"{name}.sigmas"] = s.sigmas.to(torch.float32)
-        cases[name] = dict(kind=kind, steps=n, config=dict(s.config))
+        config = {k: v for k, v in s.config.items() if not k.startswith("_")}
+        cases[name] = dict(kind=kind, steps=n, config=config)
     save(os.path.join(FIXTURES, "schedulers.safetensors"), tensors)
     with open(os.path.join(FIXTURES, "schedulers.json"), "w") as fh:
         json.dump(cases, fh, indent=1, default=str)

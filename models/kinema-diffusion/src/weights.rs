@@ -140,3 +140,122 @@ pub fn component_var_builder(
         }
     })
 }
+
+/// Where a model comes from: a local Diffusers folder, or a Hugging Face repo id
+/// (`org/name`, optionally `org/name@revision`) already in the local hub cache.
+/// Nothing is downloaded: Kinema resolves models offline (fetch them beforehand with
+/// `huggingface-cli download`), so `HF_HUB_OFFLINE` holds by construction.
+pub fn resolve_model_source(spec: &str) -> Result<PathBuf, LoadError> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let cache = hub_cache_dir().ok_or_else(|| LoadError::Invalid {
+        path: path.to_path_buf(),
+        message: "not a directory, and no Hugging Face cache dir (HF_HUB_CACHE, HF_HOME or HOME)"
+            .into(),
+    })?;
+    let (repo, revision) = match spec.split_once('@') {
+        Some((r, rev)) => (r, rev),
+        None => (spec, "main"),
+    };
+    resolve_in_hub_cache(&cache, repo, revision)
+}
+
+/// The hub cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`.
+pub fn hub_cache_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// The snapshot folder of `repo` (`org/name`) at `revision` (a branch or tag name
+/// with a `refs/` entry, or a commit hash) in the hub cache layout
+/// `models--org--name/{refs,snapshots}`.
+pub fn resolve_in_hub_cache(
+    cache: &Path,
+    repo: &str,
+    revision: &str,
+) -> Result<PathBuf, LoadError> {
+    let invalid = |path: PathBuf, message: String| LoadError::Invalid { path, message };
+    let parts: Vec<&str> = repo.split('/').collect();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if parts.len() != 2 || !parts.iter().all(|p| valid(p)) || !valid(revision) {
+        return Err(invalid(
+            PathBuf::from(repo),
+            "expected a local folder or a repo id org/name[@revision]".into(),
+        ));
+    }
+    let root = cache.join(format!("models--{}--{}", parts[0], parts[1]));
+    let is_hash = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
+    let commit = if is_hash {
+        revision.to_string()
+    } else {
+        let r = root.join("refs").join(revision);
+        std::fs::read_to_string(&r)
+            .map_err(|_| {
+                invalid(
+                    root.clone(),
+                    format!("{repo}@{revision} is not in the hub cache (download it first)"),
+                )
+            })?
+            .trim()
+            .to_string()
+    };
+    let snap = root.join("snapshots").join(&commit);
+    if !valid(&commit) || !snap.is_dir() {
+        return Err(invalid(
+            snap,
+            format!("snapshot {commit} of {repo} is missing"),
+        ));
+    }
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_hub_cache_snapshots() {
+        let tmp = std::env::temp_dir().join(format!("kinema-hub-{}", std::process::id()));
+        let root = tmp.join("models--Wan-AI--Wan2.1-T2V-1.3B-Diffusers");
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::create_dir_all(root.join("snapshots").join(hash)).unwrap();
+        std::fs::write(root.join("refs/main"), format!("{hash}\n")).unwrap();
+        let repo = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers";
+        let want = root.join("snapshots").join(hash);
+        assert_eq!(resolve_in_hub_cache(&tmp, repo, "main").unwrap(), want);
+        assert_eq!(resolve_in_hub_cache(&tmp, repo, hash).unwrap(), want);
+        assert!(resolve_in_hub_cache(&tmp, repo, "dev").is_err());
+        assert!(resolve_in_hub_cache(&tmp, "../etc", "main").is_err());
+        assert!(resolve_in_hub_cache(&tmp, "a/b/c", "main").is_err());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn finds_sharded_and_single_weights() {
+        let tiny =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/wan/fixtures/tiny/model");
+        let shards = safetensors_files(&tiny.join("transformer")).unwrap();
+        assert!(shards.len() > 1, "the tiny transformer is sharded");
+        let single = safetensors_files(&tiny.join("vae")).unwrap();
+        assert_eq!(single.len(), 1);
+        assert!(matches!(
+            safetensors_files(&tiny.join("scheduler")),
+            Err(LoadError::NoWeights(_))
+        ));
+    }
+}

@@ -179,8 +179,8 @@ impl WanPipeline {
         };
         let mut latents = latents.to_dtype(DType::F32).map_err(candle_err)?;
         let total = sched.num_steps();
-        for i in 0..total {
-            let t = [timesteps[i]];
+        for (i, &ts) in timesteps.iter().enumerate() {
+            let t = [ts];
             let x = latents.to_dtype(self.dtype).map_err(candle_err)?;
             let cond_pred = tr.forward_with_context(&x, &t, &ctx).map_err(model_err)?;
             let pred = match &neg_ctx {

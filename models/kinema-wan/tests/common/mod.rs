@@ -56,7 +56,16 @@ pub fn model_dir(config: &str) -> PathBuf {
     let _guard = MATERIALIZE.lock().unwrap_or_else(|e| e.into_inner());
     let dst = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wan-{config}"));
     let done = dst.join(".complete");
-    if done.is_file() {
+    // the marker records which manifests the copy was made from
+    let mut stamp = String::new();
+    for comp in ["transformer", "vae", "text_encoder"] {
+        let text = std::fs::read_to_string(src.join(comp).join("weights.json")).expect("manifest");
+        stamp.push_str(&format!(
+            "{comp}:{:016x}\n",
+            kinema_diffusion::tiny::fnv1a64(&text)
+        ));
+    }
+    if std::fs::read_to_string(&done).ok().as_deref() == Some(stamp.as_str()) {
         return dst;
     }
     let _ = std::fs::remove_dir_all(&dst);
@@ -70,7 +79,7 @@ pub fn model_dir(config: &str) -> PathBuf {
         kinema_diffusion::tiny::materialize(&dir.join("weights.json"), &dir.join(file))
             .unwrap_or_else(|e| panic!("materialize {comp}: {e}"));
     }
-    std::fs::write(&done, b"ok").expect("marker");
+    std::fs::write(&done, stamp).expect("marker");
     dst
 }
 
