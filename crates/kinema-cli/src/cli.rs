@@ -62,6 +62,10 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     #[arg(long, env = "KINEMA_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// `postgres://…` to keep state in PostgreSQL (replicas share it); default: SQLite
+    /// in the data dir.
+    #[arg(long, env = "KINEMA_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Start the clock at real time and move it only by AdminService.AdvanceClock.
     #[arg(long)]
     pub test_clock: bool,

@@ -6,6 +6,8 @@ use std::time::Duration;
 pub struct ServerConfig {
     /// Holds the SQLite database, artifacts, scratch space and the admin key file.
     pub data_dir: PathBuf,
+    /// `postgres://…` to share state between replicas; unset: SQLite in the data dir.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     /// The clock starts at real time and moves only by `AdminService.AdvanceClock`.
     pub test_clock: bool,
@@ -25,6 +27,7 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
         Self {
             data_dir,
+            database_url: None,
             listen,
             test_clock: false,
             fault_injection: false,

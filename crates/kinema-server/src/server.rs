@@ -73,7 +73,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         refund_on_cancel: config.refund_on_cancel,
         ..StorePolicy::default()
     };
-    let store = Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?;
+    let store = match &config.database_url {
+        Some(url) => Store::open(url, policy).await?,
+        None => Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?,
+    };
     let artifacts = LocalArtifacts::open(dir.join(data_dir::ARTIFACTS)).await?;
 
     let (admin_key_file, admin_key_created) =

@@ -1,5 +1,5 @@
 use kinema_ledger::UnixMillis;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::new_id;
@@ -19,9 +19,9 @@ impl Store {
             status: crate::AccountStatus::Active,
             created_at: now,
         };
-        let inserted = sqlx::query(
+        let inserted = sqlx::query(&self.backend.sql(
             "INSERT INTO accounts (id, name, external_id, status, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&account.id)
         .bind(&account.name)
         .bind(&account.external_id)
@@ -39,7 +39,7 @@ impl Store {
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        sqlx::query("SELECT * FROM accounts WHERE id = ?")
+        sqlx::query(&self.backend.sql("SELECT * FROM accounts WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.read)
             .await?
@@ -51,16 +51,20 @@ impl Store {
         &self,
         external_id: &str,
     ) -> Result<Option<Account>, StoreError> {
-        sqlx::query("SELECT * FROM accounts WHERE external_id = ?")
-            .bind(external_id)
-            .fetch_optional(&self.read)
-            .await?
-            .map(|r| account_from_row(&r))
-            .transpose()
+        sqlx::query(
+            &self
+                .backend
+                .sql("SELECT * FROM accounts WHERE external_id = ?"),
+        )
+        .bind(external_id)
+        .fetch_optional(&self.read)
+        .await?
+        .map(|r| account_from_row(&r))
+        .transpose()
     }
 }
 
-fn account_from_row(r: &SqliteRow) -> Result<Account, StoreError> {
+fn account_from_row(r: &AnyRow) -> Result<Account, StoreError> {
     Ok(Account {
         id: r.try_get("id")?,
         name: r.try_get("name")?,

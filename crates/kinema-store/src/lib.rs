@@ -12,7 +12,7 @@ mod retention;
 mod types;
 mod worker;
 
-pub use db::{Store, StorePolicy};
+pub use db::{Backend, Store, StorePolicy};
 pub use error::StoreError;
 pub use retention::ExpiredArtifact;
 pub use types::*;
