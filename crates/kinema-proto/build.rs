@@ -11,5 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .compile_protos(&files, std::slice::from_ref(&proto_root))?;
     println!("cargo:rerun-if-changed={}", proto_root.display());
+    // Worktrees that share one target directory (cargo hashes path packages by their
+    // workspace-relative path) set this to tell their generated code apart.
+    println!("cargo:rerun-if-env-changed=KINEMA_BUILD_TREE");
     Ok(())
 }

@@ -783,3 +783,34 @@ pub fn ffprobe(path: &Path) -> serde_json::Value {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
     json["streams"][0].clone()
 }
+
+// ---------------------------------------------------------------------------------
+// The ledger checker
+// ---------------------------------------------------------------------------------
+
+/// Runs `kinema ledger verify` with `args`; returns whether it exited 0, and its
+/// stdout and stderr together.
+pub fn ledger_verify(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(KINEMA)
+        .args(["ledger", "verify"])
+        .args(args)
+        .env_remove("KINEMA_DATABASE_URL")
+        .env_remove("KINEMA_DATA_DIR")
+        .output()
+        .expect("running kinema ledger verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Asserts `kinema ledger verify --data-dir DIR` passes (the server may be running).
+pub fn assert_ledger_verifies(data_dir: &Path) -> String {
+    let dir = data_dir.to_str().expect("utf-8 data dir");
+    let (ok, text) = ledger_verify(&["--data-dir", dir]);
+    assert!(ok, "kinema ledger verify failed:\n{text}");
+    assert!(text.contains("ledger is consistent"), "{text}");
+    text
+}

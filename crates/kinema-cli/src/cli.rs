@@ -54,6 +54,32 @@ pub enum Command {
     Accounts(AccountsCommand),
     /// Models this server offers, with limits and prices.
     Models,
+    /// The ledger, read straight from the database.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Recompute every lot, job and balance from the append-only entries and check
+    /// the invariants; exits non-zero naming every difference.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// `postgres://…` or `sqlite://PATH`; default: the SQLite database in --data-dir.
+    #[arg(long, env = "KINEMA_DATABASE_URL", conflicts_with = "data_dir")]
+    pub database_url: Option<String>,
+    #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
+    pub data_dir: PathBuf,
+    /// Only this account's entries, lots and jobs.
+    #[arg(long = "only-account")]
+    pub only_account: Option<String>,
+    /// The server runs with --no-refund-on-cancel (a job cancelled while running
+    /// keeps its debit).
+    #[arg(long)]
+    pub no_refund_on_cancel: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,5 +14,6 @@ mod jobs_service;
 mod server;
 
 pub use config::ServerConfig;
+pub use data_dir::DATABASE as DATABASE_FILE;
 pub use error::{reasons, ServerError};
 pub use server::{start, RunningServer};

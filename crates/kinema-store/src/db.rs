@@ -143,6 +143,52 @@ impl Store {
         })
     }
 
+    /// Opens an existing database only to read it (`kinema ledger verify`): no schema
+    /// change and no write; a missing SQLite file is an error, not created. Both pools
+    /// are read-only, so any write through this store fails.
+    pub async fn open_read_only(url: &str, policy: StorePolicy) -> Result<Store, StoreError> {
+        install_drivers();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if !Path::new(path).is_file() {
+                return Err(StoreError::Invalid(format!("no database at {path:?}")));
+            }
+            let options: AnyConnectOptions = format!("sqlite://{path}?mode=ro").parse()?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(2)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await?;
+            return Ok(Store {
+                write: pool.clone(),
+                read: pool,
+                backend: Backend::Sqlite,
+                policy,
+            });
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Invalid(format!(
+                "database URL must start with sqlite:// or postgres://, got {url:?}"
+            )));
+        }
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            write: pool.clone(),
+            read: pool,
+            backend: Backend::Postgres,
+            policy,
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

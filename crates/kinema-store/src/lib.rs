@@ -10,10 +10,12 @@ mod jobs;
 mod keys;
 mod retention;
 mod types;
+mod verify;
 mod worker;
 
 pub use db::{Backend, Store, StorePolicy};
 pub use error::StoreError;
 pub use retention::ExpiredArtifact;
 pub use types::*;
+pub use verify::LedgerExport;
 pub use worker::{Leased, ProgressAck, RecoveryReport};

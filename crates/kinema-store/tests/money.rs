@@ -17,13 +17,30 @@ mod common;
 struct Fixture {
     store: Store,
     account: String,
+    /// The database's URL, to reach past the store (corrupting rows on purpose).
+    url: String,
 }
 
 impl Fixture {
     async fn new(db: &common::TestDb) -> Fixture {
         let store = db.store.clone();
         let account = store.create_account("Acme", None, T0).await.unwrap().id;
-        Fixture { store, account }
+        Fixture {
+            store,
+            account,
+            url: db.url.clone(),
+        }
+    }
+
+    /// Runs raw SQL on the database, bypassing the store (to corrupt it on purpose).
+    async fn raw(&self, sql: &str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.close().await.unwrap();
     }
 }
 
@@ -117,6 +134,10 @@ async fn assert_invariants(f: &Fixture, now: i64) {
             "{lot:?}"
         );
     }
+    // And `kinema ledger verify`'s full recomputation agrees.
+    let report = f.store.verify_ledger(None).await.unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert_eq!(report.entries_checked, all.len());
 }
 
 async fn debit_takes_lots_earliest_expiry_first_and_refund_returns_them(f: Fixture) {
@@ -700,7 +721,97 @@ async fn ledger_entries_cannot_be_changed_or_deleted() {
     }
 }
 
+async fn verify_names_each_row_changed_behind_the_ledger(f: Fixture) {
+    let never = f
+        .store
+        .grant_credits(&f.account, 50, None, "", "admin", T0)
+        .await
+        .unwrap()
+        .0;
+    let done = submit(&f, 10, T0).await;
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    f.store
+        .complete_job(&done.id, OWNER, &[], &Usage::default(), T0 + 1)
+        .await
+        .unwrap();
+    let queued = submit(&f, 5, T0 + 2).await;
+    let clean = f.store.verify_ledger(None).await.unwrap();
+    assert!(clean.is_clean(), "{:#?}", clean.problems);
+    assert_eq!(clean.lots[&never.id].remaining, 40);
+    assert_eq!(clean.jobs[&done.id].debited, 10);
+
+    // A lot that lost credits without an entry, and a queued job whose hold vanished.
+    f.raw(&format!(
+        "UPDATE lots SET remaining = remaining - 3 WHERE id = {}",
+        never.id
+    ))
+    .await;
+    f.raw(&format!(
+        "UPDATE jobs SET held = 0 WHERE id = '{}'",
+        queued.id
+    ))
+    .await;
+    let report = f.store.verify_ledger(None).await.unwrap();
+    let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        report
+            .problems
+            .contains(&kinema_ledger::Problem::LotRemainingMismatch {
+                lot_id: never.id,
+                stored: 37,
+                recomputed: 40
+            }),
+        "{problems:#?}"
+    );
+    assert!(
+        report
+            .problems
+            .contains(&kinema_ledger::Problem::JobMismatch {
+                job_id: queued.id.clone(),
+                field: "held",
+                stored: 0,
+                recomputed: 5
+            }),
+        "{problems:#?}"
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, kinema_ledger::Problem::ConservationViolated { account_id, .. } if *account_id == f.account)),
+        "{problems:#?}"
+    );
+    // Scoped to another account, the damage is not there.
+    let other = f.store.create_account("Other", None, T0).await.unwrap();
+    assert!(f
+        .store
+        .verify_ledger(Some(&other.id))
+        .await
+        .unwrap()
+        .is_clean());
+
+    // An entry appended by hand that names a lot which does not exist.
+    f.raw(&format!(
+        "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
+         balance_after, held_after, memo, created_at) VALUES ('{}', 'GRANT', 7, \
+         '[{{\"lot_id\":999999,\"amount\":7}}]', NULL, 'intruder', 47, 5, '', {})",
+        f.account,
+        T0 + 3
+    ))
+    .await;
+    let report = f.store.verify_ledger(None).await.unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, kinema_ledger::Problem::LotMissing { lot_id: 999999, .. })),
+        "{:#?}",
+        report.problems
+    );
+}
+
 on_both_backends!(
+    verify_names_each_row_changed_behind_the_ledger,
     debit_takes_lots_earliest_expiry_first_and_refund_returns_them,
     refund_of_credits_from_an_expired_lot_goes_to_a_refund_lot,
     submission_beyond_available_is_refused_and_writes_nothing,

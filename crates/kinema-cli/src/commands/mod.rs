@@ -4,6 +4,7 @@ mod follow;
 mod generate;
 mod jobs;
 mod keys;
+mod ledger;
 mod serve;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +18,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credits(cmd) => credits::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Ledger(cmd) => ledger::run(cmd).await,
         Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
     }
 }
