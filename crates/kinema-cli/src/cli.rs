@@ -38,8 +38,9 @@ pub struct Connection {
 pub enum Command {
     /// Run the server: gRPC API, embedded SQLite, local artifacts, in-process worker.
     Serve(ServeArgs),
-    /// Generate one video: submit, follow progress, download.
-    Generate(GenerateArgs),
+    /// Generate one video: submit, follow progress, download; or, with --model-dir,
+    /// run the model offline in this process.
+    Generate(Box<GenerateArgs>),
     /// Jobs of an account.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -110,6 +111,19 @@ pub struct ServeArgs {
     /// How often time-driven housekeeping (artifact retention) runs, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub sweep_interval_ms: u64,
+    /// Serve a model: ID=SOURCE, SOURCE a Diffusers folder or a repo id in the local
+    /// hf-hub cache (family defaults; repeatable).
+    #[arg(
+        long = "model",
+        value_name = "ID=SOURCE",
+        env = "KINEMA_MODELS",
+        value_delimiter = ','
+    )]
+    pub models: Vec<String>,
+    /// Models file (TOML `[[model]]` tables with defaults, limits, price); default:
+    /// DATA_DIR/models.toml when it exists.
+    #[arg(long, env = "KINEMA_MODELS_FILE")]
+    pub models_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +161,24 @@ pub struct GenerateArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Run offline, without a server: a Diffusers model folder, or a repo id in the
+    /// local hf-hub cache (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`).
+    #[arg(long, value_name = "DIR|REPO")]
+    pub model_dir: Option<String>,
+    /// With --model-dir: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", requires = "model_dir")]
+    pub device: String,
+    /// With --model-dir: f32, bf16 or f16 (default f32 on CPU, bf16 on CUDA).
+    #[arg(long, requires = "model_dir")]
+    pub dtype: Option<String>,
+    /// With --model-dir: initial latents instead of seeded noise (safetensors tensor
+    /// `latents`, [1, 16, (F-1)/4+1, H/8, W/8]).
+    #[arg(long, requires = "model_dir")]
+    pub init_latents: Option<PathBuf>,
+    /// With --model-dir: also save the frames before encoding (safetensors tensor
+    /// `frames`, f32 [F, H, W, 3] in [0, 1]).
+    #[arg(long, requires = "model_dir")]
+    pub save_frames: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! loop that leases jobs and runs them through a model's pipeline, media encoding and
 //! artifact storage, progress events, cancellation and failure classification.
 
+mod catalog;
 mod clock;
 mod events;
 mod failure;
@@ -12,6 +13,10 @@ mod retention;
 mod run;
 mod worker;
 
+pub use catalog::{
+    manifest_for, parse_model_flag, parse_models_file, CatalogError, DefaultsSpec, LimitsSpec,
+    ModelSpec,
+};
 pub use clock::{Clock, SystemClock, TestClock};
 pub use events::{JobEvent, JobEventKind, JobEvents};
 pub use failure::{FailureCode, JobFailure};

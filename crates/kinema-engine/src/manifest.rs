@@ -26,6 +26,8 @@ pub struct ModelDefaults {
     pub fps: u32,
     pub steps: u32,
     pub guidance_scale: f32,
+    /// The sampler's flow shift, for flow-matching models.
+    pub flow_shift: Option<f32>,
 }
 
 /// A model as the catalogue describes it: identity, limits, defaults and price.
@@ -38,6 +40,9 @@ pub struct ModelManifest {
     pub limits: ModelLimits,
     pub defaults: ModelDefaults,
     pub price: ModelPrice,
+    /// Memory a worker needs to run the model at its default size (weights plus peak
+    /// working memory), in bytes; an estimate.
+    pub memory_bytes: u64,
 }
 
 /// A job's generation settings as requested: `None` means "the model's default".

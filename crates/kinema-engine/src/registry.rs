@@ -123,6 +123,7 @@ fn testsrc_manifest() -> ModelManifest {
             fps: 16,
             steps: 8,
             guidance_scale: 5.0,
+            flow_shift: None,
         },
         price: ModelPrice {
             tiers: vec![
@@ -144,6 +145,7 @@ fn testsrc_manifest() -> ModelManifest {
             ],
             default_steps: 8,
         },
+        memory_bytes: 64 << 20,
     }
 }
 

@@ -21,7 +21,15 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// How often time-driven housekeeping (artifact retention) runs.
     pub sweep_interval: Duration,
+    /// Models to serve besides the built-in ones (`--model ID=SOURCE`).
+    pub models: Vec<kinema_engine::ModelSpec>,
+    /// A models file (TOML); when none is given, `models.toml` in the data dir is read
+    /// if it exists.
+    pub models_file: Option<PathBuf>,
 }
+
+/// The file name of the models file a data dir may hold.
+pub const MODELS_FILE: &str = "models.toml";
 
 impl ServerConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
@@ -37,6 +45,26 @@ impl ServerConfig {
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),
             sweep_interval: Duration::from_secs(30),
+            models: Vec::new(),
+            models_file: None,
         }
+    }
+
+    /// Every model spec to serve: the models file's (the given one, else the data
+    /// dir's `models.toml` if present), then `models`.
+    pub fn model_specs(
+        &self,
+    ) -> Result<Vec<kinema_engine::ModelSpec>, kinema_engine::CatalogError> {
+        let default = self.data_dir.join(MODELS_FILE);
+        let file = match &self.models_file {
+            Some(f) => Some(f.clone()),
+            None => default.is_file().then_some(default),
+        };
+        let mut specs = match file {
+            Some(f) => kinema_engine::parse_models_file(&f)?,
+            None => Vec::new(),
+        };
+        specs.extend(self.models.iter().cloned());
+        Ok(specs)
     }
 }

@@ -186,6 +186,7 @@ pub fn model(m: &ModelManifest) -> pb::ModelInfo {
             fps: d.fps,
             steps: d.steps,
             guidance_scale: d.guidance_scale,
+            flow_shift: d.flow_shift,
         }),
         prices: m
             .price
@@ -197,6 +198,7 @@ pub fn model(m: &ModelManifest) -> pb::ModelInfo {
                 credits_per_second: t.credits_per_second,
             })
             .collect(),
+        memory_bytes: m.memory_bytes,
     }
 }
 

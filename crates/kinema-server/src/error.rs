@@ -184,4 +184,6 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("models: {0}")]
+    Models(#[from] kinema_engine::CatalogError),
 }

@@ -59,6 +59,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         source: e,
     })?;
     let lock = data_dir::lock(&dir)?;
+    // Model folders are read now, so a wrong path fails the start; weights load on
+    // the first job.
+    let registry = Arc::new(ModelRegistry::with_models(&config.model_specs()?)?);
 
     let system_clock = SystemClock;
     let test_clock = config
@@ -83,7 +86,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ensure_admin_key(&store, &dir, clock.now_ms()).await?;
 
     let events = JobEvents::default();
-    let registry = Arc::new(ModelRegistry::builtin());
     let worker = Worker::new(
         store.clone(),
         registry.clone(),

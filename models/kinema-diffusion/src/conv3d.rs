@@ -4,6 +4,14 @@
 
 use candle_core::{Module, Result, Tensor};
 
+/// Bytes of unfolded input a causal conv lets one conv2d call take (see
+/// [`CausalConv3d::forward`]); at least one frame always goes.
+pub const UNFOLD_BUDGET_BYTES: usize = 256 << 20;
+
+fn x_dtype_size(x: &Tensor) -> usize {
+    x.dtype().size_in_bytes()
+}
+
 #[derive(Debug, Clone)]
 pub struct CausalConv3d {
     /// One `[O, I, kh, kw]` kernel per temporal tap.
@@ -49,6 +57,16 @@ impl CausalConv3d {
     /// `x: [B, C, T, H, W]`. With `cache` (`[B, C, Tc, H, W]`) and time padding, the
     /// cached frames replace that many zero frames in front.
     pub fn forward(&self, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_budgeted(x, cache, UNFOLD_BUDGET_BYTES)
+    }
+
+    /// [`Self::forward`] with another bound on the unfolded input per conv2d call.
+    pub fn forward_budgeted(
+        &self,
+        x: &Tensor,
+        cache: Option<&Tensor>,
+        unfold_budget_bytes: usize,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         let mut pad = self.time_pad;
         if let (Some(c), true) = (cache, pad > 0) {
@@ -69,34 +87,50 @@ impl CausalConv3d {
         let t_out = (t - kt) / self.time_stride + 1;
         // [B, T, C, H, W] so a run of frames is a batch of images.
         let xt = x.permute((0, 2, 1, 3, 4))?.contiguous()?;
-        let mut acc: Option<Tensor> = None;
-        for (k, tap) in self.taps.iter().enumerate() {
-            let frames = if self.time_stride == 1 {
-                xt.narrow(1, k, t_out)?
-            } else {
-                let idx: Vec<u32> = (0..t_out)
-                    .map(|j| (k + j * self.time_stride) as u32)
-                    .collect();
-                let idx = Tensor::new(idx.as_slice(), x.device())?;
-                xt.index_select(&idx, 1)?
+        drop(x);
+        // Output frames go through conv2d in groups small enough that conv2d's
+        // unfolded input (C x k x k values per pixel) stays near the budget: at 480p the
+        // VAE's last stage unfolds 1.4 GB per frame.
+        let (kh, kw) = self.taps[0].dims4().map(|(_, _, kh, kw)| (kh, kw))?;
+        let per_frame = b * c * kh * kw * h * w * x_dtype_size(&xt);
+        let group = (unfold_budget_bytes / per_frame.max(1)).clamp(1, t_out);
+        let mut outs = Vec::with_capacity(t_out.div_ceil(group));
+        let mut j0 = 0;
+        while j0 < t_out {
+            let n = group.min(t_out - j0);
+            let mut acc: Option<Tensor> = None;
+            for (k, tap) in self.taps.iter().enumerate() {
+                let frames = if self.time_stride == 1 {
+                    xt.narrow(1, k + j0, n)?
+                } else {
+                    let idx: Vec<u32> = (j0..j0 + n)
+                        .map(|j| (k + j * self.time_stride) as u32)
+                        .collect();
+                    let idx = Tensor::new(idx.as_slice(), xt.device())?;
+                    xt.index_select(&idx, 1)?
+                };
+                let frames = frames.reshape((b * n, c, h, w))?;
+                let y = frames.conv2d(tap, self.spatial_pad, 1, 1, 1)?;
+                acc = Some(match acc {
+                    None => y,
+                    Some(a) => (a + y)?,
+                });
+            }
+            let Some(mut y) = acc else {
+                candle_core::bail!("causal conv3d without taps")
             };
-            let frames = frames.reshape((b * t_out, c, h, w))?;
-            let y = frames.conv2d(tap, self.spatial_pad, 1, 1, 1)?;
-            acc = Some(match acc {
-                None => y,
-                Some(a) => (a + y)?,
-            });
+            if let Some(bias) = &self.bias {
+                y = y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?;
+            }
+            let (_, o, ho, wo) = y.dims4()?;
+            outs.push(y.reshape((b, n, o, ho, wo))?.permute((0, 2, 1, 3, 4))?);
+            j0 += n;
         }
-        let Some(mut y) = acc else {
-            candle_core::bail!("causal conv3d without taps")
-        };
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?;
+        if outs.len() == 1 {
+            outs.remove(0).contiguous()
+        } else {
+            Tensor::cat(&outs, 2)?.contiguous()
         }
-        let (_, o, ho, wo) = y.dims4()?;
-        y.reshape((b, t_out, o, ho, wo))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()
     }
 }
 
@@ -114,6 +148,45 @@ impl Module for Conv2dSame {
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn det(shape: &[usize], seed: u64) -> Tensor {
+        let n = shape.iter().product();
+        let v = crate::tiny::det_values(&format!("conv3d-test-{seed}"), n, 0.0, 1.0);
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn frame_groups_do_not_change_the_result() {
+        let w = det(&[4, 3, 3, 3, 3], 1);
+        let bias = det(&[4], 2);
+        let x = det(&[2, 3, 5, 6, 7], 3);
+        let cache = det(&[2, 3, 2, 6, 7], 4);
+        for stride in [1, 2] {
+            let conv = CausalConv3d::new(&w, Some(bias.clone()), (1, 1), stride).unwrap();
+            for c in [None, Some(&cache)] {
+                let whole = conv.forward_budgeted(&x, c, usize::MAX).unwrap();
+                let framewise = conv.forward_budgeted(&x, c, 1).unwrap();
+                assert_eq!(whole.dims(), framewise.dims());
+                let diff = (whole - framewise)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "stride {stride}: {diff}");
+            }
         }
     }
 }

@@ -123,6 +123,45 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(all)
 }
 
+/// Number of parameters (tensor elements) in a component folder's safetensors, read
+/// from the files' headers only.
+pub fn parameter_count(dir: &Path) -> Result<u64, LoadError> {
+    use std::io::Read;
+    let mut total = 0u64;
+    for path in safetensors_files(dir)? {
+        let io = |source| LoadError::Io {
+            path: path.clone(),
+            source,
+        };
+        let invalid = |message: String| LoadError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(io)?;
+        let len = u64::from_le_bytes(len);
+        if len > 100 << 20 {
+            return Err(invalid(format!("safetensors header of {len} bytes")));
+        }
+        let mut header = vec![0u8; len as usize];
+        f.read_exact(&mut header).map_err(io)?;
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| invalid(format!("safetensors header: {e}")))?;
+        for (name, info) in header.iter().filter(|(n, _)| *n != "__metadata__") {
+            let shape = info
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .ok_or_else(|| invalid(format!("tensor {name} has no shape")))?;
+            total += shape
+                .iter()
+                .map(|d| d.as_u64().unwrap_or(0))
+                .product::<u64>();
+        }
+    }
+    Ok(total)
+}
+
 /// A [`VarBuilder`] over a component folder's (memory-mapped) safetensors, converting
 /// tensors to `dtype` on `device` as they are fetched.
 pub fn component_var_builder(
@@ -223,9 +262,94 @@ pub fn resolve_in_hub_cache(
     Ok(snap)
 }
 
+/// A device from its name: `cpu`, `cuda` or `cuda:N`. Naming CUDA in a build without
+/// the `cuda` feature is an error that says so (instead of failing at first use).
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    let name = name.trim();
+    if name.eq_ignore_ascii_case("cpu") {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match name.split_once(':') {
+        None if name.eq_ignore_ascii_case("cuda") => 0,
+        Some((kind, n)) if kind.eq_ignore_ascii_case("cuda") => n
+            .parse::<usize>()
+            .map_err(|_| format!("device {name:?}: expected cuda:N with N a GPU index"))?,
+        _ => {
+            return Err(format!(
+                "unknown device {name:?}: expected cpu, cuda or cuda:N"
+            ))
+        }
+    };
+    if !candle_core::utils::cuda_is_available() {
+        return Err(format!(
+            "device {name:?}: this build has no CUDA support (it was built without the \
+             `cuda` cargo feature); rebuild with `--features cuda` or use cpu"
+        ));
+    }
+    Device::new_cuda(ordinal).map_err(|e| format!("device {name:?}: {e}"))
+}
+
+/// Whether `name` names a CUDA device (`cuda`, `cuda:N`), without opening it.
+pub fn is_cuda_name(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    n == "cuda" || n.starts_with("cuda:")
+}
+
+/// The dtype a model runs in: `f32` (the CPU default), `bf16` (the CUDA default), `f16`.
+pub fn parse_dtype(name: &str) -> Result<DType, String> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => Err(format!(
+            "unknown dtype {other:?}: expected f32, bf16 or f16"
+        )),
+    }
+}
+
+/// The default dtype on a device: f32 on CPU, bf16 on CUDA.
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_and_dtypes_parse() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(parse_device("CPU").unwrap().is_cpu());
+        assert!(parse_device("tpu").unwrap_err().contains("unknown device"));
+        assert!(parse_device("cuda:x").unwrap_err().contains("cuda:N"));
+        if !candle_core::utils::cuda_is_available() {
+            let e = parse_device("cuda:0").unwrap_err();
+            assert!(e.contains("without the `cuda` cargo feature"), "{e}");
+        }
+        assert!(is_cuda_name("cuda:1") && is_cuda_name("cuda") && !is_cuda_name("cpu"));
+        assert_eq!(parse_dtype("bf16").unwrap(), DType::BF16);
+        assert!(parse_dtype("f8").is_err());
+    }
+
+    #[test]
+    fn counts_parameters_from_headers() {
+        let tiny =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/wan/fixtures/tiny/model");
+        let n = parameter_count(&tiny.join("transformer")).unwrap();
+        // the sharded tiny transformer: every tensor of every shard counted once
+        let files = safetensors_files(&tiny.join("transformer")).unwrap();
+        let mut expect = 0u64;
+        for f in files {
+            for (_, t) in candle_core::safetensors::load(&f, &Device::Cpu).unwrap() {
+                expect += t.elem_count() as u64;
+            }
+        }
+        assert_eq!(n, expect);
+    }
 
     #[test]
     fn resolves_hub_cache_snapshots() {

@@ -3,6 +3,7 @@
 //! ([`transformer`]), the Wan-VAE decoder ([`vae`]) and the pipeline ([`pipeline`]).
 
 pub mod error;
+pub mod info;
 pub mod prompt;
 pub mod text_encoder;
 

@@ -28,6 +28,37 @@ struct ModelIndex {
     expand_timesteps: bool,
 }
 
+/// Checks `model_index.json` names a Wan 2.1 text-to-video pipeline this crate runs.
+pub fn check_model_index(model_dir: &Path) -> Result<()> {
+    let index: ModelIndex = read_json(&model_dir.join("model_index.json"))?;
+    if index.class_name != "WanPipeline" {
+        return Err(WanError::Config {
+            what: "model_index._class_name".into(),
+            message: format!("{:?} (only WanPipeline is supported)", index.class_name),
+        });
+    }
+    if index.boundary_ratio.is_some() || index.expand_timesteps {
+        return Err(WanError::Config {
+            what: "model_index".into(),
+            message: "Wan 2.2 two-expert / expand_timesteps pipelines are not supported yet".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The scheduler of `scheduler/scheduler_config.json`.
+pub fn read_scheduler(model_dir: &Path) -> Result<SchedulerConfig> {
+    let sched_path = model_dir.join("scheduler/scheduler_config.json");
+    let text = std::fs::read_to_string(&sched_path).map_err(|source| LoadError::Io {
+        path: sched_path.clone(),
+        source,
+    })?;
+    SchedulerConfig::from_json(&text).map_err(|message| WanError::Config {
+        what: format!("scheduler ({})", sched_path.display()),
+        message,
+    })
+}
+
 /// A loaded Wan 2.1 T2V model directory (Diffusers layout).
 pub struct WanPipeline {
     pub model_dir: PathBuf,
@@ -74,29 +105,8 @@ pub fn seeded_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tenso
 
 impl WanPipeline {
     pub fn load(model_dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let index: ModelIndex = read_json(&model_dir.join("model_index.json"))?;
-        if index.class_name != "WanPipeline" {
-            return Err(WanError::Config {
-                what: "model_index._class_name".into(),
-                message: format!("{:?} (only WanPipeline is supported)", index.class_name),
-            });
-        }
-        if index.boundary_ratio.is_some() || index.expand_timesteps {
-            return Err(WanError::Config {
-                what: "model_index".into(),
-                message: "Wan 2.2 two-expert / expand_timesteps pipelines are not supported yet"
-                    .into(),
-            });
-        }
-        let sched_path = model_dir.join("scheduler/scheduler_config.json");
-        let text = std::fs::read_to_string(&sched_path).map_err(|source| LoadError::Io {
-            path: sched_path.clone(),
-            source,
-        })?;
-        let scheduler = SchedulerConfig::from_json(&text).map_err(|message| WanError::Config {
-            what: format!("scheduler ({})", sched_path.display()),
-            message,
-        })?;
+        check_model_index(model_dir)?;
+        let scheduler = read_scheduler(model_dir)?;
         Ok(Self {
             tokenizer: PromptTokenizer::load(&model_dir.join("tokenizer"), MAX_SEQUENCE_LENGTH)?,
             text_encoder: Umt5Encoder::load(&model_dir.join("text_encoder"), dtype, device)?,

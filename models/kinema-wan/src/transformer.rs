@@ -134,8 +134,10 @@ impl WanAttention {
     }
 }
 
+/// One transformer block: modulated self-attention (RoPE, QK norm), cross-attention to
+/// the text, modulated feed-forward. Public so benchmarks can run one block alone.
 #[derive(Debug, Clone)]
-struct WanTransformerBlock {
+pub struct WanTransformerBlock {
     attn1: WanAttention,
     attn2: WanAttention,
     norm2: Option<(Tensor, Tensor)>,
@@ -146,7 +148,8 @@ struct WanTransformerBlock {
 }
 
 impl WanTransformerBlock {
-    fn new(vb: VarBuilder, c: &WanTransformerConfig) -> Result<Self> {
+    /// The block under `vb` (e.g. `blocks.0`), with the model's config.
+    pub fn new(vb: VarBuilder, c: &WanTransformerConfig) -> Result<Self> {
         let dim = c.inner_dim();
         let norm2 = if c.cross_attn_norm {
             let n = vb.pp("norm2");
@@ -165,8 +168,9 @@ impl WanTransformerBlock {
         })
     }
 
-    /// `temb: [B, 6, dim]` (the time projection), `x: [B, L, dim]`.
-    fn forward(
+    /// `temb: [B, 6, dim]` (the time projection), `x: [B, L, dim]`, `context: [B, L_text,
+    /// dim]` (embedded text), `rope`: [`Rope3d::cos_sin`] of the latent patch grid.
+    pub fn forward(
         &self,
         x: &Tensor,
         context: &Tensor,

@@ -14,7 +14,13 @@ const LOCAL_ACCOUNT: &str = "local";
 /// Credits granted to the local account when it cannot cover a job.
 const LOCAL_TOP_UP: i64 = 100;
 
+mod offline;
+
 pub async fn run(conn: &Connection, args: GenerateArgs) -> anyhow::Result<()> {
+    if args.model_dir.is_some() {
+        // Offline: the model runs in this process, no server, no credits.
+        return tokio::task::spawn_blocking(move || offline::run(&args)).await?;
+    }
     match &conn.server {
         Some(_) => {
             let mut c = Clients::from_flags(conn).await?;

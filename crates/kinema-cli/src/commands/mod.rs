@@ -13,7 +13,7 @@ use crate::client::Clients;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Generate(args) => generate::run(&cli.conn, args).await,
+        Command::Generate(args) => generate::run(&cli.conn, *args).await,
         Command::Jobs(cmd) => jobs::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Credits(cmd) => credits::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,

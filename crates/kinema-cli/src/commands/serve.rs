@@ -16,6 +16,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts.max(1);
     config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
+    config.models = args
+        .models
+        .iter()
+        .map(|m| kinema_engine::parse_model_flag(m).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()
+        .context("--model")?;
+    config.models_file = args.models_file.clone();
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.

@@ -45,6 +45,14 @@ impl SchedulerConfig {
         }
     }
 
+    /// The flow shift (`flow_shift` / `shift`).
+    pub fn shift(&self) -> f64 {
+        match self {
+            Self::UniPc(c) => c.flow_shift,
+            Self::Euler(c) => c.shift,
+        }
+    }
+
     /// The same scheduler with another flow shift (`flow_shift` / `shift`).
     pub fn with_shift(mut self, shift: f64) -> Self {
         match &mut self {

@@ -1,0 +1,355 @@
+//! `kinema-bench`: real-size benchmarks of Wan 2.1 on CPU, one process per measurement.
+//! See `benches/README.md` for the commands and the figures measured.
+//!
+//! - `prepare`: random weights for the Wan2.1-T2V-1.3B transformer and VAE in the
+//!   official Diffusers layout (config.json, sharded safetensors with index).
+//! - `block`: one full-width DiT block at the sequence of a real video (480p x 81
+//!   frames = 32,760 tokens), attention in bounded query chunks.
+//! - `transformer`: loads the whole 30-layer transformer and runs one forward.
+//! - `vae`: decodes a real-size video latent chunk by chunk.
+//!
+//! Every measurement prints a human line and a `RESULT {json}` line; timing thresholds
+//! never go into tests.
+
+mod mem;
+mod weights;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, Parser, Subcommand};
+use kinema_diffusion::attention::AttentionBudget;
+use kinema_diffusion::rope::Rope3d;
+use kinema_diffusion::tiny::det_values;
+use kinema_wan::transformer::{WanTransformer3DModel, WanTransformerBlock, WanTransformerConfig};
+use kinema_wan::vae::AutoencoderKLWan;
+
+use crate::mem::{measure, mib};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kinema-bench",
+    about = "Real-size Wan 2.1 benchmarks (CPU, f32)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct VideoSize {
+    #[arg(long, default_value_t = 832)]
+    width: usize,
+    #[arg(long, default_value_t = 480)]
+    height: usize,
+    #[arg(long, default_value_t = 81)]
+    frames: usize,
+}
+
+impl VideoSize {
+    /// `(T, h, w)` of the latent: `(F - 1) / 4 + 1`, `H / 8`, `W / 8`.
+    fn latent(&self) -> anyhow::Result<(usize, usize, usize)> {
+        anyhow::ensure!(
+            self.frames >= 1 && (self.frames - 1).is_multiple_of(4),
+            "frames must be 4k + 1"
+        );
+        anyhow::ensure!(
+            self.width.is_multiple_of(16) && self.height.is_multiple_of(16),
+            "width and height must be multiples of 16"
+        );
+        Ok(((self.frames - 1) / 4 + 1, self.height / 8, self.width / 8))
+    }
+
+    fn describe(&self) -> String {
+        format!("{}x{} x {} frames", self.width, self.height, self.frames)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write random weights for the transformer and the VAE (official layout) to --out.
+    Prepare {
+        #[arg(long)]
+        out: PathBuf,
+        /// Largest safetensors file, MiB (as save_pretrained's max_shard_size).
+        #[arg(long, default_value_t = 2048)]
+        shard_mib: u64,
+        /// Folder with <component>/{config.json,weights.json}.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+    },
+    /// One full-width DiT block (weights of blocks.0) at a real video's sequence.
+    Block {
+        #[command(flatten)]
+        size: VideoSize,
+        /// Score-matrix memory per attention chunk, MiB.
+        #[arg(long, default_value_t = 256)]
+        score_mib: usize,
+        /// Save the output (tensor `out`) for a comparison with diffusers.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Compare with diffusers' output (tensor `out`) saved by real_size.py.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+    },
+    /// Load the whole transformer from --model-dir/transformer and run one forward.
+    Transformer {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[command(flatten)]
+        size: VideoSize,
+        #[arg(long, default_value_t = 256)]
+        score_mib: usize,
+    },
+    /// Decode a latent of the given video size with --model-dir/vae, chunk by chunk.
+    Vae {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[command(flatten)]
+        size: VideoSize,
+    },
+}
+
+fn det(name: &str, shape: &[usize], scale: f64) -> candle_core::Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::from_vec(det_values(name, n, 0.0, scale), shape, &Device::Cpu)
+}
+
+fn stats(t: &Tensor) -> anyhow::Result<String> {
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    let finite = v.iter().all(|x| x.is_finite());
+    Ok(format!(
+        "mean {mean:.6}, std {:.6}, finite {finite}",
+        var.max(0.0).sqrt()
+    ))
+}
+
+fn result(kind: &str, mut fields: serde_json::Value) {
+    fields["bench"] = kind.into();
+    fields["threads"] = candle_core::utils::get_num_threads().into();
+    println!("RESULT {fields}");
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Prepare {
+            out,
+            shard_mib,
+            manifests,
+        } => {
+            let src = manifests.unwrap_or_else(weights::default_manifest_dir);
+            for component in ["transformer", "vae"] {
+                let (r, phase) =
+                    measure(|| weights::write_component(&src, component, &out, shard_mib << 20));
+                let (files, bytes) = r.with_context(|| format!("writing {component}"))?;
+                println!(
+                    "{component}: {files} file(s), {:.0} MiB of f32 in {} ({})",
+                    mib(bytes),
+                    out.join(component).display(),
+                    phase.describe()
+                );
+            }
+        }
+        Command::Block {
+            size,
+            score_mib,
+            save,
+            compare,
+            manifests,
+        } => bench_block(size, score_mib, save, compare, manifests)?,
+        Command::Transformer {
+            model_dir,
+            size,
+            score_mib,
+        } => bench_transformer(&model_dir, size, score_mib)?,
+        Command::Vae { model_dir, size } => bench_vae(&model_dir, size)?,
+    }
+    Ok(())
+}
+
+fn bench_block(
+    size: VideoSize,
+    score_mib: usize,
+    save: Option<PathBuf>,
+    compare: Option<PathBuf>,
+    manifests: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = manifests
+        .unwrap_or_else(weights::default_manifest_dir)
+        .join("transformer");
+    let config = WanTransformerConfig::from_dir(&dir)?;
+    let manifest = weights::read_manifest(&dir)?;
+    let dev = Device::Cpu;
+    let (t, h, w) = size.latent()?;
+    let [pt, ph, pw] = config.patch_size;
+    let (ft, fh, fw) = (t / pt, h / ph, w / pw);
+    let seq = ft * fh * fw;
+    let dim = config.inner_dim();
+    let (setup, phase) = measure(|| -> anyhow::Result<_> {
+        let tensors = weights::tensors_with_prefix(&manifest, "blocks.0.")?;
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
+        let block = WanTransformerBlock::new(vb.pp("blocks").pp(0), &config)?;
+        let x = det("bench.hidden_states", &[1, seq, dim], 1.0)?;
+        let ctx = det("bench.context", &[1, 512, dim], 1.0)?;
+        let temb = det("bench.temb", &[1, 6, dim], 0.5)?;
+        let rope = Rope3d::new(config.attention_head_dim, config.rope_max_seq_len, 10000.0)
+            .cos_sin(ft, fh, fw, &dev)?;
+        Ok((block, x, ctx, temb, rope))
+    });
+    let (block, x, ctx, temb, rope) = setup?;
+    println!("setup (weights and inputs): {}", phase.describe());
+    let budget = AttentionBudget {
+        score_bytes: score_mib << 20,
+    };
+    let chunk = budget.query_chunk(config.num_attention_heads, seq);
+    println!(
+        "kinema WanTransformerBlock dim {dim}, {} heads, ffn {}; {} = {seq} tokens; f32 CPU, \
+         {} threads; attention in chunks of {chunk} queries ({score_mib} MiB of scores)",
+        config.num_attention_heads,
+        config.ffn_dim,
+        size.describe(),
+        candle_core::utils::get_num_threads()
+    );
+    let (out, phase) = measure(|| block.forward(&x, &ctx, &temb, &rope, budget));
+    let out = out?;
+    println!("forward: {}", phase.describe());
+    println!("output: {}", stats(&out)?);
+    let mut fields = phase.json();
+    fields["tokens"] = seq.into();
+    fields["query_chunk"] = chunk.into();
+    if let Some(path) = save {
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("out".to_string(), out.clone())]),
+            &path,
+        )?;
+        println!("saved {}", path.display());
+    }
+    if let Some(path) = compare {
+        let other = candle_core::safetensors::load(&path, &dev)?
+            .remove("out")
+            .context("no tensor `out`")?;
+        let diff = (&out - &other)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        println!("max |kinema - diffusers| = {diff:.3e}");
+        fields["max_abs_diff_vs_diffusers"] = diff.into();
+    }
+    result("block", fields);
+    Ok(())
+}
+
+fn bench_transformer(
+    model_dir: &std::path::Path,
+    size: VideoSize,
+    score_mib: usize,
+) -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let dir = model_dir.join("transformer");
+    let (model, load) = measure(|| WanTransformer3DModel::load(&dir, DType::F32, &dev));
+    let mut model = model.with_context(|| format!("loading {}", dir.display()))?;
+    model.budget = AttentionBudget {
+        score_bytes: score_mib << 20,
+    };
+    let c = &model.config;
+    println!(
+        "kinema WanTransformer3DModel: {} layers, dim {}, {} heads; loaded from {}: {}",
+        c.num_layers,
+        c.inner_dim(),
+        c.num_attention_heads,
+        dir.display(),
+        load.describe()
+    );
+    let (t, h, w) = size.latent()?;
+    let [pt, ph, pw] = c.patch_size;
+    let seq = (t / pt) * (h / ph) * (w / pw);
+    let latents = det("bench.latents", &[1, c.in_channels, t, h, w], 3f64.sqrt())?;
+    let text = det("bench.text", &[1, 512, c.text_dim], 0.5)?;
+    let (out, fwd) = measure(|| model.forward(&latents, &[999.0], &text));
+    let out = out?;
+    println!(
+        "forward at {} ({seq} tokens): {}",
+        size.describe(),
+        fwd.describe()
+    );
+    println!("output {:?}: {}", out.dims(), stats(&out)?);
+    result(
+        "transformer",
+        serde_json::json!({
+            "layers": c.num_layers,
+            "tokens": seq,
+            "load": load.json(),
+            "forward": fwd.json(),
+            "process_peak_rss_mib": mib(mem::peak_rss()),
+        }),
+    );
+    Ok(())
+}
+
+fn bench_vae(model_dir: &std::path::Path, size: VideoSize) -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let dir = model_dir.join("vae");
+    let (vae, load) = measure(|| AutoencoderKLWan::load(&dir, DType::F32, &dev));
+    let vae = vae.with_context(|| format!("loading {}", dir.display()))?;
+    println!(
+        "kinema AutoencoderKLWan (base {}, mults {:?}) loaded from {}: {}",
+        vae.config.base_dim,
+        vae.config.dim_mult,
+        dir.display(),
+        load.describe()
+    );
+    let (t, h, w) = size.latent()?;
+    let z = det(
+        "bench.vae_latents",
+        &[1, vae.config.z_dim, t, h, w],
+        3f64.sqrt(),
+    )?;
+    let z = vae.denormalize(&z)?;
+    let mut frames = 0usize;
+    let mut chunk_log = Vec::new();
+    let mut last = std::time::Instant::now();
+    let start_cpu = mem::cpu_seconds();
+    let (r, phase) = measure(|| {
+        vae.decode_chunks(&z, &mut |chunk| {
+            let f = chunk.dim(2)?;
+            frames += f;
+            let s = last.elapsed().as_secs_f64();
+            last = std::time::Instant::now();
+            let rss = mib(mem::rss());
+            let peak = mib(mem::peak_rss());
+            println!(
+                "  chunk {:>2}: {f} frame(s) in {s:7.2} s; {frames:>3} frames so far; RSS {rss:.0} MiB, \
+                 peak {peak:.0} MiB, CPU {:.0} s",
+                chunk_log.len(),
+                mem::cpu_seconds() - start_cpu
+            );
+            chunk_log.push(serde_json::json!({"frames": f, "wall_s": s, "rss_mib": rss, "peak_rss_mib": peak}));
+            Ok(())
+        })
+    });
+    r?;
+    println!(
+        "decode of {} ({t} latent frames -> {frames} frames): {}",
+        size.describe(),
+        phase.describe()
+    );
+    result(
+        "vae",
+        serde_json::json!({
+            "frames": frames,
+            "latent_frames": t,
+            "load": load.json(),
+            "decode": phase.json(),
+            "chunks": chunk_log,
+        }),
+    );
+    Ok(())
+}

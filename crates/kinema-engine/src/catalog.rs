@@ -1,0 +1,575 @@
+//! Models an operator adds to a server: `--model ID=SOURCE` flags and models files
+//! (TOML, `[[model]]` tables). Each spec becomes a [`ModelManifest`] (derived from the
+//! model directory, with the operator's overrides) and a constructor in the
+//! [`ModelRegistry`]; weights are loaded on the first job.
+//!
+//! ```toml
+//! [[model]]
+//! id = "wan2.1-t2v-1.3b"
+//! source = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # a folder, or a repo id in the hf-hub cache
+//! device = "cpu"            # or "cuda:0"; dtype defaults to f32 on CPU, bf16 on CUDA
+//! [model.defaults]          # each optional: the model family's defaults otherwise
+//! width = 832
+//! height = 480
+//! frames = 81
+//! steps = 50
+//! guidance = 5.0
+//! shift = 3.0
+//! [model.limits]            # each optional
+//! max_frames = 129
+//! [model.price]
+//! default_steps = 50
+//! tiers = [{ tier = "480p", max_side = 854, credits_per_second = 10 }]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolve_model_source};
+use kinema_diffusion::{Pipeline, PipelineError};
+use kinema_ledger::{ModelPrice, TierPrice};
+use kinema_wan::info::WanModelInfo;
+use kinema_wan::pipeline::WanPipeline;
+use serde::Deserialize;
+
+use crate::{JobSpec, ModelDefaults, ModelLimits, ModelManifest, ModelRegistry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("models file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("model {id:?}: {message}")]
+    Model { id: String, message: String },
+}
+
+fn model_error(id: &str, message: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Model {
+        id: id.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// One model as an operator describes it. Everything but `id` and `source` is
+/// optional: the family's defaults and what the model directory says fill the rest.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub id: String,
+    /// Model family; only `wan` (Wan 2.1 text-to-video) so far.
+    #[serde(default = "default_family")]
+    pub family: String,
+    /// A Diffusers model folder, or a Hugging Face repo id (`org/name[@revision]`)
+    /// already in the local hub cache.
+    pub source: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `cpu` (default), `cuda` or `cuda:N`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// `f32`, `bf16` or `f16`; default f32 on CPU, bf16 on CUDA.
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(default)]
+    pub defaults: DefaultsSpec,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub price: Option<ModelPrice>,
+    /// Memory a worker needs for this model at its default size; estimated from the
+    /// model (weights + working memory) when not given.
+    #[serde(default)]
+    pub memory_gib: Option<f64>,
+}
+
+fn default_family() -> String {
+    "wan".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSpec {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frames: Option<u32>,
+    pub fps: Option<u32>,
+    pub steps: Option<u32>,
+    pub guidance: Option<f32>,
+    /// Flow shift of the sampler (Wan: 3.0 for 480p, 5.0 suggested for 720p).
+    pub shift: Option<f32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub min_width: Option<u32>,
+    pub max_width: Option<u32>,
+    pub min_height: Option<u32>,
+    pub max_height: Option<u32>,
+    pub min_frames: Option<u32>,
+    pub max_frames: Option<u32>,
+    pub min_steps: Option<u32>,
+    pub max_steps: Option<u32>,
+    pub max_fps: Option<u32>,
+    pub max_prompt_chars: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelsFile {
+    #[serde(default)]
+    model: Vec<ModelSpec>,
+}
+
+/// `ID=SOURCE` (the `--model` flag): a model with every default.
+pub fn parse_model_flag(flag: &str) -> Result<ModelSpec, String> {
+    let (id, source) = flag
+        .split_once('=')
+        .ok_or_else(|| format!("{flag:?}: expected ID=SOURCE (a model folder or repo id)"))?;
+    let (id, source) = (id.trim(), source.trim());
+    if id.is_empty() || source.is_empty() {
+        return Err(format!("{flag:?}: expected ID=SOURCE with neither empty"));
+    }
+    Ok(ModelSpec {
+        id: id.into(),
+        family: default_family(),
+        source: source.into(),
+        ..ModelSpec::default()
+    })
+}
+
+/// Parses a models file. A relative `source` that names a folder beside the file is
+/// taken relative to the file; anything else stays as written (a repo id, or a path
+/// relative to the working directory).
+pub fn parse_models_file(path: &Path) -> Result<Vec<ModelSpec>, CatalogError> {
+    let err = |message: String| CatalogError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let file: ModelsFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(file
+        .model
+        .into_iter()
+        .map(|mut m| {
+            let beside = base.join(&m.source);
+            if Path::new(&m.source).is_relative() && beside.is_dir() {
+                m.source = beside.to_string_lossy().into_owned();
+            }
+            m
+        })
+        .collect())
+}
+
+impl ModelRegistry {
+    /// The built-in models plus `specs`. Every spec's model directory is read now (so
+    /// a wrong path fails at startup); weights load on first use.
+    pub fn with_models(specs: &[ModelSpec]) -> Result<Self, CatalogError> {
+        let mut registry = Self::builtin();
+        for spec in specs {
+            registry.add_spec(spec)?;
+        }
+        Ok(registry)
+    }
+
+    /// Registers one operator-described model.
+    pub fn add_spec(&mut self, spec: &ModelSpec) -> Result<(), CatalogError> {
+        if spec.id.trim().is_empty()
+            || !spec
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(model_error(
+                &spec.id,
+                "ids are non-empty ASCII letters, digits, '-', '_' and '.'",
+            ));
+        }
+        if self.manifest(&spec.id).is_some() {
+            return Err(model_error(&spec.id, "registered twice"));
+        }
+        match spec.family.as_str() {
+            "wan" => {
+                let (manifest, load) = wan_model(spec)?;
+                self.register(manifest, load);
+                Ok(())
+            }
+            other => Err(model_error(
+                &spec.id,
+                format!("unknown family {other:?} (known: wan)"),
+            )),
+        }
+    }
+}
+
+/// The manifest a spec gives (its model folder read, nothing loaded), as a server
+/// would list it.
+pub fn manifest_for(spec: &ModelSpec) -> Result<ModelManifest, CatalogError> {
+    match spec.family.as_str() {
+        "wan" => Ok(wan_model(spec)?.0),
+        other => Err(model_error(
+            &spec.id,
+            format!("unknown family {other:?} (known: wan)"),
+        )),
+    }
+}
+
+/// Wan 2.1 text-to-video: the manifest from the model folder and the spec, and the
+/// constructor that loads it.
+#[allow(clippy::type_complexity)]
+fn wan_model(
+    spec: &ModelSpec,
+) -> Result<
+    (
+        ModelManifest,
+        impl Fn() -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
+    ),
+    CatalogError,
+> {
+    let id = spec.id.as_str();
+    let dir = resolve_model_source(&spec.source).map_err(|e| model_error(id, e))?;
+    let info = WanModelInfo::inspect(&dir).map_err(|e| model_error(id, e))?;
+    let device_name = spec.device.clone().unwrap_or_else(|| "cpu".into());
+    let device = parse_device(&device_name).map_err(|e| model_error(id, e))?;
+    let dtype = match &spec.dtype {
+        Some(d) => parse_dtype(d).map_err(|e| model_error(id, e))?,
+        None => default_dtype(&device),
+    };
+
+    let d = &spec.defaults;
+    let shift = d.shift.unwrap_or(info.scheduler.shift() as f32);
+    let defaults = ModelDefaults {
+        width: d.width.unwrap_or(832),
+        height: d.height.unwrap_or(480),
+        num_frames: d.frames.unwrap_or(81),
+        fps: d.fps.unwrap_or(16),
+        steps: d.steps.unwrap_or(50),
+        guidance_scale: d.guidance.unwrap_or(5.0),
+        flow_shift: Some(shift),
+    };
+    if !(shift.is_finite() && shift > 0.0) {
+        return Err(model_error(
+            id,
+            format!("flow shift {shift} must be positive"),
+        ));
+    }
+    let l = &spec.limits;
+    let multiple = info.size_multiple();
+    let limits = ModelLimits {
+        min_width: l.min_width.unwrap_or(multiple),
+        max_width: l.max_width.unwrap_or(1280),
+        min_height: l.min_height.unwrap_or(multiple),
+        max_height: l.max_height.unwrap_or(1280),
+        size_multiple: multiple,
+        min_frames: l.min_frames.unwrap_or(1),
+        max_frames: l.max_frames.unwrap_or(129),
+        frames_modulo: info.frames_modulo(),
+        min_steps: l.min_steps.unwrap_or(1),
+        max_steps: l.max_steps.unwrap_or(100),
+        max_fps: l.max_fps.unwrap_or(60),
+        max_prompt_chars: l.max_prompt_chars.unwrap_or(4000),
+    };
+    let price = spec.price.clone().unwrap_or_else(|| ModelPrice {
+        tiers: vec![
+            TierPrice {
+                tier: "480p".into(),
+                max_side: 854,
+                credits_per_second: 10,
+            },
+            TierPrice {
+                tier: "720p".into(),
+                max_side: 1280,
+                credits_per_second: 20,
+            },
+        ],
+        default_steps: defaults.steps,
+    });
+    let memory_bytes = match spec.memory_gib {
+        Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u64,
+        Some(g) => return Err(model_error(id, format!("memory_gib {g} must be positive"))),
+        None => info
+            .memory_estimate(dtype, defaults.width, defaults.height, defaults.num_frames)
+            .total(),
+    };
+    let manifest = ModelManifest {
+        id: id.to_string(),
+        family: "wan".into(),
+        description: spec.description.clone().unwrap_or_else(|| {
+            format!(
+                "Wan 2.1 text-to-video, {} transformer parameters ({}, {} on {device_name})",
+                human_count(info.params.transformer),
+                spec.source,
+                dtype.as_str()
+            )
+        }),
+        capabilities: vec!["text-to-video".into()],
+        limits,
+        defaults,
+        price,
+        memory_bytes,
+    };
+    // The defaults must be a request the model accepts.
+    manifest
+        .resolve(
+            &JobSpec {
+                prompt: "defaults check".into(),
+                ..JobSpec::default()
+            },
+            true,
+        )
+        .map_err(|violations| {
+            let why: Vec<String> = violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect();
+            model_error(
+                id,
+                format!("its defaults break its limits: {}", why.join("; ")),
+            )
+        })?;
+    if manifest.price.tiers.is_empty() || manifest.price.default_steps == 0 {
+        return Err(model_error(
+            id,
+            "a price needs at least one tier and default_steps > 0",
+        ));
+    }
+    tracing::info!(
+        model = id,
+        dir = %dir.display(),
+        device = %device_name,
+        dtype = dtype.as_str(),
+        memory_gib = memory_bytes as f64 / (1u64 << 30) as f64,
+        "registered Wan model"
+    );
+    let load = move || {
+        let mut p = WanPipeline::load(&dir, &device, dtype)
+            .map_err(|e| PipelineError::Model(format!("loading {}: {e}", dir.display())))?;
+        p.scheduler = p.scheduler.clone().with_shift(shift as f64);
+        Ok(Arc::new(p) as Arc<dyn Pipeline>)
+    };
+    Ok((manifest, load))
+}
+
+/// `1.42B`, `30.1M`, `5.2K`, `12`.
+fn human_count(n: u64) -> String {
+    let f = n as f64;
+    match n {
+        1_000_000_000.. => format!("{:.2}B", f / 1e9),
+        1_000_000.. => format!("{:.1}M", f / 1e6),
+        1_000.. => format!("{:.1}K", f / 1e3),
+        _ => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/wan/fixtures/tiny/model")
+    }
+
+    fn tiny_spec() -> ModelSpec {
+        ModelSpec {
+            defaults: DefaultsSpec {
+                width: Some(48),
+                height: Some(32),
+                frames: Some(5),
+                steps: Some(2),
+                ..DefaultsSpec::default()
+            },
+            ..parse_model_flag(&format!("wan-tiny={}", tiny_dir().display())).unwrap()
+        }
+    }
+
+    #[test]
+    fn counts_read_as_people_write_them() {
+        assert_eq!(human_count(1_418_996_800), "1.42B");
+        assert_eq!(human_count(30_100_000), "30.1M");
+        assert_eq!(human_count(5_200), "5.2K");
+        assert_eq!(human_count(12), "12");
+    }
+
+    #[test]
+    fn model_flags_parse() {
+        let m = parse_model_flag("wan=Wan-AI/Wan2.1-T2V-1.3B-Diffusers").unwrap();
+        assert_eq!(
+            (m.id.as_str(), m.source.as_str(), m.family.as_str()),
+            ("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan")
+        );
+        assert!(parse_model_flag("no-source").is_err());
+        assert!(parse_model_flag("=x").is_err());
+        assert!(parse_model_flag("x=").is_err());
+    }
+
+    #[test]
+    fn wan_manifest_from_the_tiny_model() {
+        let registry = ModelRegistry::with_models(&[tiny_spec()]).unwrap();
+        let m = registry.manifest("wan-tiny").unwrap();
+        assert_eq!(m.family, "wan");
+        assert_eq!(m.capabilities, ["text-to-video"]);
+        assert_eq!((m.limits.size_multiple, m.limits.frames_modulo), (16, 4));
+        assert_eq!(
+            m.defaults.flow_shift,
+            Some(3.0),
+            "from scheduler_config.json"
+        );
+        assert_eq!(
+            (
+                m.defaults.width,
+                m.defaults.height,
+                m.defaults.num_frames,
+                m.defaults.steps
+            ),
+            (48, 32, 5, 2)
+        );
+        assert!(m.memory_bytes > 0);
+        assert_eq!(m.price.default_steps, 2);
+        // 4k+1 frames and multiples of 16 are enforced by the manifest
+        let bad = m
+            .resolve(
+                &JobSpec {
+                    prompt: "x".into(),
+                    num_frames: Some(6),
+                    width: Some(40),
+                    ..JobSpec::default()
+                },
+                true,
+            )
+            .unwrap_err();
+        let fields: Vec<&str> = bad.iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["width", "num_frames"]);
+        // testsrc stays
+        assert!(registry.manifest("testsrc").is_some());
+    }
+
+    #[test]
+    fn bad_specs_fail_at_startup() {
+        let dup = ModelRegistry::with_models(&[tiny_spec(), tiny_spec()]);
+        assert!(matches!(dup, Err(CatalogError::Model { .. })));
+        let missing = ModelSpec {
+            source: "/nonexistent/wan".into(),
+            ..tiny_spec()
+        };
+        assert!(ModelRegistry::with_models(&[missing]).is_err());
+        let family = ModelSpec {
+            family: "ltx".into(),
+            ..tiny_spec()
+        };
+        let e = ModelRegistry::with_models(&[family]).err().unwrap();
+        assert!(e.to_string().contains("unknown family"), "{e}");
+        let odd = ModelSpec {
+            defaults: DefaultsSpec {
+                frames: Some(6),
+                ..tiny_spec().defaults
+            },
+            ..tiny_spec()
+        };
+        let e = ModelRegistry::with_models(&[odd]).err().unwrap();
+        assert!(e.to_string().contains("num_frames"), "{e}");
+        let cuda = ModelSpec {
+            device: Some("cuda:0".into()),
+            ..tiny_spec()
+        };
+        if !candle_core::utils::cuda_is_available() {
+            let e = ModelRegistry::with_models(&[cuda]).err().unwrap();
+            assert!(e.to_string().contains("`cuda` cargo feature"), "{e}");
+        }
+    }
+
+    #[test]
+    fn models_file_resolves_sources_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(tiny_dir(), tmp.path().join("tiny")).unwrap();
+        let file = tmp.path().join("models.toml");
+        std::fs::write(
+            &file,
+            r#"
+[[model]]
+id = "wan-tiny"
+source = "tiny"
+description = "tiny random Wan"
+memory_gib = 0.5
+[model.defaults]
+width = 48
+height = 32
+frames = 5
+steps = 2
+guidance = 4.0
+shift = 5.0
+[model.limits]
+max_width = 64
+max_height = 64
+max_frames = 9
+[model.price]
+default_steps = 2
+tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
+"#,
+        )
+        .unwrap();
+        let specs = parse_models_file(&file).unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(
+            Path::new(&specs[0].source),
+            tmp.path().join("tiny").as_path()
+        );
+        let registry = ModelRegistry::with_models(&specs).unwrap();
+        let m = registry.manifest("wan-tiny").unwrap();
+        assert_eq!(m.description, "tiny random Wan");
+        assert_eq!(m.memory_bytes, 512 << 20);
+        assert_eq!(m.defaults.flow_shift, Some(5.0));
+        assert_eq!(m.defaults.guidance_scale, 4.0);
+        assert_eq!((m.limits.max_width, m.limits.max_frames), (64, 9));
+        assert_eq!(m.price.tiers[0].credits_per_second, 3);
+
+        std::fs::write(&file, "[[model]]\nid = \"x\"\nsource = \"y\"\nbogus = 1\n").unwrap();
+        let e = parse_models_file(&file).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn the_tiny_wan_model_runs_through_the_registry() {
+        let registry = ModelRegistry::with_models(&[tiny_spec()]).unwrap();
+        let m = registry.manifest("wan-tiny").unwrap().clone();
+        let r = m
+            .resolve(
+                &JobSpec {
+                    prompt: "a cat".into(),
+                    ..JobSpec::default()
+                },
+                true,
+            )
+            .unwrap();
+        let p = registry.pipeline("wan-tiny").unwrap();
+        let request = kinema_diffusion::GenerationRequest {
+            prompt: "a cat".into(),
+            negative_prompt: String::new(),
+            width: r.width,
+            height: r.height,
+            num_frames: r.num_frames,
+            steps: r.steps,
+            guidance_scale: r.guidance_scale,
+            seed: 7,
+        };
+        let cond = p.encode_prompt(&request).unwrap();
+        let mut steps = Vec::new();
+        let latents = p
+            .denoise(&request, &cond, &mut |s| {
+                steps.push(s.step);
+                kinema_diffusion::StepControl::Continue
+            })
+            .unwrap();
+        assert_eq!(steps, [1, 2]);
+        let frames = p.decode(&request, latents).unwrap();
+        assert_eq!(
+            (frames.num_frames, frames.height, frames.width),
+            (5, 32, 48)
+        );
+        // cancel between steps
+        let cond = p.encode_prompt(&request).unwrap();
+        let r = p.denoise(&request, &cond, &mut |_| {
+            kinema_diffusion::StepControl::Cancel
+        });
+        assert!(matches!(r, Err(PipelineError::Cancelled { step: 1 })));
+    }
+}
