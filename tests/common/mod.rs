@@ -355,6 +355,7 @@ impl Client {
             .create_account(pb::CreateAccountRequest {
                 name: name.into(),
                 external_id: format!("ext-{name}"),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("CreateAccount {name}: {s:?}"))

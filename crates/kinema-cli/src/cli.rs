@@ -53,6 +53,11 @@ pub enum Command {
     /// Accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Subscriptions of --account: show, subscribe, cancel.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// The catalogue: packs and plans with current and scheduled prices.
+    Catalog(CatalogArgs),
     /// Models this server offers, with limits and prices.
     Models,
     /// The ledger, read straight from the database.
@@ -124,6 +129,11 @@ pub struct ServeArgs {
     /// DATA_DIR/models.toml when it exists.
     #[arg(long, env = "KINEMA_MODELS_FILE")]
     pub models_file: Option<PathBuf>,
+    /// Catalogue file (TOML: packs, plans, trial, postpaid pricing, commerce policy);
+    /// default: DATA_DIR/catalog.toml when it exists, else the built-in catalogue
+    /// (`kinema catalog --print-default` shows it).
+    #[arg(long, env = "KINEMA_CATALOG")]
+    pub catalog: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -225,6 +235,28 @@ pub enum CreditsCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Buy a pack for --account with the platform's payment reference (platform/admin).
+    Buy {
+        pack_id: String,
+        #[arg(long)]
+        payment_ref: String,
+    },
+    /// Start --account's one trial.
+    Trial,
+    /// Add money to a postpaid account's balance (platform/admin).
+    TopUp {
+        /// Minor units (cents).
+        amount: i64,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        #[arg(long)]
+        payment_ref: String,
+    },
+    /// Money events: charges to collect, refunds owed, postpaid usage.
+    Events {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +280,71 @@ pub enum AccountsCommand {
         name: String,
         #[arg(long, default_value = "")]
         external_id: String,
+        /// Pay-as-you-go: a money balance charged per succeeded job, not credit lots.
+        #[arg(long)]
+        postpaid: bool,
     },
     Get,
+    /// No new jobs; queued jobs are cancelled, their holds released (admin).
+    Suspend {
+        #[arg(long, default_value = "operator")]
+        reason: String,
+    },
+    /// Lift a suspension (admin).
+    Reinstate,
+    /// Terminate for violating the usage policy: credits forfeited, plans ended
+    /// without refund, videos and prompts purged (admin).
+    Terminate {
+        #[arg(long, default_value = "violation")]
+        reason: String,
+    },
+    /// The owner's deletion request; refused with every reason while anything is left.
+    Delete,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlansCommand {
+    /// The current plan and any queued one.
+    Show,
+    /// Buy a plan: starts now, or queued after the current one (platform/admin).
+    Subscribe {
+        plan_id: String,
+        /// The platform's reference of the payment (the same ref twice is one).
+        #[arg(long, default_value = "")]
+        payment_ref: String,
+    },
+    /// Cancel the current plan (access to the period's end), or the queued one.
+    Cancel {
+        /// Cancel the plan queued after the current one (full refund).
+        #[arg(long)]
+        queued: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArgs {
+    #[command(subcommand)]
+    pub command: Option<CatalogCommand>,
+    /// Print the built-in catalogue file (a starting point for --catalog) and exit.
+    #[arg(long)]
+    pub print_default: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Schedule a new price for a pack or plan (admin); at least the price notice
+    /// (default 30 days) ahead.
+    SchedulePrice {
+        /// `pack` or `plan`.
+        kind: String,
+        item_id: String,
+        /// Minor units (cents).
+        #[arg(long)]
+        price: i64,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Days from now (the server's clock decides; this sends an absolute time).
+        #[arg(long)]
+        in_days: u32,
+    },
 }

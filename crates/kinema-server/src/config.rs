@@ -26,6 +26,9 @@ pub struct ServerConfig {
     /// A models file (TOML); when none is given, `models.toml` in the data dir is read
     /// if it exists.
     pub models_file: Option<PathBuf>,
+    /// The catalogue file (TOML: packs, plans, trial, postpaid pricing, policy); when
+    /// none is given, `catalog.toml` in the data dir if it exists, else the built-in one.
+    pub catalog_file: Option<PathBuf>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -47,6 +50,7 @@ impl ServerConfig {
             sweep_interval: Duration::from_secs(30),
             models: Vec::new(),
             models_file: None,
+            catalog_file: None,
         }
     }
 
@@ -66,5 +70,18 @@ impl ServerConfig {
         };
         specs.extend(self.models.iter().cloned());
         Ok(specs)
+    }
+
+    /// The commerce configuration: the catalogue file given, else the data dir's
+    /// `catalog.toml` if present, else the built-in catalogue.
+    pub fn commerce(
+        &self,
+    ) -> Result<crate::commerce::CommerceConfig, crate::commerce::CatalogError> {
+        let default = self.data_dir.join(crate::commerce::CATALOG_FILE);
+        match &self.catalog_file {
+            Some(f) => crate::commerce::CommerceConfig::load(f),
+            None if default.is_file() => crate::commerce::CommerceConfig::load(&default),
+            None => Ok(crate::commerce::CommerceConfig::default()),
+        }
     }
 }

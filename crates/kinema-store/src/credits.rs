@@ -31,7 +31,7 @@ impl Store {
             ));
         }
         let mut tx = self.write.begin().await?;
-        lock_account(&mut tx, b, account_id).await?;
+        lock_account(&mut tx, b, account_id).await?.require_open()?;
         expire_due_lots(&mut tx, b, account_id, now).await?;
         let lot = insert_lot(&mut tx, b, account_id, "grant", credits, expires_at, now).await?;
         let entry = append_entry(
@@ -76,6 +76,32 @@ impl Store {
         })
     }
 
+    /// Writes the EXPIRE entries of every account's lots due by `now` (the sweeper;
+    /// expired credits are unusable from `expires_at` whether or not this has run).
+    /// Returns how many accounts were processed (at most `limit`).
+    pub async fn expire_due_lots_everywhere(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        let b = self.backend;
+        let accounts: Vec<String> = sqlx::query_scalar(&b.sql(
+            "SELECT DISTINCT account_id FROM lots WHERE expired_at IS NULL \
+             AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?",
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        for account_id in &accounts {
+            let mut tx = self.write.begin().await?;
+            lock_account(&mut tx, b, account_id).await?;
+            expire_due_lots(&mut tx, b, account_id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(accounts.len())
+    }
+
     /// Entries oldest first, after entry id `after_id`, at most `limit`.
     pub async fn ledger_entries(
         &self,
@@ -108,13 +134,59 @@ pub(crate) async fn lock_account(
     conn: &mut AnyConnection,
     b: Backend,
     account_id: &str,
-) -> Result<crate::AccountStatus, StoreError> {
-    let sql = format!("SELECT status FROM accounts WHERE id = ?{}", b.for_update());
-    let status: Option<String> = sqlx::query_scalar(&b.sql(&sql))
+) -> Result<LockedAccount, StoreError> {
+    let sql = format!(
+        "SELECT status, billing, created_at FROM accounts WHERE id = ?{}",
+        b.for_update()
+    );
+    let row: Option<(String, String, i64)> = sqlx::query_as(&b.sql(&sql))
         .bind(account_id)
         .fetch_optional(&mut *conn)
         .await?;
-    status.ok_or(StoreError::NotFound("account"))?.parse()
+    let (status, billing, created_at) = row.ok_or(StoreError::NotFound("account"))?;
+    Ok(LockedAccount {
+        status: status.parse()?,
+        billing: billing.parse()?,
+        created_at,
+    })
+}
+
+/// What [`lock_account`] read of the locked account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockedAccount {
+    pub status: crate::AccountStatus,
+    pub billing: crate::BillingMode,
+    pub created_at: UnixMillis,
+}
+
+impl LockedAccount {
+    /// Refuses what only an open account may do (buy, subscribe, top up).
+    pub fn require_open(&self) -> Result<(), StoreError> {
+        match self.status {
+            crate::AccountStatus::Terminated | crate::AccountStatus::Deleted => {
+                Err(StoreError::AccountClosed {
+                    status: self.status.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn require_billing(
+        &self,
+        needed: crate::BillingMode,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        if self.billing == needed {
+            Ok(())
+        } else {
+            Err(StoreError::BillingMode {
+                actual: self.billing,
+                needed,
+                what,
+            })
+        }
+    }
 }
 
 /// Locks the account of a job (see [`lock_account`]); `None` if there is no such job.
@@ -147,7 +219,7 @@ pub(crate) async fn require_account(
     status.ok_or(StoreError::NotFound("account"))?.parse()
 }
 
-fn lot_state(l: &Lot) -> LotState {
+pub(crate) fn lot_state(l: &Lot) -> LotState {
     LotState {
         id: l.id,
         remaining: l.remaining,
@@ -156,7 +228,7 @@ fn lot_state(l: &Lot) -> LotState {
     }
 }
 
-async fn all_lots(
+pub(crate) async fn all_lots(
     conn: &mut AnyConnection,
     b: Backend,
     account_id: &str,
@@ -180,7 +252,7 @@ async fn all_lots(
         .collect()
 }
 
-async fn insert_lot(
+pub(crate) async fn insert_lot(
     conn: &mut AnyConnection,
     b: Backend,
     account_id: &str,
@@ -212,7 +284,7 @@ async fn insert_lot(
     })
 }
 
-async fn live_total(
+pub(crate) async fn live_total(
     conn: &mut AnyConnection,
     b: Backend,
     account_id: &str,
@@ -532,7 +604,7 @@ pub(crate) async fn release_hold(
     Ok(Some(entry))
 }
 
-fn entry_from_row(r: &AnyRow) -> Result<LedgerEntry, StoreError> {
+pub(crate) fn entry_from_row(r: &AnyRow) -> Result<LedgerEntry, StoreError> {
     Ok(LedgerEntry {
         id: r.try_get("id")?,
         account_id: r.try_get("account_id")?,

@@ -14,6 +14,10 @@ pub struct StorePolicy {
     pub refund_on_cancel: bool,
     /// Life of the lot that takes refunds whose original lot has expired.
     pub refund_grace_ms: i64,
+    /// Grace and suspension limit of postpaid accounts in arrears (CONTRACT.md §4).
+    pub postpaid: kinema_ledger::PostpaidPolicy,
+    /// What one credit of a quote costs a postpaid account, in money.
+    pub usage_price: kinema_ledger::Money,
 }
 
 impl Default for StorePolicy {
@@ -21,9 +25,14 @@ impl Default for StorePolicy {
         Self {
             refund_on_cancel: true,
             refund_grace_ms: kinema_ledger::DEFAULT_REFUND_GRACE_MS,
+            postpaid: kinema_ledger::PostpaidPolicy::default(),
+            usage_price: kinema_ledger::Money::new(1, DEFAULT_CURRENCY),
         }
     }
 }
+
+/// The currency of the built-in catalogue and of postpaid usage by default.
+pub const DEFAULT_CURRENCY: kinema_ledger::Currency = kinema_ledger::Currency::EUR;
 
 /// Which database the store runs on. Queries are written once, with `?`
 /// placeholders and portable SQL; the few places the dialects differ ask this.

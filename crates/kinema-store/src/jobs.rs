@@ -9,8 +9,8 @@ use crate::credits::{
 use crate::db::new_id;
 use crate::db::Backend;
 use crate::{
-    AccountStatus, Artifact, CancelOutcome, EntryKind, Failure, Job, JobState, NewJob, Store,
-    StoreError, Submitted,
+    AccountStatus, Artifact, BillingMode, CancelOutcome, EntryKind, Failure, Job, JobBilling,
+    JobState, NewJob, Store, StoreError, Submitted,
 };
 
 impl Store {
@@ -27,12 +27,37 @@ impl Store {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
         let mut tx = self.write.begin().await?;
-        let status = lock_account(&mut tx, b, &new.account_id).await?;
-        if status != AccountStatus::Active {
+        let account = lock_account(&mut tx, b, &new.account_id).await?;
+        if account.status != AccountStatus::Active {
             return Err(StoreError::AccountNotActive {
-                status: status.to_string(),
+                status: account.status.to_string(),
             });
         }
+        // A postpaid account is charged in money on success, at a price fixed now;
+        // while suspended by arrears it takes no new jobs.
+        let price = match account.billing {
+            BillingMode::Prepaid => None,
+            BillingMode::Postpaid => {
+                let postpaid = crate::postpaid::load_postpaid(&mut tx, b, &new.account_id)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("postpaid account without a balance".into())
+                    })?;
+                kinema_ledger::postpaid_can_submit(&postpaid, &self.policy.postpaid, now).map_err(
+                    |e| match e {
+                        kinema_ledger::LedgerError::AccountSuspended => {
+                            StoreError::AccountNotActive {
+                                status: "suspended (in arrears)".into(),
+                            }
+                        }
+                        other => StoreError::AccountNotActive {
+                            status: other.to_string(),
+                        },
+                    },
+                )?;
+                Some(self.policy.usage_price.checked_mul(new.quote)?)
+            }
+        };
         if let Some(key) = &new.idempotency_key {
             let existing = sqlx::query(&b.sql(
                 "SELECT id, request_hash FROM jobs WHERE account_id = ? AND idempotency_key = ?",
@@ -65,21 +90,28 @@ impl Store {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
-        expire_due_lots(&mut tx, b, &new.account_id, now).await?;
-        let available = available_credits(&mut tx, b, &new.account_id, now).await?;
-        if available < new.quote {
-            // Dropping the transaction rolls back: a refused request changes nothing.
-            return Err(StoreError::InsufficientCredits {
-                needed: new.quote,
-                available,
-            });
+        if price.is_none() {
+            expire_due_lots(&mut tx, b, &new.account_id, now).await?;
+            let available = available_credits(&mut tx, b, &new.account_id, now).await?;
+            if available < new.quote {
+                // Dropping the transaction rolls back: a refused request changes nothing.
+                return Err(StoreError::InsufficientCredits {
+                    needed: new.quote,
+                    available,
+                });
+            }
         }
         let id = new_id("job");
+        let (billing, held) = match price {
+            None => (JobBilling::Credits, new.quote),
+            Some(_) => (JobBilling::Postpaid, 0),
+        };
         sqlx::query(
             &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
              prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
-             output_format, callback_url, metadata, state, quoted, held, progress_total, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?)"),
+             output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
+             billing, price_minor, price_currency) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)"),
         )
         .bind(&id)
         .bind(&new.account_id)
@@ -101,26 +133,31 @@ impl Store {
         .bind(&new.callback_url)
         .bind(serde_json::to_string(&new.metadata)?)
         .bind(new.quote)
-        .bind(new.quote)
+        .bind(held)
         .bind(i64::from(new.steps))
         .bind(now)
+        .bind(billing.as_str())
+        .bind(price.map(|p| p.minor))
+        .bind(price.map(|p| p.currency.as_str().to_string()))
         .execute(&mut *tx)
         .await?;
-        append_entry(
-            &mut tx,
-            b,
-            EntryDraft {
-                account_id: &new.account_id,
-                kind: EntryKind::Hold,
-                amount: new.quote,
-                allocations: &[],
-                job_id: Some(&id),
-                actor,
-                memo: "",
-            },
-            now,
-        )
-        .await?;
+        if billing == JobBilling::Credits {
+            append_entry(
+                &mut tx,
+                b,
+                EntryDraft {
+                    account_id: &new.account_id,
+                    kind: EntryKind::Hold,
+                    amount: new.quote,
+                    allocations: &[],
+                    job_id: Some(&id),
+                    actor,
+                    memo: "",
+                },
+                now,
+            )
+            .await?;
+        }
         let job = load_job(&mut tx, b, &id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
@@ -338,6 +375,20 @@ fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
         finished_at: r.try_get("finished_at")?,
         artifacts: Vec::new(),
         queue_position: None,
+        billing: r.try_get::<String, _>("billing")?.parse()?,
+        price: match (
+            r.try_get::<Option<i64>, _>("price_minor")?,
+            r.try_get::<Option<String>, _>("price_currency")?,
+        ) {
+            (Some(minor), Some(currency)) => Some(kinema_ledger::Money::new(
+                minor,
+                currency
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("job price: {e}")))?,
+            )),
+            _ => None,
+        },
+        charged_minor: r.try_get("charged_minor")?,
     })
 }
 

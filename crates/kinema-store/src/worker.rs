@@ -4,10 +4,12 @@
 use kinema_ledger::UnixMillis;
 use sqlx::AnyConnection;
 
-use crate::credits::{debit_job, lock_job_account, refund_job, release_hold};
+use crate::credits::{debit_job, lock_job_account, refund_job, release_hold, require_account};
 use crate::db::Backend;
 use crate::jobs::{load_job, set_terminal};
-use crate::{Artifact, Failure, Job, JobState, Stage, Store, StoreError, Usage};
+use crate::{
+    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, Stage, Store, StoreError, Usage,
+};
 
 /// What one lease attempt did.
 #[derive(Debug, Default)]
@@ -59,18 +61,20 @@ impl Store {
             // may have taken the job meanwhile, in which case look again.
             lock_job_account(&mut tx, b, &candidate).await?;
             let sql = format!(
-                "SELECT id, account_id, quoted, debited FROM jobs WHERE id = ? AND state = 'QUEUED'{}",
+                "SELECT id, account_id, quoted, debited, billing FROM jobs WHERE id = ? \
+                 AND state = 'QUEUED'{}",
                 b.for_update()
             );
-            let next: Option<(String, String, i64, i64)> = sqlx::query_as(&b.sql(&sql))
+            let next: Option<(String, String, i64, i64, String)> = sqlx::query_as(&b.sql(&sql))
                 .bind(&candidate)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some((id, account_id, quoted, debited)) = next else {
+            let Some((id, account_id, quoted, debited, billing)) = next else {
                 tx.commit().await?;
                 continue;
             };
-            if debited == 0 {
+            // Postpaid jobs hold and debit no credits: they are charged on success.
+            if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
                 match debit_job(&mut tx, b, &account_id, &id, quoted, WORKER, now).await {
                     Ok(_) => {}
                     Err(StoreError::InsufficientCredits { needed, available }) => {
@@ -183,6 +187,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             set_terminal(&mut tx, b, id, JobState::Succeeded, None, now).await?;
+            if job.billing == JobBilling::Postpaid {
+                crate::postpaid::charge_succeeded(&mut tx, b, self, &job, now).await?;
+            }
         }
         let job = load_job(&mut tx, b, id)
             .await?
@@ -358,6 +365,18 @@ impl Store {
                 now,
             )
             .await?;
+            // Stopped because its account was terminated: the refund is forfeited too.
+            if require_account(conn, b, &job.account_id).await? == AccountStatus::Terminated {
+                crate::lifecycle::forfeit_credits(
+                    conn,
+                    b,
+                    &job.account_id,
+                    WORKER,
+                    "terminated",
+                    now,
+                )
+                .await?;
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod generate;
 mod jobs;
 mod keys;
 mod ledger;
+mod plans;
 mod serve;
 
 use crate::cli::{Cli, Command};
@@ -19,6 +20,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Ledger(cmd) => ledger::run(cmd).await,
+        Command::Plans(cmd) => plans::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Catalog(args) => {
+            if args.print_default && args.command.is_none() {
+                print!("{}", kinema_server::DEFAULT_CATALOG);
+                return Ok(());
+            }
+            plans::catalog(Clients::from_flags(&cli.conn).await?, args).await
+        }
         Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
     }
 }

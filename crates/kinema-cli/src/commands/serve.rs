@@ -23,6 +23,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()
         .context("--model")?;
     config.models_file = args.models_file.clone();
+    config.catalog_file = args.catalog.clone();
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.

@@ -14,6 +14,7 @@ pub enum Kind {
 pub struct TestDb {
     pub store: Store,
     /// The database's URL, for tests that reach past the store.
+    #[allow(dead_code)]
     pub url: String,
     _dir: Option<tempfile::TempDir>,
     pg_database: Option<String>,
