@@ -24,6 +24,8 @@ use tonic_types::StatusExt;
 
 pub use pb::{JobEventKind, JobStage, JobState, KeyRole, LedgerEntryKind};
 
+pub mod commerce;
+
 /// Every wait in these tests is bounded by this, so a broken server fails a test
 /// instead of hanging it.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,6 +116,10 @@ impl Drop for TestDir {
 pub struct Opts {
     pub fault_injection: bool,
     pub test_clock: bool,
+    /// A catalogue file's text, written next to the data dir and passed as --catalog.
+    pub catalog: Option<&'static str>,
+    /// --database-url (PostgreSQL shared by several servers).
+    pub database_url: Option<&'static str>,
 }
 
 impl Opts {
@@ -148,6 +154,14 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
     }
     if opts.fault_injection {
         cmd.arg("--fault-injection");
+    }
+    if let Some(text) = opts.catalog {
+        let file = log.with_extension("catalog.toml");
+        std::fs::write(&file, text).expect("writing the catalogue");
+        cmd.arg("--catalog").arg(file);
+    }
+    if let Some(url) = opts.database_url {
+        cmd.arg("--database-url").arg(url);
     }
     let log = std::fs::File::create(log).expect("log file");
     cmd.stdin(Stdio::null())
