@@ -143,7 +143,9 @@ impl Store {
 
     pub async fn count_live_keys(&self, role: Role) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_keys WHERE role = ? AND revoked_at IS NULL",
+            &self
+                .backend
+                .sql("SELECT COUNT(*) FROM api_keys WHERE role = ? AND revoked_at IS NULL"),
         )
         .bind(role.as_str())
         .fetch_one(&self.read)

@@ -674,7 +674,9 @@ async fn keys_are_stored_hashed_and_revocable(f: Fixture) {
         .await
         .unwrap()
         .is_none());
+    assert_eq!(f.store.count_live_keys(Role::Account).await.unwrap(), 1);
     f.store.revoke_api_key(&key.id, T0 + 2).await.unwrap();
+    assert_eq!(f.store.count_live_keys(Role::Account).await.unwrap(), 0);
     assert!(f
         .store
         .authenticate(&secret, T0 + 3)
