@@ -63,6 +63,37 @@ pub enum Command {
     /// The ledger, read straight from the database.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Hold -> debit -> refund cycles per second on a scratch database, next to the
+    /// raw rate of one-row durable transactions on the same database.
+    Ledger(BenchLedgerArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchLedgerArgs {
+    /// PostgreSQL to measure (a URL of an existing database to connect to): a scratch
+    /// database is created there and dropped afterwards. Default: SQLite in a
+    /// temporary directory (WAL, synchronous=FULL).
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// One-row transactions for the raw rate.
+    #[arg(long, default_value_t = 2000)]
+    pub raw: u32,
+    /// Hold -> debit -> refund cycles.
+    #[arg(long, default_value_t = 1000)]
+    pub cycles: u32,
+    /// Clients running cycles at once (each on its own account).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,6 +3,7 @@
 //! other. SQLite (WAL, `synchronous=FULL`) is the embedded backend.
 
 mod accounts;
+mod bench;
 mod catalog;
 mod credits;
 mod db;

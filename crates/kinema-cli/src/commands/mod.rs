@@ -1,4 +1,5 @@
 mod accounts;
+mod bench;
 mod credits;
 mod follow;
 mod generate;
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Ledger(cmd) => ledger::run(cmd).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
         Command::Plans(cmd) => plans::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Catalog(args) => {
             if args.print_default && args.command.is_none() {
