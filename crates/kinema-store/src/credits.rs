@@ -195,14 +195,15 @@ pub(crate) async fn lock_job_account(
     b: Backend,
     job_id: &str,
 ) -> Result<Option<String>, StoreError> {
-    let account: Option<String> =
-        sqlx::query_scalar(&b.sql("SELECT account_id FROM jobs WHERE id = ?"))
-            .bind(job_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some(account) = &account {
-        lock_account(conn, b, account).await?;
-    }
+    // One round trip: the job's account row, locked (a job never changes account).
+    let sql = format!(
+        "SELECT a.id FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = ?{}",
+        b.for_update_of_account()
+    );
+    let account: Option<String> = sqlx::query_scalar(&b.sql(&sql))
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(account)
 }
 
@@ -313,6 +314,12 @@ pub(crate) async fn held_credits(
     .await?)
 }
 
+/// The account's credits in unexpired lots and its outstanding holds, in one query.
+const BALANCE_AND_HELD: &str =
+    "CAST(COALESCE((SELECT SUM(remaining) FROM lots WHERE account_id = ? \
+     AND (expires_at IS NULL OR expires_at > ?)), 0) AS BIGINT), \
+     CAST(COALESCE((SELECT SUM(held) FROM jobs WHERE account_id = ? AND held > 0), 0) AS BIGINT)";
+
 /// Credits new holds can take: unexpired credits less what queued jobs hold.
 pub(crate) async fn available_credits(
     conn: &mut AnyConnection,
@@ -320,7 +327,14 @@ pub(crate) async fn available_credits(
     account_id: &str,
     now: UnixMillis,
 ) -> Result<Credits, StoreError> {
-    Ok(live_total(conn, b, account_id, now).await? - held_credits(conn, b, account_id).await?)
+    let (live, held): (Credits, Credits) =
+        sqlx::query_as(&b.sql(&format!("SELECT {BALANCE_AND_HELD}")))
+            .bind(account_id)
+            .bind(now)
+            .bind(account_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(live - held)
 }
 
 pub(crate) struct EntryDraft<'a> {
@@ -340,26 +354,27 @@ pub(crate) async fn append_entry(
     draft: EntryDraft<'_>,
     now: UnixMillis,
 ) -> Result<LedgerEntry, StoreError> {
-    let balance_after = live_total(conn, b, draft.account_id, now).await?;
-    let held_after = held_credits(conn, b, draft.account_id).await?;
     let allocations = serde_json::to_string(draft.allocations)?;
-    let id: i64 = sqlx::query_scalar(&b.sql(
-        "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
-         balance_after, held_after, memo, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         RETURNING id",
-    ))
-    .bind(draft.account_id)
-    .bind(draft.kind.as_str())
-    .bind(draft.amount)
-    .bind(&allocations)
-    .bind(draft.job_id)
-    .bind(draft.actor)
-    .bind(balance_after)
-    .bind(held_after)
-    .bind(draft.memo)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    // One round trip: the balance and holds after the entry are computed in the insert.
+    let (id, balance_after, held_after): (i64, Credits, Credits) =
+        sqlx::query_as(&b.sql(&format!(
+            "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
+             balance_after, held_after, memo, created_at) SELECT ?, ?, ?, ?, ?, ?, \
+             {BALANCE_AND_HELD}, ?, ? RETURNING id, balance_after, held_after"
+        )))
+        .bind(draft.account_id)
+        .bind(draft.kind.as_str())
+        .bind(draft.amount)
+        .bind(&allocations)
+        .bind(draft.job_id)
+        .bind(draft.actor)
+        .bind(draft.account_id)
+        .bind(now)
+        .bind(draft.account_id)
+        .bind(draft.memo)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(LedgerEntry {
         id,
         account_id: draft.account_id.to_string(),
@@ -494,22 +509,19 @@ pub(crate) async fn refund_job(
     actor: &str,
     now: UnixMillis,
 ) -> Result<Option<LedgerEntry>, StoreError> {
-    let already: i64 = sqlx::query_scalar(
-        &b.sql("SELECT COUNT(*) FROM ledger_entries WHERE job_id = ? AND kind = 'REFUND'"),
-    )
+    let moved: Vec<(String, String)> = sqlx::query_as(&b.sql(
+        "SELECT kind, allocations FROM ledger_entries WHERE job_id = ? \
+         AND kind IN ('DEBIT', 'REFUND')",
+    ))
     .bind(job_id)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let debit: Option<String> = sqlx::query_scalar(
-        &b.sql("SELECT allocations FROM ledger_entries WHERE job_id = ? AND kind = 'DEBIT'"),
-    )
-    .bind(job_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(debit) = debit else { return Ok(None) };
-    if already > 0 {
+    if moved.iter().any(|(kind, _)| kind == "REFUND") {
         return Ok(None);
     }
+    let Some((_, debit)) = moved.into_iter().find(|(kind, _)| kind == "DEBIT") else {
+        return Ok(None);
+    };
     let debit: Vec<Allocation> = serde_json::from_str(&debit)?;
     expire_due_lots(conn, b, account_id, now).await?;
     let lots: Vec<LotState> = all_lots(conn, b, account_id)

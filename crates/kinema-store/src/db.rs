@@ -78,6 +78,14 @@ impl Backend {
             Backend::Postgres => " FOR UPDATE",
         }
     }
+
+    /// Row lock on the rows of the `accounts` table (aliased `a`) in a join.
+    pub(crate) fn for_update_of_account(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE OF a",
+        }
+    }
 }
 
 /// The database: SQLite (embedded default) or PostgreSQL (replicas sharing one).

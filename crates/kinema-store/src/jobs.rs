@@ -301,16 +301,19 @@ pub(crate) async fn load_job(
         return Ok(None);
     };
     let mut job = job_from_row(&row)?;
-    // Expired artifacts stay listed (with their past `expires_at`), so a download can
-    // say ARTIFACT_EXPIRED rather than "never existed".
-    let artifacts = sqlx::query(&b.sql("SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind"))
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-    job.artifacts = artifacts
-        .iter()
-        .map(artifact_from_row)
-        .collect::<Result<_, _>>()?;
+    // Only a SUCCEEDED job has artifacts. Expired ones stay listed (with their past
+    // `expires_at`), so a download can say ARTIFACT_EXPIRED rather than "never existed".
+    if job.state == JobState::Succeeded {
+        let artifacts =
+            sqlx::query(&b.sql("SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind"))
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+        job.artifacts = artifacts
+            .iter()
+            .map(artifact_from_row)
+            .collect::<Result<_, _>>()?;
+    }
     if job.state == JobState::Queued {
         let ahead: i64 = sqlx::query_scalar(
             &b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND seq < ?"),
@@ -389,6 +392,7 @@ fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
             _ => None,
         },
         charged_minor: r.try_get("charged_minor")?,
+        lease_owner: r.try_get("lease_owner")?,
     })
 }
 

@@ -226,6 +226,8 @@ pub struct Job {
     pub price: Option<kinema_ledger::Money>,
     /// Postpaid: what was charged (minor units of `price`'s currency).
     pub charged_minor: i64,
+    /// The worker holding the job's lease while it runs.
+    pub lease_owner: Option<String>,
 }
 
 /// How a submission ended when it did not fail.

@@ -49,17 +49,17 @@ impl Store {
         let mut outcome = Leased::default();
         loop {
             let mut tx = self.write.begin().await?;
-            let candidate: Option<String> = sqlx::query_scalar(
-                &b.sql("SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY seq LIMIT 1"),
-            )
+            let candidate: Option<(String, String)> = sqlx::query_as(&b.sql(
+                "SELECT id, account_id FROM jobs WHERE state = 'QUEUED' ORDER BY seq LIMIT 1",
+            ))
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(candidate) = candidate else {
+            let Some((candidate, candidate_account)) = candidate else {
                 return Ok(outcome);
             };
             // Account first, then the job row (the store's lock order); another worker
             // may have taken the job meanwhile, in which case look again.
-            lock_job_account(&mut tx, b, &candidate).await?;
+            crate::credits::lock_account(&mut tx, b, &candidate_account).await?;
             let sql = format!(
                 "SELECT id, account_id, quoted, debited, billing FROM jobs WHERE id = ? \
                  AND state = 'QUEUED'{}",
@@ -390,19 +390,14 @@ async fn running_job(
     owner: &str,
 ) -> Result<Job, StoreError> {
     lock_job_account(conn, b, id).await?;
-    let owned: Option<String> = sqlx::query_scalar(
-        &b.sql("SELECT id FROM jobs WHERE id = ? AND state = 'RUNNING' AND lease_owner = ?"),
-    )
-    .bind(id)
-    .bind(owner)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if owned.is_none() {
-        return Err(StoreError::LeaseLost);
+    match load_job(conn, b, id).await? {
+        Some(job)
+            if job.state == JobState::Running && job.lease_owner.as_deref() == Some(owner) =>
+        {
+            Ok(job)
+        }
+        _ => Err(StoreError::LeaseLost),
     }
-    load_job(conn, b, id)
-        .await?
-        .ok_or(StoreError::NotFound("job"))
 }
 
 async fn save_usage(
