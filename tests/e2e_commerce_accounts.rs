@@ -358,3 +358,133 @@ async fn deletion_is_refused_listing_every_reason_until_none_is_left() {
     );
     assert_ledger_verifies(&server.data_dir);
 }
+
+/// Runs the `kinema` CLI against `server` with the admin key; returns (success, output).
+async fn cli(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = bounded(
+        "kinema CLI",
+        tokio::process::Command::new(KINEMA)
+            .arg("--server")
+            .arg(server.url())
+            .arg("--api-key-file")
+            .arg(&server.admin_key_file)
+            .args(args)
+            .env_remove("KINEMA_API_KEY")
+            .env_remove("KINEMA_ACCOUNT")
+            .output(),
+    )
+    .await
+    .expect("running kinema");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_catalogue_plans_credits_and_accounts() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir, clock_and_faults()).await;
+    let (ok, text) = cli(&server, &["catalog"]).await;
+    assert!(
+        ok && text.contains("starter") && text.contains("basic-annual"),
+        "{text}"
+    );
+    let (ok, text) = cli(&server, &["catalog", "--print-default"]).await;
+    assert!(ok && text.contains("[[packs]]"), "{text}");
+
+    let (ok, text) = cli(&server, &["accounts", "create", "CLI user"]).await;
+    assert!(ok, "{text}");
+    let account = text
+        .lines()
+        .find_map(|l| l.strip_prefix("account    "))
+        .expect("the new account's id")
+        .trim()
+        .to_string();
+    let with = |args: &[&str]| {
+        let mut v = vec!["--account", account.as_str()];
+        v.extend_from_slice(args);
+        v.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let server = &server;
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(server, &refs).await
+        }
+    };
+    let (ok, text) = run(with(&[
+        "credits",
+        "buy",
+        "starter",
+        "--payment-ref",
+        "cli-1",
+    ]))
+    .await;
+    assert!(ok && text.contains("500 credits"), "{text}");
+    let (ok, text) = run(with(&[
+        "credits",
+        "buy",
+        "starter",
+        "--payment-ref",
+        "cli-1",
+    ]))
+    .await;
+    assert!(ok && text.contains("already"), "{text}");
+    let (ok, text) = run(with(&["plans", "subscribe", "basic-monthly"])).await;
+    assert!(ok && text.contains("plan       basic-monthly"), "{text}");
+    let (ok, text) = run(with(&["plans", "cancel"])).await;
+    assert!(ok && text.contains("ends"), "{text}");
+    let (ok, text) = run(with(&["credits", "events"])).await;
+    assert!(
+        ok && text.contains("PACK_PURCHASE") && text.contains("CHARGE"),
+        "{text}"
+    );
+    let (ok, text) = run(with(&["credits", "balance"])).await;
+    assert!(ok && text.contains("1500 available"), "{text}");
+
+    let (ok, text) = run(with(&["accounts", "suspend", "--reason", "review"])).await;
+    assert!(ok && text.contains("SUSPENDED (review)"), "{text}");
+    let (ok, text) = run(with(&["accounts", "reinstate"])).await;
+    assert!(ok && text.contains("status     ACTIVE"), "{text}");
+    let (ok, text) = run(with(&["accounts", "delete"])).await;
+    assert!(!ok, "{text}");
+    for reason in [
+        "ACCOUNT_DELETION_REFUSED",
+        "HAS_CREDITS",
+        "RUNNING_SUBSCRIPTION",
+        "ACCOUNT_TOO_YOUNG",
+    ] {
+        assert!(text.contains(reason), "{reason} in {text}");
+    }
+    let (ok, text) = run(with(&["accounts", "terminate"])).await;
+    assert!(ok && text.contains("forfeited  1500 credits"), "{text}");
+    let (ok, text) = run(with(&["accounts", "get"])).await;
+    assert!(ok && text.contains("TERMINATED (violation)"), "{text}");
+
+    let (ok, text) = cli(&server, &["accounts", "create", "Payg", "--postpaid"]).await;
+    assert!(ok && text.contains("billing    POSTPAID"), "{text}");
+    let payg = text
+        .lines()
+        .find_map(|l| l.strip_prefix("account    "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (ok, text) = cli(
+        &server,
+        &[
+            "--account",
+            &payg,
+            "credits",
+            "top-up",
+            "250",
+            "--payment-ref",
+            "cli-t",
+        ],
+    )
+    .await;
+    assert!(ok && text.contains("2.50 EUR"), "{text}");
+    assert_ledger_verifies(&server.data_dir);
+}

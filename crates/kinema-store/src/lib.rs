@@ -26,5 +26,5 @@ pub use error::StoreError;
 pub use purchases::MAX_PAYMENT_REF_CHARS;
 pub use retention::ExpiredArtifact;
 pub use types::*;
-pub use verify::LedgerExport;
+pub use verify::{LedgerExport, MoneyReport};
 pub use worker::{Leased, ProgressAck, RecoveryReport};

@@ -143,3 +143,113 @@ impl Store {
         ))
     }
 }
+
+/// What `verify_money` found wrong with the postpaid money (empty: sound).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyReport {
+    pub accounts_checked: usize,
+    pub jobs_checked: usize,
+    pub problems: Vec<String>,
+}
+
+impl MoneyReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Store {
+    /// Recomputes every postpaid balance from its billing events (top-ups less usage
+    /// charges) and checks each postpaid job's charge: one USAGE_CHARGE of its price if
+    /// it SUCCEEDED, none otherwise. One snapshot, like [`Store::export_ledger`].
+    pub async fn verify_money(&self, account_id: Option<&str>) -> Result<MoneyReport, StoreError> {
+        let b = self.backend;
+        let mut tx = self.read.begin().await?;
+        if b == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (filter, bind) = match account_id {
+            Some(a) => (" AND account_id = ?", a),
+            None => ("", ""),
+        };
+        let mut report = MoneyReport::default();
+
+        let sql = b
+            .sql(&format!(
+                "SELECT account_id, balance_minor, currency FROM postpaid_accounts WHERE 1 = 1{filter}"
+            ))
+            .into_owned();
+        let mut q = sqlx::query_as::<_, (String, i64, String)>(&sql);
+        if account_id.is_some() {
+            q = q.bind(bind);
+        }
+        let accounts = q.fetch_all(&mut *tx).await?;
+        let sql = b
+            .sql(&format!(
+                "SELECT account_id, kind, amount_minor, currency, job_id FROM billing_events \
+                 WHERE kind IN ('TOP_UP', 'USAGE_CHARGE'){filter} ORDER BY id"
+            ))
+            .into_owned();
+        let mut q = sqlx::query_as::<_, (String, String, i64, String, Option<String>)>(&sql);
+        if account_id.is_some() {
+            q = q.bind(bind);
+        }
+        let events = q.fetch_all(&mut *tx).await?;
+        for (account, stored, currency) in &accounts {
+            let mut recomputed = 0i64;
+            for (a, kind, minor, cur, _) in events.iter().filter(|e| &e.0 == account) {
+                if cur != currency {
+                    report.problems.push(format!(
+                        "account {a}: a {kind} of {minor} {cur} on a balance in {currency}"
+                    ));
+                }
+                recomputed += if kind == "TOP_UP" { *minor } else { -*minor };
+            }
+            if recomputed != *stored {
+                report.problems.push(format!(
+                    "account {account}: stored money balance {stored} {currency}, billing events say {recomputed}"
+                ));
+            }
+        }
+        report.accounts_checked = accounts.len();
+
+        let sql = b
+            .sql(&format!(
+                "SELECT id, state, price_minor, charged_minor FROM jobs WHERE billing = 'postpaid'{filter}"
+            ))
+            .into_owned();
+        let mut q = sqlx::query_as::<_, (String, String, Option<i64>, i64)>(&sql);
+        if account_id.is_some() {
+            q = q.bind(bind);
+        }
+        let jobs = q.fetch_all(&mut *tx).await?;
+        for (id, state, price, charged) in &jobs {
+            let charges: Vec<i64> = events
+                .iter()
+                .filter(|e| e.1 == "USAGE_CHARGE" && e.4.as_deref() == Some(id.as_str()))
+                .map(|e| e.2)
+                .collect();
+            let expected = if state == "SUCCEEDED" {
+                vec![price.unwrap_or_default()]
+            } else {
+                Vec::new()
+            };
+            if charges != expected {
+                report.problems.push(format!(
+                    "job {id} ({state}, price {price:?}): usage charges {charges:?}, expected {expected:?}"
+                ));
+            }
+            if *charged != expected.iter().sum::<i64>() {
+                report.problems.push(format!(
+                    "job {id} ({state}): stored charged {charged}, expected {}",
+                    expected.iter().sum::<i64>()
+                ));
+            }
+        }
+        report.jobs_checked = jobs.len();
+        tx.commit().await?;
+        Ok(report)
+    }
+}

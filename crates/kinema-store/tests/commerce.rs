@@ -69,6 +69,7 @@ struct Fixture {
     store: Store,
     account: String,
     cat: Catalogue,
+    url: String,
 }
 
 impl Fixture {
@@ -79,7 +80,19 @@ impl Fixture {
             store,
             account,
             cat: catalogue(),
+            url: db.url.clone(),
         }
+    }
+
+    /// Runs raw SQL on the database, bypassing the store (to corrupt it on purpose).
+    async fn raw(&self, sql: &str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.close().await.unwrap();
     }
 
     async fn entries(&self) -> Vec<LedgerEntry> {
@@ -858,6 +871,21 @@ async fn a_top_up_to_zero_reactivates_at_once(f: Fixture) {
         Err(StoreError::BillingMode { .. })
     ));
     f.assert_verified().await;
+    let money = f.store.verify_money(None).await.unwrap();
+    assert!(money.is_clean(), "{:?}", money.problems);
+    assert_eq!((money.accounts_checked, money.jobs_checked), (1, 2));
+    // A balance changed behind the billing events is named.
+    f.raw(&format!(
+        "UPDATE postpaid_accounts SET balance_minor = 500 WHERE account_id = '{acct}'"
+    ))
+    .await;
+    let money = f.store.verify_money(None).await.unwrap();
+    assert_eq!(money.problems.len(), 1, "{:?}", money.problems);
+    assert!(
+        money.problems[0].contains("stored money balance 500"),
+        "{:?}",
+        money.problems
+    );
 }
 
 async fn suspension_cancels_queued_jobs_and_releases_their_holds(f: Fixture) {

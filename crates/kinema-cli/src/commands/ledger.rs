@@ -28,6 +28,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .verify_ledger(args.only_account.as_deref())
         .await
         .context("reading the ledger")?;
+    let money = store
+        .verify_money(args.only_account.as_deref())
+        .await
+        .context("reading the postpaid balances")?;
     store.close().await;
     println!(
         "checked {} entries, {} lots, {} jobs, {} accounts",
@@ -36,16 +40,23 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         report.jobs.len(),
         report.accounts.len()
     );
-    if report.is_clean() {
+    println!(
+        "checked {} postpaid balances, {} postpaid jobs",
+        money.accounts_checked, money.jobs_checked
+    );
+    if report.is_clean() && money.is_clean() {
         println!("ledger is consistent");
         return Ok(());
     }
     for p in &report.problems {
         println!("problem: {p}");
     }
+    for p in &money.problems {
+        println!("problem: {p}");
+    }
     bail!(
         "the ledger has {} problem(s); each is listed above",
-        report.problems.len()
+        report.problems.len() + money.problems.len()
     )
 }
 
