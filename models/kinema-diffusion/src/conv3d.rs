@@ -59,13 +59,16 @@ struct Plane<'a> {
     c_stride: usize,
 }
 
-/// Geometry of one CPU convolution.
+/// Geometry of one CPU convolution. `height` and `width` are the input's size as the
+/// kernel sees it: with `upsample` > 1 the stored frames are that many times smaller
+/// and are read nearest-neighbour (`upsample_nearest2d` fused into the packing).
 struct ConvShape {
     batch: usize,
     frames_in: usize,
     channels: usize,
     height: usize,
     width: usize,
+    upsample: usize,
     kernel_t: usize,
     kernel_hw: usize,
     pad: usize,
@@ -73,9 +76,37 @@ struct ConvShape {
     out_channels: usize,
 }
 
+/// Writes `plane` (or zeros) as a zero-padded channels-last frame `[Hp, Wp, C]`.
+fn pack_frame(s: &ConvShape, plane: Option<Plane>, dst: &mut [f32]) {
+    use rayon::prelude::*;
+    let (c, h, w, p, up) = (s.channels, s.height, s.width, s.pad, s.upsample);
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let row = wp * c;
+    let (sh, sw) = (h / up, w / up);
+    dst.par_chunks_mut(row).enumerate().for_each(|(yp, dst)| {
+        let inside = yp >= p && yp < p + h;
+        match plane {
+            Some(plane) if inside => {
+                dst[..p * c].fill(0.0);
+                dst[(p + w) * c..].fill(0.0);
+                let sy = (yp - p) / up;
+                for ch in 0..c {
+                    let src = &plane.data[plane.base + ch * plane.c_stride + sy * sw..][..sw];
+                    for x in 0..w {
+                        dst[(x + p) * c + ch] = src[x / up];
+                    }
+                }
+            }
+            _ => dst.fill(0.0),
+        }
+    });
+    debug_assert!(sh * up == h && sw * up == w && dst.len() == hp * row);
+}
+
 /// The CPU convolution ("shifted GEMMs", see the module docs): `planes[b * frames_in +
 /// t]` is input frame `t` of batch item `b` (`None`: zeros). Returns the output as
-/// `[B, O, T_out, Ho, Wo]` data, and `(T_out, Ho, Wo)`.
+/// `[B, O, T_out, Ho, Wo]` data, and `(T_out, Ho, Wo)`. Only the `kernel_t` input
+/// frames an output frame needs are held channels-last at a time.
 fn conv_cpu(
     s: &ConvShape,
     planes: &[Option<Plane>],
@@ -83,37 +114,14 @@ fn conv_cpu(
 ) -> Result<(Vec<f32>, (usize, usize, usize))> {
     use rayon::prelude::*;
     let (b, t, c, h, w) = (s.batch, s.frames_in, s.channels, s.height, s.width);
-    let (k, p, o) = (s.kernel_hw, s.pad, s.out_channels);
+    let (k, p, o, kt) = (s.kernel_hw, s.pad, s.out_channels, s.kernel_t);
     let (hp, wp) = (h + 2 * p, w + 2 * p);
-    if hp < k || wp < k || t < s.kernel_t {
-        candle_core::bail!(
-            "conv: {t}x{h}x{w} input for a {}x{k}x{k} kernel",
-            s.kernel_t
-        );
+    if hp < k || wp < k || t < kt || s.upsample == 0 || h % s.upsample + w % s.upsample != 0 {
+        candle_core::bail!("conv: {t}x{h}x{w} input for a {kt}x{k}x{k} kernel");
     }
     let (ho, wo) = (hp - k + 1, wp - k + 1);
-    let t_out = (t - s.kernel_t) / s.time_stride + 1;
-
-    // Channels-last, zero-padded copy of the input: [B, T, Hp, Wp, C], one padded row
-    // per task.
-    let row = wp * c;
-    let mut xcl = vec![0f32; b * t * hp * row];
-    xcl.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
-        let (bt, yp) = (r / hp, r % hp);
-        if yp < p || yp >= p + h {
-            return;
-        }
-        let Some(plane) = planes[bt] else { return };
-        let y = yp - p;
-        for ch in 0..c {
-            let src = &plane.data[plane.base + ch * plane.c_stride + y * w..][..w];
-            for (x, v) in src.iter().enumerate() {
-                dst[(x + p) * c + ch] = *v;
-            }
-        }
-    });
-
-    let frame_in = hp * row;
+    let t_out = (t - kt) / s.time_stride + 1;
+    let frame_in = hp * wp * c;
     // Per output frame: `Wp` columns per output row, less the last row's `k - 1`
     // columns that would read past the frame (dropped with the other padding columns).
     let m = ho * wp - (k - 1);
@@ -126,11 +134,24 @@ fn conv_cpu(
         gemm::Parallelism::None
     };
     for bi in 0..b {
+        // Channels-last frames of this batch item, packed when first needed and
+        // dropped when no later output frame reads them.
+        let mut held: Vec<Option<Vec<f32>>> = (0..t).map(|_| None).collect();
         for j in 0..t_out {
+            let first_in = j * s.time_stride;
+            for f in held.iter_mut().take(first_in) {
+                *f = None;
+            }
+            for ti in first_in..first_in + kt {
+                if held[ti].is_none() {
+                    let mut frame = vec![0f32; frame_in];
+                    pack_frame(s, planes[bi * t + ti], &mut frame);
+                    held[ti] = Some(frame);
+                }
+            }
             let mut first = true;
-            for dt in 0..s.kernel_t {
-                let ti = j * s.time_stride + dt;
-                let src = &xcl[(bi * t + ti) * frame_in..][..frame_in];
+            for dt in 0..kt {
+                let src = held[first_in + dt].as_deref().unwrap_or_default();
                 for dy in 0..k {
                     for dx in 0..k {
                         let off = (dy * wp + dx) * c;
@@ -327,6 +348,7 @@ impl CausalConv3d {
                     channels: c,
                     height: h,
                     width: w,
+                    upsample: 1,
                     kernel_t: self.kernel_t,
                     kernel_hw: self.kernel_hw,
                     pad: self.spatial_pad,
@@ -459,6 +481,62 @@ impl Conv2dSame {
             packed,
         })
     }
+
+    /// The conv over every frame of `x: [B, C, T, H, W]` after a nearest-neighbour
+    /// `upsample`x spatial upsampling: `[B, O, T, H * up, W * up]`. On CPU in f32 the
+    /// upsampling is read on the fly (no upsampled copy) and no layout copies are made.
+    pub fn forward_frames(&self, x: &Tensor, upsample: usize) -> Result<Tensor> {
+        let (b, c, t, h, w) = x.dims5()?;
+        let (o, i, k, _) = self.weight.dims4()?;
+        if c != i || upsample == 0 {
+            candle_core::bail!("conv2d: {c} input channels for {i}, upsample {upsample}");
+        }
+        let (uh, uw) = (h * upsample, w * upsample);
+        if let (Some(packed), true, DType::F32) = (&self.packed, x.device().is_cpu(), x.dtype()) {
+            // A 2D conv on every frame is a 1-tap 3D conv.
+            let shape = ConvShape {
+                batch: b,
+                frames_in: t,
+                channels: c,
+                height: uh,
+                width: uw,
+                upsample,
+                kernel_t: 1,
+                kernel_hw: k,
+                pad: self.padding,
+                time_stride: 1,
+                out_channels: o,
+            };
+            let (data, (_, ho, wo)) = with_f32_data(x, |xd| {
+                let planes: Vec<Option<Plane>> = (0..b * t)
+                    .map(|bt| {
+                        let (bi, f) = (bt / t, bt % t);
+                        Some(Plane {
+                            data: xd,
+                            base: (bi * c * t + f) * h * w,
+                            c_stride: t * h * w,
+                        })
+                    })
+                    .collect();
+                conv_cpu(&shape, &planes, packed)
+            })?;
+            return Tensor::from_vec(data, (b, o, t, ho, wo), &Device::Cpu);
+        }
+        let y = x
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?
+            .reshape((b * t, c, h, w))?;
+        let y = if upsample > 1 {
+            y.upsample_nearest2d(uh, uw)?
+        } else {
+            y
+        };
+        let y = self.forward(&y)?;
+        let (_, co, ho, wo) = y.dims4()?;
+        y.reshape((b, t, co, ho, wo))?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()
+    }
 }
 
 impl Module for Conv2dSame {
@@ -475,6 +553,7 @@ impl Module for Conv2dSame {
                 channels: c,
                 height: h,
                 width: w,
+                upsample: 1,
                 kernel_t: 1,
                 kernel_hw: k,
                 pad: self.padding,
@@ -586,6 +665,47 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(d < 1e-5, "k {k} pad {pad}: {d}");
+        }
+    }
+
+    #[test]
+    fn upsampled_frames_match_upsample_then_conv2d() {
+        let x = det(&[2, 3, 4, 5, 6], 8);
+        let w = det(&[4, 3, 3, 3], 9);
+        let b = det(&[4], 10);
+        let conv = Conv2dSame::new(w.clone(), Some(b.clone()), 1).unwrap();
+        for up in [1, 2] {
+            let got = conv.forward_frames(&x, up).unwrap();
+            let frames = x
+                .permute((0, 2, 1, 3, 4))
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((8, 3, 5, 6))
+                .unwrap()
+                .upsample_nearest2d(5 * up, 6 * up)
+                .unwrap();
+            let want = frames
+                .conv2d(&w, 1, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+                .unwrap()
+                .reshape((2, 4, 4, 5 * up, 6 * up))
+                .unwrap()
+                .permute((0, 2, 1, 3, 4))
+                .unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let d = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "up {up}: {d}");
         }
     }
 }

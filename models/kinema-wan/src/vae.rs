@@ -350,17 +350,8 @@ impl WanResample {
                 }
             }
         }
-        let t = x.dim(2)?;
-        let y = x
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((b * t, c, h, w))?;
-        let y = y.upsample_nearest2d(h * 2, w * 2)?;
-        let y = self.resample.forward(&y)?;
-        let (_, co, ho, wo) = y.dims4()?;
-        Ok(y.reshape((b, t, co, ho, wo))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?)
+        // nearest 2x upsampling, then the 3x3 conv, on every frame
+        Ok(self.resample.forward_frames(&x, 2)?)
     }
 }
 
@@ -471,7 +462,7 @@ impl AutoencoderKLWan {
         Ok(Self {
             post_quant_conv: causal_conv(vb.pp("post_quant_conv"), z, z, (1, 1), (0, 0))?,
             decoder: WanDecoder3d::new(vb.pp("decoder"), &config)?,
-            budget: AttentionBudget::default(),
+            budget: AttentionBudget::for_device(vb.device()),
             config,
         })
     }
