@@ -103,6 +103,9 @@ enum Command {
         size: VideoSize,
         #[arg(long)]
         score_mib: Option<usize>,
+        /// Save the output (tensor `out`) for a comparison with diffusers.
+        #[arg(long)]
+        save: Option<PathBuf>,
     },
     /// Decode a latent of the given video size with --model-dir/vae, chunk by chunk.
     Vae {
@@ -168,7 +171,8 @@ fn main() -> anyhow::Result<()> {
             model_dir,
             size,
             score_mib,
-        } => bench_transformer(&model_dir, size, score_mib)?,
+            save,
+        } => bench_transformer(&model_dir, size, score_mib, save)?,
         Command::Vae { model_dir, size } => bench_vae(&model_dir, size)?,
     }
     Ok(())
@@ -259,6 +263,7 @@ fn bench_transformer(
     model_dir: &std::path::Path,
     size: VideoSize,
     score_mib: Option<usize>,
+    save: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let dir = model_dir.join("transformer");
@@ -287,6 +292,13 @@ fn bench_transformer(
         fwd.describe()
     );
     println!("output {:?}: {}", out.dims(), stats(&out)?);
+    if let Some(path) = save {
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("out".to_string(), out.clone())]),
+            &path,
+        )?;
+        println!("saved {}", path.display());
+    }
     result(
         "transformer",
         serde_json::json!({
