@@ -348,6 +348,7 @@ async fn happy_path_as_a_platform() {
         listed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
         [job.id.as_str()]
     );
+    assert_ledger_verifies(&server.data_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,6 +577,7 @@ async fn injected_failures_are_refunded_in_full() {
             "{ctx}"
         );
     }
+    assert_ledger_verifies(&server.data_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,4 +714,5 @@ async fn cancel_queued_running_and_finished_jobs() {
         (balance.total, balance.held),
         (GRANTED - done.debited_credits, 0)
     );
+    assert_ledger_verifies(&server.data_dir);
 }

@@ -63,6 +63,7 @@ async fn a_job_survives_a_crash_without_a_second_debit() {
     let path = dir.path().join("resumed.mp4");
     std::fs::write(&path, &video).unwrap();
     assert_eq!(ffprobe(&path)["nb_read_frames"], frames.to_string());
+    assert_ledger_verifies(&server.data_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,6 +124,7 @@ async fn a_job_lost_three_times_fails_and_is_refunded() {
     );
     let balance = admin.balance(&account).await;
     assert_eq!((balance.total, balance.held), (GRANTED, 0));
+    assert_ledger_verifies(&server.data_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +176,7 @@ async fn parallel_submissions_never_overspend() {
     assert!(entries
         .iter()
         .all(|e| e.balance_after >= 0 && e.held_after >= 0));
+    assert_ledger_verifies(&server.data_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

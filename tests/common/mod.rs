@@ -24,6 +24,8 @@ use tonic_types::StatusExt;
 
 pub use pb::{JobEventKind, JobStage, JobState, KeyRole, LedgerEntryKind};
 
+pub mod commerce;
+
 /// Every wait in these tests is bounded by this, so a broken server fails a test
 /// instead of hanging it.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,6 +116,10 @@ impl Drop for TestDir {
 pub struct Opts {
     pub fault_injection: bool,
     pub test_clock: bool,
+    /// A catalogue file's text, written next to the data dir and passed as --catalog.
+    pub catalog: Option<&'static str>,
+    /// --database-url (PostgreSQL shared by several servers).
+    pub database_url: Option<&'static str>,
 }
 
 impl Opts {
@@ -148,6 +154,14 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
     }
     if opts.fault_injection {
         cmd.arg("--fault-injection");
+    }
+    if let Some(text) = opts.catalog {
+        let file = log.with_extension("catalog.toml");
+        std::fs::write(&file, text).expect("writing the catalogue");
+        cmd.arg("--catalog").arg(file);
+    }
+    if let Some(url) = opts.database_url {
+        cmd.arg("--database-url").arg(url);
     }
     let log = std::fs::File::create(log).expect("log file");
     cmd.stdin(Stdio::null())
@@ -355,6 +369,7 @@ impl Client {
             .create_account(pb::CreateAccountRequest {
                 name: name.into(),
                 external_id: format!("ext-{name}"),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("CreateAccount {name}: {s:?}"))
@@ -782,4 +797,35 @@ pub fn ffprobe(path: &Path) -> serde_json::Value {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
     json["streams"][0].clone()
+}
+
+// ---------------------------------------------------------------------------------
+// The ledger checker
+// ---------------------------------------------------------------------------------
+
+/// Runs `kinema ledger verify` with `args`; returns whether it exited 0, and its
+/// stdout and stderr together.
+pub fn ledger_verify(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(KINEMA)
+        .args(["ledger", "verify"])
+        .args(args)
+        .env_remove("KINEMA_DATABASE_URL")
+        .env_remove("KINEMA_DATA_DIR")
+        .output()
+        .expect("running kinema ledger verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Asserts `kinema ledger verify --data-dir DIR` passes (the server may be running).
+pub fn assert_ledger_verifies(data_dir: &Path) -> String {
+    let dir = data_dir.to_str().expect("utf-8 data dir");
+    let (ok, text) = ledger_verify(&["--data-dir", dir]);
+    assert!(ok, "kinema ledger verify failed:\n{text}");
+    assert!(text.contains("ledger is consistent"), "{text}");
+    text
 }

@@ -53,8 +53,70 @@ pub enum Command {
     /// Accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Subscriptions of --account: show, subscribe, cancel.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// The catalogue: packs and plans with current and scheduled prices.
+    Catalog(CatalogArgs),
     /// Models this server offers, with limits and prices.
     Models,
+    /// The ledger, read straight from the database.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Hold -> debit -> refund cycles per second on a scratch database, next to the
+    /// raw rate of one-row durable transactions on the same database.
+    Ledger(BenchLedgerArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchLedgerArgs {
+    /// PostgreSQL to measure (a URL of an existing database to connect to): a scratch
+    /// database is created there and dropped afterwards. Default: SQLite in a
+    /// temporary directory (WAL, synchronous=FULL).
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// One-row transactions for the raw rate.
+    #[arg(long, default_value_t = 2000)]
+    pub raw: u32,
+    /// Hold -> debit -> refund cycles.
+    #[arg(long, default_value_t = 1000)]
+    pub cycles: u32,
+    /// Clients running cycles at once (each on its own account).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Recompute every lot, job and balance from the append-only entries and check
+    /// the invariants; exits non-zero naming every difference.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// `postgres://…` or `sqlite://PATH`; default: the SQLite database in --data-dir.
+    #[arg(long, env = "KINEMA_DATABASE_URL", conflicts_with = "data_dir")]
+    pub database_url: Option<String>,
+    #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
+    pub data_dir: PathBuf,
+    /// Only this account's entries, lots and jobs.
+    #[arg(long = "only-account")]
+    pub only_account: Option<String>,
+    /// The server runs with --no-refund-on-cancel (a job cancelled while running
+    /// keeps its debit).
+    #[arg(long)]
+    pub no_refund_on_cancel: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -63,6 +125,10 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     #[arg(long, env = "KINEMA_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// `postgres://…` to keep state in PostgreSQL (replicas share it); default: SQLite
+    /// in the data dir.
+    #[arg(long, env = "KINEMA_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Start the clock at real time and move it only by AdminService.AdvanceClock.
     #[arg(long)]
     pub test_clock: bool,
@@ -94,6 +160,11 @@ pub struct ServeArgs {
     /// DATA_DIR/models.toml when it exists.
     #[arg(long, env = "KINEMA_MODELS_FILE")]
     pub models_file: Option<PathBuf>,
+    /// Catalogue file (TOML: packs, plans, trial, postpaid pricing, commerce policy);
+    /// default: DATA_DIR/catalog.toml when it exists, else the built-in catalogue
+    /// (`kinema catalog --print-default` shows it).
+    #[arg(long, env = "KINEMA_CATALOG")]
+    pub catalog: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -195,6 +266,28 @@ pub enum CreditsCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Buy a pack for --account with the platform's payment reference (platform/admin).
+    Buy {
+        pack_id: String,
+        #[arg(long)]
+        payment_ref: String,
+    },
+    /// Start --account's one trial.
+    Trial,
+    /// Add money to a postpaid account's balance (platform/admin).
+    TopUp {
+        /// Minor units (cents).
+        amount: i64,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        #[arg(long)]
+        payment_ref: String,
+    },
+    /// Money events: charges to collect, refunds owed, postpaid usage.
+    Events {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,6 +311,71 @@ pub enum AccountsCommand {
         name: String,
         #[arg(long, default_value = "")]
         external_id: String,
+        /// Pay-as-you-go: a money balance charged per succeeded job, not credit lots.
+        #[arg(long)]
+        postpaid: bool,
     },
     Get,
+    /// No new jobs; queued jobs are cancelled, their holds released (admin).
+    Suspend {
+        #[arg(long, default_value = "operator")]
+        reason: String,
+    },
+    /// Lift a suspension (admin).
+    Reinstate,
+    /// Terminate for violating the usage policy: credits forfeited, plans ended
+    /// without refund, videos and prompts purged (admin).
+    Terminate {
+        #[arg(long, default_value = "violation")]
+        reason: String,
+    },
+    /// The owner's deletion request; refused with every reason while anything is left.
+    Delete,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlansCommand {
+    /// The current plan and any queued one.
+    Show,
+    /// Buy a plan: starts now, or queued after the current one (platform/admin).
+    Subscribe {
+        plan_id: String,
+        /// The platform's reference of the payment (the same ref twice is one).
+        #[arg(long, default_value = "")]
+        payment_ref: String,
+    },
+    /// Cancel the current plan (access to the period's end), or the queued one.
+    Cancel {
+        /// Cancel the plan queued after the current one (full refund).
+        #[arg(long)]
+        queued: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArgs {
+    #[command(subcommand)]
+    pub command: Option<CatalogCommand>,
+    /// Print the built-in catalogue file (a starting point for --catalog) and exit.
+    #[arg(long)]
+    pub print_default: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Schedule a new price for a pack or plan (admin); at least the price notice
+    /// (default 30 days) ahead.
+    SchedulePrice {
+        /// `pack` or `plan`.
+        kind: String,
+        item_id: String,
+        /// Minor units (cents).
+        #[arg(long)]
+        price: i64,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Days from now (the server's clock decides; this sends an absolute time).
+        #[arg(long)]
+        in_days: u32,
+    },
 }

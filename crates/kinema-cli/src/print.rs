@@ -165,3 +165,104 @@ pub fn entry(e: &pb::LedgerEntry) {
         e.actor
     );
 }
+
+pub fn money(m: &Option<pb::Money>) -> String {
+    match m {
+        Some(m) => {
+            let sign = if m.minor < 0 { "-" } else { "" };
+            let abs = m.minor.unsigned_abs();
+            format!("{sign}{}.{:02} {}", abs / 100, abs % 100, m.currency)
+        }
+        None => "-".into(),
+    }
+}
+
+pub fn account(a: &pb::Account) {
+    let status = pb::AccountStatus::try_from(a.status)
+        .map(|s| s.as_str_name().trim_start_matches("ACCOUNT_STATUS_"))
+        .unwrap_or("?");
+    let billing = pb::BillingMode::try_from(a.billing)
+        .map(|s| s.as_str_name().trim_start_matches("BILLING_MODE_"))
+        .unwrap_or("?");
+    println!("account    {}", a.id);
+    println!("name       {}", a.name);
+    if a.status_reason.is_empty() {
+        println!("status     {status}");
+    } else {
+        println!("status     {status} ({})", a.status_reason);
+    }
+    println!("billing    {billing}");
+    if !a.external_id.is_empty() {
+        println!("external   {}", a.external_id);
+    }
+    println!("created    {}", time(&a.created_at));
+    if a.trial_started_at.is_some() {
+        println!(
+            "trial      {} .. {}",
+            time(&a.trial_started_at),
+            time(&a.trial_ends_at)
+        );
+    }
+    if let Some(p) = &a.postpaid {
+        let phase = pb::PostpaidPhase::try_from(p.phase)
+            .map(|s| s.as_str_name().trim_start_matches("POSTPAID_PHASE_"))
+            .unwrap_or("?");
+        println!("money      {} ({phase})", money(&p.balance));
+        if p.suspends_at.is_some() {
+            println!("suspends   {}", time(&p.suspends_at));
+        }
+        if p.terminates_at.is_some() {
+            println!("terminates {}", time(&p.terminates_at));
+        }
+    }
+}
+
+pub fn billing_event(e: &pb::BillingEvent) {
+    println!(
+        "{:<6} {} {:<24} {:>14}  {} {} {}",
+        e.id,
+        time(&e.effective_at),
+        e.kind,
+        if e.amount.is_some() {
+            money(&e.amount)
+        } else {
+            String::new()
+        },
+        e.plan_id,
+        e.job_id,
+        e.payment_ref
+    );
+}
+
+pub fn subscription(s: &pb::SubscriptionResponse) {
+    match &s.current {
+        Some(c) => {
+            println!("plan       {} ({})", c.plan_id, c.id);
+            println!(
+                "period     {} .. {} (period {}), paid {}",
+                time(&c.period_start),
+                time(&c.period_end),
+                c.period,
+                money(&c.paid)
+            );
+            match &c.cancellation {
+                Some(x) => println!("ends       {} ({})", time(&x.ends_at), x.kind),
+                None => println!("renews     {}", time(&c.period_end)),
+            }
+        }
+        None => println!("plan       none"),
+    }
+    if let Some(q) = &s.queued {
+        println!(
+            "queued     {} ({}), paid {}, starts {}",
+            q.plan_id,
+            q.id,
+            money(&q.paid),
+            time(&q.starts_at)
+        );
+    }
+    for e in &s.events {
+        print!("  ");
+        billing_event(e);
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kinema_artifacts::LocalArtifacts;
-use kinema_store::{RecoveryReport, Store, StoreError};
+use kinema_store::{Backend, RecoveryReport, Store, StoreError};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -106,14 +106,26 @@ impl Worker {
         }
     }
 
-    /// Startup recovery for a single node, which owns the whole database: every job
-    /// left RUNNING by a previous process is requeued, cancelled, or failed and refunded.
+    /// Startup recovery. On SQLite one server owns the database (the data dir is
+    /// locked), so every job left RUNNING by a previous process is orphaned; on
+    /// PostgreSQL other replicas may be running jobs, so only lapsed leases are.
     pub async fn recover_after_restart(&self) -> Result<RecoveryReport, StoreError> {
+        let owns_all = self.inner.store.backend() == Backend::Sqlite;
+        self.recover(owns_all).await
+    }
+
+    /// Requeues (or fails, with refund) jobs whose worker is gone.
+    async fn recover(&self, all: bool) -> Result<RecoveryReport, StoreError> {
         let now = self.inner.clock.now_ms();
         let report = self
             .inner
             .store
-            .recover_lost_jobs(true, self.inner.config.max_attempts, now)
+            .recover_lost_jobs(
+                all,
+                &self.inner.config.owner,
+                self.inner.config.max_attempts,
+                now,
+            )
             .await?;
         for job in report
             .requeued
@@ -121,7 +133,7 @@ impl Worker {
             .chain(&report.failed)
             .chain(&report.cancelled)
         {
-            info!(job = %job.id, state = %job.state, attempts = job.attempts, "recovered job after restart");
+            info!(job = %job.id, state = %job.state, attempts = job.attempts, "recovered a job whose worker was lost");
             self.inner
                 .events
                 .publish(JobEventKind::StateChanged, job.clone(), now);
@@ -139,9 +151,18 @@ impl Worker {
     async fn run_loop(self, mut shutdown: watch::Receiver<bool>) {
         let inner = &self.inner;
         info!(owner = %inner.config.owner, device = %inner.config.device, "worker started");
+        let mut next_recovery = std::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            // Leases that lapsed (another replica died) go back to the queue.
+            if std::time::Instant::now() >= next_recovery {
+                if let Err(e) = self.recover(false).await {
+                    error!(error = %e, "recovering lapsed leases failed");
+                }
+                next_recovery = std::time::Instant::now()
+                    + Duration::from_millis((inner.config.lease_ms / 2).max(1000) as u64);
             }
             let now = inner.clock.now_ms();
             match inner

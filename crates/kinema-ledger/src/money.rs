@@ -14,6 +14,9 @@ use crate::LedgerError;
 pub struct Currency([u8; 3]);
 
 impl Currency {
+    pub const EUR: Currency = Currency(*b"EUR");
+    pub const USD: Currency = Currency(*b"USD");
+
     pub fn new(code: &str) -> Result<Self, LedgerError> {
         match code.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),

@@ -6,3 +6,7 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of the contract, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kinema_descriptor");
+
+/// SHA-256 of the `.proto` files this crate was generated from (hex): clients and
+/// servers built from the same contract agree on it.
+pub const CONTRACT_SHA256: &str = env!("KINEMA_CONTRACT_SHA256");

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::admin_service_server::AdminService;
-use kinema_store::{Role, StoreError};
+use kinema_store::{AccountChange, BillingMode, Role, StoreError};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::App;
@@ -28,12 +28,24 @@ impl AdminService for Admin {
             return Err(ApiError::field("name", "must not be empty").into());
         }
         let external_id = (!req.external_id.is_empty()).then_some(req.external_id.as_str());
+        let billing = match pb::BillingMode::try_from(req.billing) {
+            Ok(pb::BillingMode::Unspecified | pb::BillingMode::Prepaid) => BillingMode::Prepaid,
+            Ok(pb::BillingMode::Postpaid) => BillingMode::Postpaid,
+            Err(_) => return Err(ApiError::field("billing", "must be PREPAID or POSTPAID").into()),
+        };
+        let now = app.now();
         let account = app
             .store
-            .create_account(&req.name, external_id, app.now())
+            .create_account_with(&req.name, external_id, billing, now)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(convert::account(&account)))
+        let view = app
+            .store
+            .account_view(&account.id, now)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::from(StoreError::NotFound("account")))?;
+        Ok(Response::new(convert::account_view(&view)))
     }
 
     async fn get_account(
@@ -43,20 +55,108 @@ impl AdminService for Admin {
         let app = &self.app;
         let caller = authenticate(app, &request).await?;
         let req = request.into_inner();
-        let account = if req.account_id.is_empty() && !req.external_id.is_empty() {
+        let account_id = if req.account_id.is_empty() && !req.external_id.is_empty() {
             caller.require_operator()?;
             app.store
                 .find_account_by_external_id(&req.external_id)
                 .await
+                .map_err(ApiError::from)?
+                .ok_or(ApiError::from(StoreError::NotFound("account")))?
+                .id
         } else {
-            app.store
-                .get_account(&caller.account(&req.account_id)?)
-                .await
+            caller.account(&req.account_id)?
         };
-        let account = account
+        let view = app
+            .store
+            .account_view(&account_id, app.now())
+            .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::from(StoreError::NotFound("account")))?;
-        Ok(Response::new(convert::account(&account)))
+        Ok(Response::new(convert::account_view(&view)))
+    }
+
+    async fn suspend_account(
+        &self,
+        request: Request<pb::SuspendAccountRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_admin()?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let reason = non_blank(&req.reason, "operator");
+        let change = app
+            .store
+            .suspend_account(&account_id, &reason, &caller.actor(), app.now())
+            .await
+            .map_err(ApiError::from)?;
+        self.publish_cancelled(&change);
+        self.change_response(change).await
+    }
+
+    async fn reinstate_account(
+        &self,
+        request: Request<pb::ReinstateAccountRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_admin()?;
+        let account_id = caller.account(&request.get_ref().account_id)?;
+        let change = app
+            .store
+            .reinstate_account(&account_id, &caller.actor(), app.now())
+            .await
+            .map_err(ApiError::from)?;
+        self.change_response(change).await
+    }
+
+    async fn terminate_account(
+        &self,
+        request: Request<pb::TerminateAccountRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_admin()?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let reason = non_blank(&req.reason, "violation");
+        let change = app
+            .store
+            .terminate_account(
+                &app.commerce.catalogue,
+                &account_id,
+                &reason,
+                &caller.actor(),
+                app.now(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        for id in &change.stopping {
+            app.worker.request_cancel(id);
+        }
+        self.publish_cancelled(&change);
+        self.change_response(change).await
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<pb::DeleteAccountRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let account_id = caller.account(&request.get_ref().account_id)?;
+        let change = app
+            .store
+            .delete_account(
+                &app.commerce.catalogue,
+                &account_id,
+                app.commerce.account_min_age_ms,
+                &caller.actor(),
+                app.now(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        self.change_response(change).await
     }
 
     async fn create_api_key(
@@ -157,8 +257,55 @@ impl AdminService for Admin {
             return Err(ApiError::field("by", "the clock only moves forward").into());
         }
         let now = clock.advance(by_ms);
+        // Every time rule shows before the call returns.
+        app.sweeper.sweep().await;
+        app.worker.wake();
         Ok(Response::new(pb::AdvanceClockResponse {
             now: Some(convert::timestamp(now)),
         }))
+    }
+}
+
+impl Admin {
+    /// Watchers of jobs a change cancelled see them end.
+    fn publish_cancelled(&self, change: &AccountChange) {
+        for job in &change.cancelled {
+            self.app.events.publish(
+                kinema_engine::JobEventKind::StateChanged,
+                job.clone(),
+                self.app.now(),
+            );
+        }
+    }
+
+    async fn change_response(
+        &self,
+        change: AccountChange,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let app = &self.app;
+        let account = match app
+            .store
+            .account_view(&change.account.id, app.now())
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some(view) => convert::account_view(&view),
+            None => convert::account(&change.account),
+        };
+        Ok(Response::new(pb::AccountChangeResponse {
+            account: Some(account),
+            cancelled_jobs: change.cancelled.iter().map(convert::job).collect(),
+            stopping_job_ids: change.stopping.clone(),
+            forfeited_credits: change.forfeited,
+        }))
+    }
+}
+
+fn non_blank(s: &str, default: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        default.to_string()
+    } else {
+        s.chars().take(200).collect()
     }
 }

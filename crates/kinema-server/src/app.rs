@@ -18,6 +18,10 @@ pub struct App {
     pub fault_injection: bool,
     /// Flips to true on shutdown; open streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// The operator's catalogue and commerce policy.
+    pub commerce: Arc<crate::commerce::CommerceConfig>,
+    /// Time-driven housekeeping; AdvanceClock runs it at once.
+    pub sweeper: Arc<crate::sweeper::Sweeper>,
 }
 
 impl App {

@@ -2,12 +2,13 @@ use std::sync::Arc;
 
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::billing_service_server::BillingService;
-use tonic::{Request, Response, Status};
+use kinema_store::{CancelTarget, ItemKind};
+use tonic::{Code, Request, Response, Status};
 
 use crate::app::App;
 use crate::auth::authenticate;
 use crate::convert;
-use crate::error::ApiError;
+use crate::error::{reasons, ApiError};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -116,4 +117,306 @@ impl BillingService for Billing {
             balance: Some(convert::balance(&account_id, &balance)),
         }))
     }
+
+    async fn list_catalog(
+        &self,
+        request: Request<pb::ListCatalogRequest>,
+    ) -> Result<Response<pb::Catalog>, Status> {
+        let app = &self.app;
+        authenticate(app, &request).await?;
+        let cat = app
+            .store
+            .catalogue(&app.commerce.catalogue)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::catalog(
+            &app.commerce,
+            &cat,
+            app.now(),
+        )))
+    }
+
+    async fn purchase_pack(
+        &self,
+        request: Request<pb::PurchasePackRequest>,
+    ) -> Result<Response<pb::PurchasePackResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_operator()?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        check_payment_ref(&req.payment_ref, true)?;
+        if req.pack_id.trim().is_empty() {
+            return Err(ApiError::field("pack_id", "required").into());
+        }
+        let now = app.now();
+        let bought = app
+            .store
+            .purchase_pack(
+                &app.commerce.catalogue,
+                &account_id,
+                &req.pack_id,
+                &req.payment_ref,
+                &caller.actor(),
+                now,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let balance = app
+            .store
+            .balance(&account_id, now)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::PurchasePackResponse {
+            lot: Some(convert::lot(&bought.lot)),
+            price: Some(convert::money(&bought.payment.amount)),
+            created: bought.created,
+            balance: Some(convert::balance(&account_id, &balance)),
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscriptionResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_operator()?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        check_payment_ref(&req.payment_ref, false)?;
+        if req.plan_id.trim().is_empty() {
+            return Err(ApiError::field("plan_id", "required").into());
+        }
+        let payment_ref = (!req.payment_ref.is_empty()).then_some(req.payment_ref.as_str());
+        let change = app
+            .store
+            .subscribe(
+                &app.commerce.catalogue,
+                &account_id,
+                &req.plan_id,
+                payment_ref,
+                &caller.actor(),
+                app.now(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::subscription_state(
+            &account_id,
+            &change,
+        )))
+    }
+
+    async fn cancel_subscription(
+        &self,
+        request: Request<pb::CancelSubscriptionRequest>,
+    ) -> Result<Response<pb::SubscriptionResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let target = match (req.subscription_id.trim(), req.queued) {
+            ("", false) => CancelTarget::Current,
+            ("", true) => CancelTarget::Queued,
+            (id, false) => CancelTarget::Id(id.to_string()),
+            (_, true) => {
+                return Err(ApiError::field(
+                    "queued",
+                    "name the subscription_id or set queued, not both",
+                )
+                .into())
+            }
+        };
+        let change = app
+            .store
+            .cancel_subscription(
+                &app.commerce.catalogue,
+                &account_id,
+                &target,
+                &caller.actor(),
+                app.now(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::subscription_state(
+            &account_id,
+            &change,
+        )))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::SubscriptionResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let account_id = caller.account(&request.get_ref().account_id)?;
+        let change = app
+            .store
+            .subscriptions(&app.commerce.catalogue, &account_id, app.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::subscription_state(
+            &account_id,
+            &change,
+        )))
+    }
+
+    async fn start_trial(
+        &self,
+        request: Request<pb::StartTrialRequest>,
+    ) -> Result<Response<pb::StartTrialResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let account_id = caller.account(&request.get_ref().account_id)?;
+        if !app.commerce.has_trial() {
+            return Err(ApiError::status(
+                Code::FailedPrecondition,
+                reasons::TRIAL_NOT_OFFERED,
+                "this server's catalogue offers no trial",
+            )
+            .into());
+        }
+        let started = app
+            .store
+            .start_trial(&account_id, &app.commerce.trial, &caller.actor(), app.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::StartTrialResponse {
+            lot: Some(convert::lot(&started.lot)),
+            started_at: Some(convert::timestamp(started.trial.started_at)),
+            ends_at: Some(convert::timestamp(started.trial.ends_at)),
+        }))
+    }
+
+    async fn top_up(
+        &self,
+        request: Request<pb::TopUpRequest>,
+    ) -> Result<Response<pb::TopUpResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_operator()?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        check_payment_ref(&req.payment_ref, true)?;
+        let amount = money_in("amount", req.amount.as_ref())?;
+        if amount.minor <= 0 {
+            return Err(ApiError::field("amount", "must be positive").into());
+        }
+        let now = app.now();
+        let topped = app
+            .store
+            .top_up(&account_id, amount, &req.payment_ref, now)
+            .await
+            .map_err(ApiError::from)?;
+        let status =
+            kinema_ledger::postpaid_status(&topped.account, app.store.postpaid_policy(), now);
+        Ok(Response::new(pb::TopUpResponse {
+            postpaid: Some(convert::postpaid(&topped.account, &status)),
+            created: topped.created,
+        }))
+    }
+
+    async fn schedule_price_change(
+        &self,
+        request: Request<pb::SchedulePriceChangeRequest>,
+    ) -> Result<Response<pb::SchedulePriceChangeResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        caller.require_admin()?;
+        let req = request.into_inner();
+        let kind = match pb::CatalogItemKind::try_from(req.item_kind) {
+            Ok(pb::CatalogItemKind::Pack) => ItemKind::Pack,
+            Ok(pb::CatalogItemKind::Plan) => ItemKind::Plan,
+            _ => return Err(ApiError::field("item_kind", "must be PACK or PLAN").into()),
+        };
+        let price = money_in("price", req.price.as_ref())?;
+        let effective_at = req
+            .effective_at
+            .as_ref()
+            .map(convert::millis)
+            .ok_or_else(|| ApiError::field("effective_at", "required"))?;
+        let now = app.now();
+        let history = app
+            .store
+            .schedule_price_change(
+                &app.commerce.catalogue,
+                kind,
+                &req.item_id,
+                price,
+                effective_at,
+                app.commerce.price_notice_ms,
+                &caller.actor(),
+                now,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::price_changes(&history, now)))
+    }
+
+    async fn list_billing_events(
+        &self,
+        request: Request<pb::ListBillingEventsRequest>,
+    ) -> Result<Response<pb::ListBillingEventsResponse>, Status> {
+        let app = &self.app;
+        let caller = authenticate(app, &request).await?;
+        let req = request.into_inner();
+        let account_id = caller.account(&req.account_id)?;
+        let after = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse::<i64>()
+                .map_err(|_| ApiError::field("page_token", "not a token this server issued"))?
+        };
+        let limit = if req.page_size == 0 {
+            DEFAULT_PAGE
+        } else {
+            req.page_size.min(MAX_PAGE)
+        };
+        let events = app
+            .store
+            .billing_events(&account_id, after, limit)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = match events.last() {
+            Some(last) if events.len() == limit as usize => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListBillingEventsResponse {
+            events: events.iter().map(convert::billing_event).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+/// A payment reference: required (or optional when `required` is false), bounded.
+fn check_payment_ref(payment_ref: &str, required: bool) -> Result<(), ApiError> {
+    if payment_ref.trim().is_empty() {
+        if required {
+            return Err(ApiError::field(
+                "payment_ref",
+                "required: the platform's own reference of the payment",
+            ));
+        }
+        if !payment_ref.is_empty() {
+            return Err(ApiError::field("payment_ref", "must not be blank"));
+        }
+        return Ok(());
+    }
+    if payment_ref.chars().count() > kinema_store::MAX_PAYMENT_REF_CHARS {
+        return Err(ApiError::field(
+            "payment_ref",
+            format!("at most {} characters", kinema_store::MAX_PAYMENT_REF_CHARS),
+        ));
+    }
+    Ok(())
+}
+
+/// A money amount of a request.
+fn money_in(field: &'static str, m: Option<&pb::Money>) -> Result<kinema_ledger::Money, ApiError> {
+    let m = m.ok_or_else(|| ApiError::field(field, "required"))?;
+    let currency = kinema_ledger::Currency::new(&m.currency)
+        .map_err(|e| ApiError::field(field, e.to_string()))?;
+    Ok(kinema_ledger::Money::new(m.minor, currency))
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 pub struct ServerConfig {
     /// Holds the SQLite database, artifacts, scratch space and the admin key file.
     pub data_dir: PathBuf,
+    /// `postgres://…` to share state between replicas; unset: SQLite in the data dir.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     /// The clock starts at real time and moves only by `AdminService.AdvanceClock`.
     pub test_clock: bool,
@@ -24,6 +26,9 @@ pub struct ServerConfig {
     /// A models file (TOML); when none is given, `models.toml` in the data dir is read
     /// if it exists.
     pub models_file: Option<PathBuf>,
+    /// The catalogue file (TOML: packs, plans, trial, postpaid pricing, policy); when
+    /// none is given, `catalog.toml` in the data dir if it exists, else the built-in one.
+    pub catalog_file: Option<PathBuf>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -33,6 +38,7 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
         Self {
             data_dir,
+            database_url: None,
             listen,
             test_clock: false,
             fault_injection: false,
@@ -44,6 +50,7 @@ impl ServerConfig {
             sweep_interval: Duration::from_secs(30),
             models: Vec::new(),
             models_file: None,
+            catalog_file: None,
         }
     }
 
@@ -63,5 +70,18 @@ impl ServerConfig {
         };
         specs.extend(self.models.iter().cloned());
         Ok(specs)
+    }
+
+    /// The commerce configuration: the catalogue file given, else the data dir's
+    /// `catalog.toml` if present, else the built-in catalogue.
+    pub fn commerce(
+        &self,
+    ) -> Result<crate::commerce::CommerceConfig, crate::commerce::CatalogError> {
+        let default = self.data_dir.join(crate::commerce::CATALOG_FILE);
+        match &self.catalog_file {
+            Some(f) => crate::commerce::CommerceConfig::load(f),
+            None if default.is_file() => crate::commerce::CommerceConfig::load(&default),
+            None => Ok(crate::commerce::CommerceConfig::default()),
+        }
     }
 }

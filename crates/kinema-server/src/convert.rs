@@ -133,6 +133,12 @@ pub fn job(j: &store::Job) -> pb::Job {
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         metadata: j.metadata.clone(),
         cancel_requested: j.cancel_requested,
+        price_minor: j.price.map(|p| p.minor).unwrap_or_default(),
+        price_currency: j
+            .price
+            .map(|p| p.currency.as_str().to_string())
+            .unwrap_or_default(),
+        charged_minor: j.charged_minor,
     }
 }
 
@@ -264,18 +270,219 @@ pub fn entry(e: &store::LedgerEntry) -> pb::LedgerEntry {
     }
 }
 
-pub fn account(a: &store::Account) -> pb::Account {
-    let status = match a.status {
+fn account_status(s: store::AccountStatus) -> pb::AccountStatus {
+    match s {
         store::AccountStatus::Active => pb::AccountStatus::Active,
         store::AccountStatus::Suspended => pb::AccountStatus::Suspended,
         store::AccountStatus::Terminated => pb::AccountStatus::Terminated,
-    };
+        store::AccountStatus::Deleted => pb::AccountStatus::Deleted,
+    }
+}
+
+/// An account as stored (no postpaid or trial detail).
+pub fn account(a: &store::Account) -> pb::Account {
     pb::Account {
         id: a.id.clone(),
         name: a.name.clone(),
-        status: status as i32,
+        status: account_status(a.status) as i32,
         created_at: Some(timestamp(a.created_at)),
         external_id: a.external_id.clone().unwrap_or_default(),
+        billing: match a.billing {
+            store::BillingMode::Prepaid => pb::BillingMode::Prepaid,
+            store::BillingMode::Postpaid => pb::BillingMode::Postpaid,
+        } as i32,
+        status_reason: a.status_reason.clone(),
+        status_changed_at: a.status_changed_at.map(timestamp),
+        postpaid: None,
+        trial_started_at: None,
+        trial_ends_at: None,
+    }
+}
+
+/// An account as of now: the status the clock gives it, its postpaid balance, its trial.
+pub fn account_view(v: &store::AccountView) -> pb::Account {
+    let mut a = account(&v.account);
+    a.status = account_status(v.status) as i32;
+    a.postpaid = v.postpaid.as_ref().map(|(pp, st)| postpaid(pp, st));
+    if let Some(t) = &v.trial {
+        a.trial_started_at = Some(timestamp(t.started_at));
+        a.trial_ends_at = Some(timestamp(t.ends_at));
+    }
+    a
+}
+
+pub fn money(m: &kinema_ledger::Money) -> pb::Money {
+    pb::Money {
+        minor: m.minor,
+        currency: m.currency.as_str().to_string(),
+    }
+}
+
+pub fn postpaid(
+    pp: &kinema_ledger::PostpaidAccount,
+    status: &kinema_ledger::PostpaidStatus,
+) -> pb::PostpaidStatus {
+    use kinema_ledger::PostpaidStatus as S;
+    let mut out = pb::PostpaidStatus {
+        balance: Some(money(&pp.balance)),
+        arrears_since: pp.arrears_since.map(timestamp),
+        terminated_at: pp.terminated_at.map(timestamp),
+        ..Default::default()
+    };
+    let phase = match *status {
+        S::Active => pb::PostpaidPhase::Active,
+        S::InArrears { suspends_at, .. } => {
+            out.suspends_at = Some(timestamp(suspends_at));
+            pb::PostpaidPhase::InArrears
+        }
+        S::Suspended { terminates_at, .. } => {
+            out.terminates_at = Some(timestamp(terminates_at));
+            pb::PostpaidPhase::Suspended
+        }
+        S::Terminated { at } => {
+            out.terminated_at = Some(timestamp(at));
+            pb::PostpaidPhase::Terminated
+        }
+    };
+    out.phase = phase as i32;
+    out
+}
+
+pub fn interval(i: kinema_ledger::PlanInterval) -> pb::PlanInterval {
+    match i {
+        kinema_ledger::PlanInterval::Monthly => pb::PlanInterval::Monthly,
+        kinema_ledger::PlanInterval::Annual => pb::PlanInterval::Annual,
+    }
+}
+
+fn scheduled(h: &kinema_ledger::PriceHistory, now: i64) -> Vec<pb::PriceChange> {
+    h.scheduled_after(now)
+        .into_iter()
+        .map(|p| pb::PriceChange {
+            price: Some(money(&p.price)),
+            announced_at: Some(timestamp(p.announced_at)),
+            effective_at: Some(timestamp(p.effective_at)),
+        })
+        .collect()
+}
+
+pub fn catalog(
+    c: &crate::commerce::CommerceConfig,
+    cat: &kinema_ledger::Catalogue,
+    now: i64,
+) -> pb::Catalog {
+    let price =
+        |h: &kinema_ledger::PriceHistory| kinema_ledger::price_at(h, now).ok().map(|m| money(&m));
+    pb::Catalog {
+        packs: cat
+            .packs
+            .iter()
+            .map(|p| {
+                let (validity, validity_months) = match p.validity {
+                    kinema_ledger::Validity::Never => (None, 0),
+                    kinema_ledger::Validity::Millis(ms) => (Some(duration(ms)), 0),
+                    kinema_ledger::Validity::Months(m) => (None, m),
+                };
+                pb::CatalogPack {
+                    id: p.id.clone(),
+                    credits: p.credits,
+                    validity,
+                    validity_months,
+                    price: price(&p.prices),
+                    scheduled_prices: scheduled(&p.prices, now),
+                }
+            })
+            .collect(),
+        plans: cat
+            .plans
+            .iter()
+            .map(|p| pb::CatalogPlan {
+                id: p.id.clone(),
+                interval: interval(p.interval) as i32,
+                credits_per_month: p.credits_per_month,
+                price: price(&p.prices),
+                scheduled_prices: scheduled(&p.prices, now),
+                monthly_counterpart: p.monthly_counterpart.clone().unwrap_or_default(),
+            })
+            .collect(),
+        trial: c.has_trial().then(|| pb::TrialOffer {
+            credits: c.trial.credits,
+            duration: Some(duration(c.trial.duration_ms)),
+        }),
+        usage_price_per_credit: Some(money(&c.usage_price)),
+        price_notice: Some(duration(c.price_notice_ms)),
+    }
+}
+
+pub fn duration(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn price_changes(h: &kinema_ledger::PriceHistory, now: i64) -> pb::SchedulePriceChangeResponse {
+    pb::SchedulePriceChangeResponse {
+        current_price: kinema_ledger::price_at(h, now).ok().map(|m| money(&m)),
+        scheduled_prices: scheduled(h, now),
+    }
+}
+
+pub fn subscription_state(
+    account_id: &str,
+    change: &store::SubscriptionChange,
+) -> pb::SubscriptionResponse {
+    let state = &change.state;
+    pb::SubscriptionResponse {
+        account_id: account_id.to_string(),
+        current: state.current.as_ref().map(|c| pb::Subscription {
+            id: c.id.clone(),
+            plan_id: c.plan_id.clone(),
+            interval: interval(c.interval) as i32,
+            started_at: Some(timestamp(c.anchor)),
+            period: c.period,
+            period_start: Some(timestamp(c.period_start)),
+            period_end: Some(timestamp(c.period_end)),
+            credits_per_month: c.credits_per_month,
+            paid: Some(money(&c.paid)),
+            cancellation: c.cancellation.map(|x| pb::Cancellation {
+                requested_at: Some(timestamp(x.requested_at)),
+                ends_at: Some(timestamp(x.ends_at)),
+                kind: match x.kind {
+                    kinema_ledger::CancellationKind::Requested => "requested",
+                    kinema_ledger::CancellationKind::Switch => "switch",
+                }
+                .to_string(),
+            }),
+            renews: c.ends_at().is_none_or(|e| e > c.period_end),
+        }),
+        queued: state.queued.as_ref().map(|q| pb::QueuedPlan {
+            id: q.id.clone(),
+            plan_id: q.plan_id.clone(),
+            interval: interval(q.interval) as i32,
+            paid: Some(money(&q.paid)),
+            bought_at: Some(timestamp(q.bought_at)),
+            starts_at: state.queued_starts_at().map(timestamp),
+        }),
+        events: change.events.iter().map(billing_event).collect(),
+        lots: change.lots.iter().map(lot).collect(),
+        created: change.created,
+    }
+}
+
+pub fn billing_event(e: &store::BillingEvent) -> pb::BillingEvent {
+    pb::BillingEvent {
+        id: e.id,
+        account_id: e.account_id.clone(),
+        kind: e.kind.as_str().to_string(),
+        amount: e.amount.as_ref().map(money),
+        subscription_id: e.subscription_id.clone().unwrap_or_default(),
+        plan_id: e.plan_id.clone().unwrap_or_default(),
+        job_id: e.job_id.clone().unwrap_or_default(),
+        payment_ref: e.payment_ref.clone().unwrap_or_default(),
+        effective_at: Some(timestamp(e.effective_at)),
+        created_at: Some(timestamp(e.created_at)),
+        detail: e.detail.clone(),
     }
 }
 

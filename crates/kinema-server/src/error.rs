@@ -23,6 +23,21 @@ pub mod reasons {
     pub const EXTERNAL_ID_CONFLICT: &str = "EXTERNAL_ID_CONFLICT";
     pub const DRAINING: &str = "DRAINING";
     pub const INTERNAL: &str = "INTERNAL";
+    pub const PRICE_NOTICE_TOO_SHORT: &str = "PRICE_NOTICE_TOO_SHORT";
+    pub const ACCOUNT_DELETION_REFUSED: &str = "ACCOUNT_DELETION_REFUSED";
+    pub const ACCOUNT_CLOSED: &str = "ACCOUNT_CLOSED";
+    pub const BILLING_MODE: &str = "BILLING_MODE";
+    pub const PAYMENT_REF_CONFLICT: &str = "PAYMENT_REF_CONFLICT";
+    pub const TRIAL_ALREADY_USED: &str = "TRIAL_ALREADY_USED";
+    pub const TRIAL_NOT_OFFERED: &str = "TRIAL_NOT_OFFERED";
+    pub const PACK_NOT_FOUND: &str = "PACK_NOT_FOUND";
+    pub const PLAN_NOT_FOUND: &str = "PLAN_NOT_FOUND";
+    pub const SUBSCRIPTION_NOT_FOUND: &str = "SUBSCRIPTION_NOT_FOUND";
+    pub const NO_SUBSCRIPTION: &str = "NO_SUBSCRIPTION";
+    pub const NO_QUEUED_PLAN: &str = "NO_QUEUED_PLAN";
+    pub const PLAN_ALREADY_QUEUED: &str = "PLAN_ALREADY_QUEUED";
+    pub const ALREADY_SUBSCRIBED: &str = "ALREADY_SUBSCRIBED";
+    pub const NO_PRICE_IN_EFFECT: &str = "NO_PRICE_IN_EFFECT";
 }
 
 pub const ERROR_DOMAIN: &str = "kinema.v1";
@@ -38,6 +53,14 @@ pub enum ApiError {
         code: Code,
         reason: &'static str,
         message: String,
+    },
+    /// A status whose ErrorInfo carries metadata (every reason of a refusal).
+    #[error("{message}")]
+    Detailed {
+        code: Code,
+        reason: &'static str,
+        message: String,
+        metadata: std::collections::HashMap<String, String>,
     },
     #[error("internal: {0}")]
     Internal(String),
@@ -106,8 +129,80 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(message) => {
                 ApiError::status(Code::InvalidArgument, INVALID_SPEC, message)
             }
+            StoreError::NotFound("subscription") => ApiError::status(
+                Code::NotFound,
+                SUBSCRIPTION_NOT_FOUND,
+                "the account has no subscription with that id",
+            ),
+            StoreError::PaymentRefConflict { .. } => {
+                ApiError::status(Code::AlreadyExists, PAYMENT_REF_CONFLICT, e.to_string())
+            }
+            StoreError::AccountClosed { .. } => {
+                ApiError::status(Code::FailedPrecondition, ACCOUNT_CLOSED, e.to_string())
+            }
+            StoreError::BillingMode { .. } => {
+                ApiError::status(Code::FailedPrecondition, BILLING_MODE, e.to_string())
+            }
+            StoreError::DeletionRefused(refusals) => {
+                let mut metadata = std::collections::HashMap::new();
+                metadata.insert(
+                    "reasons".to_string(),
+                    refusals
+                        .iter()
+                        .map(|r| r.code())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                for r in &refusals {
+                    metadata.insert(r.code().to_string(), r.describe());
+                }
+                ApiError::Detailed {
+                    code: Code::FailedPrecondition,
+                    reason: ACCOUNT_DELETION_REFUSED,
+                    message: format!(
+                        "account deletion refused: {}",
+                        kinema_store::DeletionRefusal::describe_all(&refusals)
+                    ),
+                    metadata,
+                }
+            }
+            StoreError::Ledger(rule) => ApiError::from(rule),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<kinema_ledger::LedgerError> for ApiError {
+    fn from(e: kinema_ledger::LedgerError) -> Self {
+        use kinema_ledger::LedgerError as L;
+        use reasons::*;
+        let message = e.to_string();
+        let (code, reason) = match &e {
+            L::InsufficientCredits { .. } => (Code::FailedPrecondition, INSUFFICIENT_CREDITS),
+            L::PriceNoticeTooShort { .. } => (Code::FailedPrecondition, PRICE_NOTICE_TOO_SHORT),
+            L::NoPriceInEffect { .. } => (Code::FailedPrecondition, NO_PRICE_IN_EFFECT),
+            L::UnknownPack(_) => (Code::NotFound, PACK_NOT_FOUND),
+            L::UnknownPlan(_) => (Code::NotFound, PLAN_NOT_FOUND),
+            L::TrialAlreadyUsed { .. } => (Code::FailedPrecondition, TRIAL_ALREADY_USED),
+            L::NoSubscription => (Code::FailedPrecondition, NO_SUBSCRIPTION),
+            L::NoQueuedPlan => (Code::FailedPrecondition, NO_QUEUED_PLAN),
+            L::PlanAlreadyQueued => (Code::FailedPrecondition, PLAN_ALREADY_QUEUED),
+            L::AlreadySubscribed(_) => (Code::FailedPrecondition, ALREADY_SUBSCRIBED),
+            L::AccountSuspended => (Code::FailedPrecondition, ACCOUNT_SUSPENDED),
+            L::AccountTerminated => (Code::FailedPrecondition, ACCOUNT_CLOSED),
+            L::NonPositiveAmount(_)
+            | L::InvalidQuote { .. }
+            | L::ExpiryNotInFuture { .. }
+            | L::InvalidCurrency(_)
+            | L::CurrencyMismatch { .. }
+            | L::NegativePrice(_)
+            | L::AmountOverflow => (Code::InvalidArgument, INVALID_SPEC),
+            L::UnknownLot(_)
+            | L::UnknownJobState(_)
+            | L::UnknownEntryKind(_)
+            | L::InvalidCatalogue(_) => return ApiError::Internal(message),
+        };
+        ApiError::status(code, reason, message)
     }
 }
 
@@ -143,6 +238,16 @@ impl From<ApiError> for Status {
                     ERROR_DOMAIN,
                     std::collections::HashMap::new(),
                 ),
+            ),
+            ApiError::Detailed {
+                code,
+                reason,
+                message,
+                metadata,
+            } => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
             ),
             ApiError::Internal(detail) => {
                 // The detail goes to the log only: no internals reach the client.
@@ -184,6 +289,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
 }

@@ -6,13 +6,17 @@ mod admin_service;
 mod app;
 mod auth;
 mod billing_service;
+mod commerce;
 mod config;
 mod convert;
 mod data_dir;
 mod error;
 mod jobs_service;
 mod server;
+mod sweeper;
 
+pub use commerce::{CatalogError, CommerceConfig, CATALOG_FILE, DEFAULT_CATALOG};
 pub use config::ServerConfig;
+pub use data_dir::DATABASE as DATABASE_FILE;
 pub use error::{reasons, ServerError};
 pub use server::{start, RunningServer};

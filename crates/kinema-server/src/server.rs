@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kinema_artifacts::LocalArtifacts;
 use kinema_engine::{
-    Clock, JobEvents, ModelRegistry, RetentionSweeper, SystemClock, TestClock, Worker, WorkerConfig,
+    Clock, JobEvents, ModelRegistry, SystemClock, TestClock, Worker, WorkerConfig,
 };
 use kinema_proto::v1::admin_service_server::AdminServiceServer;
 use kinema_proto::v1::billing_service_server::BillingServiceServer;
@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::billing_service::Billing;
 use crate::data_dir::{self, DataDirLock};
 use crate::jobs_service::JobsService;
+use crate::sweeper::Sweeper;
 use crate::{ServerConfig, ServerError};
 
 /// A started server. Dropping it does not stop it: call [`RunningServer::shutdown`]
@@ -72,11 +73,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         None => Arc::new(system_clock),
     };
 
+    let commerce = Arc::new(config.commerce()?);
+    info!(catalog = %commerce.origin, packs = commerce.catalogue.packs.len(), plans = commerce.catalogue.plans.len(), "catalogue loaded");
     let policy = StorePolicy {
         refund_on_cancel: config.refund_on_cancel,
-        ..StorePolicy::default()
+        refund_grace_ms: commerce.refund_grace_ms,
+        postpaid: commerce.postpaid,
+        usage_price: commerce.usage_price,
     };
-    let store = Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?;
+    let store = match &config.database_url {
+        Some(url) => Store::open(url, policy).await?,
+        None => Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?,
+    };
     let artifacts = LocalArtifacts::open(dir.join(data_dir::ARTIFACTS)).await?;
 
     let (admin_key_file, admin_key_created) =
@@ -115,6 +123,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sweeper = Arc::new(Sweeper::new(
+        store.clone(),
+        artifacts.clone(),
+        clock.clone(),
+        commerce.clone(),
+        config.sweep_interval,
+    ));
     let app = Arc::new(App {
         store: store.clone(),
         registry,
@@ -125,6 +140,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         worker: worker.clone(),
         fault_injection: config.fault_injection,
         shutdown: shutdown_rx.clone(),
+        commerce: commerce.clone(),
+        sweeper: sweeper.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -154,13 +171,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .build_v1()?;
 
     let worker_handle = worker.spawn(shutdown_rx.clone());
-    let sweeper = RetentionSweeper {
-        store: store.clone(),
-        artifacts: app.artifacts.clone(),
-        clock: app.clock.clone(),
-        interval: config.sweep_interval,
-    }
-    .spawn(shutdown_rx.clone());
+    let sweeper = app.sweeper.clone().spawn(shutdown_rx.clone());
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

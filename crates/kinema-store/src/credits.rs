@@ -4,9 +4,10 @@
 use kinema_ledger::{
     allocate_debit, debit_order, is_live, plan_refund, Allocation, Credits, LotState, UnixMillis,
 };
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
+use crate::db::Backend;
 use crate::{Balance, EntryKind, LedgerEntry, Lot, Store, StoreError};
 
 impl Store {
@@ -20,6 +21,7 @@ impl Store {
         actor: &str,
         now: UnixMillis,
     ) -> Result<(Lot, LedgerEntry), StoreError> {
+        let b = self.backend;
         if credits <= 0 {
             return Err(StoreError::Invalid("credits must be positive".into()));
         }
@@ -29,11 +31,12 @@ impl Store {
             ));
         }
         let mut tx = self.write.begin().await?;
-        require_account(&mut tx, account_id).await?;
-        expire_due_lots(&mut tx, account_id, now).await?;
-        let lot = insert_lot(&mut tx, account_id, "grant", credits, expires_at, now).await?;
+        lock_account(&mut tx, b, account_id).await?.require_open()?;
+        expire_due_lots(&mut tx, b, account_id, now).await?;
+        let lot = insert_lot(&mut tx, b, account_id, "grant", credits, expires_at, now).await?;
         let entry = append_entry(
             &mut tx,
+            b,
             EntryDraft {
                 account_id,
                 kind: EntryKind::Grant,
@@ -54,22 +57,49 @@ impl Store {
     }
 
     pub async fn balance(&self, account_id: &str, now: UnixMillis) -> Result<Balance, StoreError> {
+        let b = self.backend;
         let mut conn = self.read.acquire().await?;
-        require_account(&mut conn, account_id).await?;
-        let mut lots: Vec<Lot> = all_lots(&mut conn, account_id)
+        require_account(&mut conn, b, account_id).await?;
+        let mut lots: Vec<Lot> = all_lots(&mut conn, b, account_id)
             .await?
             .into_iter()
             .filter(|l| l.remaining > 0 && is_live(&lot_state(l), now))
             .collect();
         lots.sort_by(|a, b| debit_order(&lot_state(a), &lot_state(b)));
         let total: Credits = lots.iter().map(|l| l.remaining).sum();
-        let held = held_credits(&mut conn, account_id).await?;
+        let held = held_credits(&mut conn, b, account_id).await?;
         Ok(Balance {
             total,
             held,
             available: total - held,
             lots,
         })
+    }
+
+    /// Writes the EXPIRE entries of every account's lots due by `now` (the sweeper;
+    /// expired credits are unusable from `expires_at` whether or not this has run).
+    /// Returns how many accounts were processed (at most `limit`).
+    pub async fn expire_due_lots_everywhere(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        let b = self.backend;
+        let accounts: Vec<String> = sqlx::query_scalar(&b.sql(
+            "SELECT DISTINCT account_id FROM lots WHERE expired_at IS NULL \
+             AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?",
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        for account_id in &accounts {
+            let mut tx = self.write.begin().await?;
+            lock_account(&mut tx, b, account_id).await?;
+            expire_due_lots(&mut tx, b, account_id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(accounts.len())
     }
 
     /// Entries oldest first, after entry id `after_id`, at most `limit`.
@@ -80,33 +110,116 @@ impl Store {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM ledger_entries WHERE account_id = ? AND (? IS NULL OR job_id = ?) \
+        let b = self.backend;
+        let rows = sqlx::query(&b.sql(
+            "SELECT * FROM ledger_entries WHERE account_id = ? AND (? = '' OR job_id = ?) \
              AND id > ? ORDER BY id LIMIT ?",
-        )
+        ))
         .bind(account_id)
-        .bind(job_id)
-        .bind(job_id)
+        .bind(job_id.unwrap_or(""))
+        .bind(job_id.unwrap_or(""))
         .bind(after_id)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(entry_from_row).collect()
     }
 }
 
-pub(crate) async fn require_account(
-    conn: &mut SqliteConnection,
+/// Locks the account row for the rest of the transaction and returns its status.
+/// Every write that moves an account's money or its jobs' states takes this lock
+/// first (before any job row), so concurrent writers, across server replicas sharing
+/// PostgreSQL, see each other's holds and debits and never deadlock on lock order.
+pub(crate) async fn lock_account(
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
-) -> Result<crate::AccountStatus, StoreError> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM accounts WHERE id = ?")
+) -> Result<LockedAccount, StoreError> {
+    let sql = format!(
+        "SELECT status, billing, created_at FROM accounts WHERE id = ?{}",
+        b.for_update()
+    );
+    let row: Option<(String, String, i64)> = sqlx::query_as(&b.sql(&sql))
         .bind(account_id)
         .fetch_optional(&mut *conn)
         .await?;
+    let (status, billing, created_at) = row.ok_or(StoreError::NotFound("account"))?;
+    Ok(LockedAccount {
+        status: status.parse()?,
+        billing: billing.parse()?,
+        created_at,
+    })
+}
+
+/// What [`lock_account`] read of the locked account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockedAccount {
+    pub status: crate::AccountStatus,
+    pub billing: crate::BillingMode,
+    pub created_at: UnixMillis,
+}
+
+impl LockedAccount {
+    /// Refuses what only an open account may do (buy, subscribe, top up).
+    pub fn require_open(&self) -> Result<(), StoreError> {
+        match self.status {
+            crate::AccountStatus::Terminated | crate::AccountStatus::Deleted => {
+                Err(StoreError::AccountClosed {
+                    status: self.status.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn require_billing(
+        &self,
+        needed: crate::BillingMode,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        if self.billing == needed {
+            Ok(())
+        } else {
+            Err(StoreError::BillingMode {
+                actual: self.billing,
+                needed,
+                what,
+            })
+        }
+    }
+}
+
+/// Locks the account of a job (see [`lock_account`]); `None` if there is no such job.
+pub(crate) async fn lock_job_account(
+    conn: &mut AnyConnection,
+    b: Backend,
+    job_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let account: Option<String> =
+        sqlx::query_scalar(&b.sql("SELECT account_id FROM jobs WHERE id = ?"))
+            .bind(job_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(account) = &account {
+        lock_account(conn, b, account).await?;
+    }
+    Ok(account)
+}
+
+pub(crate) async fn require_account(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+) -> Result<crate::AccountStatus, StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar(&b.sql("SELECT status FROM accounts WHERE id = ?"))
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     status.ok_or(StoreError::NotFound("account"))?.parse()
 }
 
-fn lot_state(l: &Lot) -> LotState {
+pub(crate) fn lot_state(l: &Lot) -> LotState {
     LotState {
         id: l.id,
         remaining: l.remaining,
@@ -115,8 +228,12 @@ fn lot_state(l: &Lot) -> LotState {
     }
 }
 
-async fn all_lots(conn: &mut SqliteConnection, account_id: &str) -> Result<Vec<Lot>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM lots WHERE account_id = ? ORDER BY id")
+pub(crate) async fn all_lots(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+) -> Result<Vec<Lot>, StoreError> {
+    let rows = sqlx::query(&b.sql("SELECT * FROM lots WHERE account_id = ? ORDER BY id"))
         .bind(account_id)
         .fetch_all(&mut *conn)
         .await?;
@@ -135,18 +252,19 @@ async fn all_lots(conn: &mut SqliteConnection, account_id: &str) -> Result<Vec<L
         .collect()
 }
 
-async fn insert_lot(
-    conn: &mut SqliteConnection,
+pub(crate) async fn insert_lot(
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     source: &str,
     credits: Credits,
     expires_at: Option<UnixMillis>,
     now: UnixMillis,
 ) -> Result<Lot, StoreError> {
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = sqlx::query_scalar(&b.sql(
         "INSERT INTO lots (account_id, source, original, remaining, expires_at, created_at) \
          VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-    )
+    ))
     .bind(account_id)
     .bind(source)
     .bind(credits)
@@ -166,15 +284,16 @@ async fn insert_lot(
     })
 }
 
-async fn live_total(
-    conn: &mut SqliteConnection,
+pub(crate) async fn live_total(
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     now: UnixMillis,
 ) -> Result<Credits, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE account_id = ? \
+    Ok(sqlx::query_scalar(&b.sql(
+        "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) FROM lots WHERE account_id = ? \
          AND (expires_at IS NULL OR expires_at > ?)",
-    )
+    ))
     .bind(account_id)
     .bind(now)
     .fetch_one(&mut *conn)
@@ -182,12 +301,13 @@ async fn live_total(
 }
 
 pub(crate) async fn held_credits(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
 ) -> Result<Credits, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COALESCE(SUM(held), 0) FROM jobs WHERE account_id = ? AND held > 0",
-    )
+    Ok(sqlx::query_scalar(&b.sql(
+        "SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM jobs WHERE account_id = ? AND held > 0",
+    ))
     .bind(account_id)
     .fetch_one(&mut *conn)
     .await?)
@@ -195,11 +315,12 @@ pub(crate) async fn held_credits(
 
 /// Credits new holds can take: unexpired credits less what queued jobs hold.
 pub(crate) async fn available_credits(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     now: UnixMillis,
 ) -> Result<Credits, StoreError> {
-    Ok(live_total(conn, account_id, now).await? - held_credits(conn, account_id).await?)
+    Ok(live_total(conn, b, account_id, now).await? - held_credits(conn, b, account_id).await?)
 }
 
 pub(crate) struct EntryDraft<'a> {
@@ -214,18 +335,19 @@ pub(crate) struct EntryDraft<'a> {
 
 /// Appends an entry, recording the balance and holds as they stand after it.
 pub(crate) async fn append_entry(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     draft: EntryDraft<'_>,
     now: UnixMillis,
 ) -> Result<LedgerEntry, StoreError> {
-    let balance_after = live_total(conn, draft.account_id, now).await?;
-    let held_after = held_credits(conn, draft.account_id).await?;
+    let balance_after = live_total(conn, b, draft.account_id, now).await?;
+    let held_after = held_credits(conn, b, draft.account_id).await?;
     let allocations = serde_json::to_string(draft.allocations)?;
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = sqlx::query_scalar(&b.sql(
         "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
          balance_after, held_after, memo, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          RETURNING id",
-    )
+    ))
     .bind(draft.account_id)
     .bind(draft.kind.as_str())
     .bind(draft.amount)
@@ -257,20 +379,21 @@ pub(crate) async fn append_entry(
 /// are already unusable (every query filters on `expires_at`); this makes the ledger
 /// say so before any other money moves on the account.
 pub(crate) async fn expire_due_lots(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    let due: Vec<(i64, Credits)> = sqlx::query_as(
+    let due: Vec<(i64, Credits)> = sqlx::query_as(&b.sql(
         "SELECT id, remaining FROM lots WHERE account_id = ? AND expired_at IS NULL \
          AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, id",
-    )
+    ))
     .bind(account_id)
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
     for (lot_id, remaining) in due {
-        sqlx::query("UPDATE lots SET remaining = 0, expired_at = ? WHERE id = ?")
+        sqlx::query(&b.sql("UPDATE lots SET remaining = 0, expired_at = ? WHERE id = ?"))
             .bind(now)
             .bind(lot_id)
             .execute(&mut *conn)
@@ -278,6 +401,7 @@ pub(crate) async fn expire_due_lots(
         if remaining > 0 {
             append_entry(
                 conn,
+                b,
                 EntryDraft {
                     account_id,
                     kind: EntryKind::Expire,
@@ -301,15 +425,16 @@ pub(crate) async fn expire_due_lots(
 /// Turns a job's hold into a debit taken lot by lot, earliest expiry first. On
 /// insufficient credits nothing is written and the caller fails the job.
 pub(crate) async fn debit_job(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     job_id: &str,
     amount: Credits,
     actor: &str,
     now: UnixMillis,
 ) -> Result<LedgerEntry, StoreError> {
-    expire_due_lots(conn, account_id, now).await?;
-    let lots: Vec<LotState> = all_lots(conn, account_id)
+    expire_due_lots(conn, b, account_id, now).await?;
+    let lots: Vec<LotState> = all_lots(conn, b, account_id)
         .await?
         .iter()
         .map(lot_state)
@@ -322,7 +447,7 @@ pub(crate) async fn debit_job(
     })?;
     for a in &allocations {
         let moved = sqlx::query(
-            "UPDATE lots SET remaining = remaining - ? WHERE id = ? AND remaining >= ?",
+            &b.sql("UPDATE lots SET remaining = remaining - ? WHERE id = ? AND remaining >= ?"),
         )
         .bind(a.amount)
         .bind(a.lot_id)
@@ -336,13 +461,14 @@ pub(crate) async fn debit_job(
             )));
         }
     }
-    sqlx::query("UPDATE jobs SET held = 0, debited = ? WHERE id = ?")
+    sqlx::query(&b.sql("UPDATE jobs SET held = 0, debited = ? WHERE id = ?"))
         .bind(amount)
         .bind(job_id)
         .execute(&mut *conn)
         .await?;
     append_entry(
         conn,
+        b,
         EntryDraft {
             account_id,
             kind: EntryKind::Debit,
@@ -360,7 +486,8 @@ pub(crate) async fn debit_job(
 /// Gives a job's debit back, exactly once: to the lots it came from, or to a new
 /// refund lot for the share whose lot has expired since.
 pub(crate) async fn refund_job(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     job_id: &str,
     refund_grace_ms: i64,
@@ -368,13 +495,13 @@ pub(crate) async fn refund_job(
     now: UnixMillis,
 ) -> Result<Option<LedgerEntry>, StoreError> {
     let already: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM ledger_entries WHERE job_id = ? AND kind = 'REFUND'",
+        &b.sql("SELECT COUNT(*) FROM ledger_entries WHERE job_id = ? AND kind = 'REFUND'"),
     )
     .bind(job_id)
     .fetch_one(&mut *conn)
     .await?;
     let debit: Option<String> = sqlx::query_scalar(
-        "SELECT allocations FROM ledger_entries WHERE job_id = ? AND kind = 'DEBIT'",
+        &b.sql("SELECT allocations FROM ledger_entries WHERE job_id = ? AND kind = 'DEBIT'"),
     )
     .bind(job_id)
     .fetch_optional(&mut *conn)
@@ -384,8 +511,8 @@ pub(crate) async fn refund_job(
         return Ok(None);
     }
     let debit: Vec<Allocation> = serde_json::from_str(&debit)?;
-    expire_due_lots(conn, account_id, now).await?;
-    let lots: Vec<LotState> = all_lots(conn, account_id)
+    expire_due_lots(conn, b, account_id, now).await?;
+    let lots: Vec<LotState> = all_lots(conn, b, account_id)
         .await?
         .iter()
         .map(lot_state)
@@ -393,7 +520,7 @@ pub(crate) async fn refund_job(
     let plan = plan_refund(&debit, &lots, now, refund_grace_ms)?;
     let mut allocations = plan.to_lots.clone();
     for a in &plan.to_lots {
-        sqlx::query("UPDATE lots SET remaining = remaining + ? WHERE id = ?")
+        sqlx::query(&b.sql("UPDATE lots SET remaining = remaining + ? WHERE id = ?"))
             .bind(a.amount)
             .bind(a.lot_id)
             .execute(&mut *conn)
@@ -402,6 +529,7 @@ pub(crate) async fn refund_job(
     if plan.to_refund_lot > 0 {
         let lot = insert_lot(
             conn,
+            b,
             account_id,
             "refund",
             plan.to_refund_lot,
@@ -415,13 +543,14 @@ pub(crate) async fn refund_job(
         });
     }
     let total = plan.total();
-    sqlx::query("UPDATE jobs SET refunded = ? WHERE id = ?")
+    sqlx::query(&b.sql("UPDATE jobs SET refunded = ? WHERE id = ?"))
         .bind(total)
         .bind(job_id)
         .execute(&mut *conn)
         .await?;
     let entry = append_entry(
         conn,
+        b,
         EntryDraft {
             account_id,
             kind: EntryKind::Refund,
@@ -439,25 +568,27 @@ pub(crate) async fn refund_job(
 
 /// Drops a job's outstanding hold (cancelled or refused before its debit).
 pub(crate) async fn release_hold(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     account_id: &str,
     job_id: &str,
     actor: &str,
     now: UnixMillis,
 ) -> Result<Option<LedgerEntry>, StoreError> {
-    let held: Credits = sqlx::query_scalar("SELECT held FROM jobs WHERE id = ?")
+    let held: Credits = sqlx::query_scalar(&b.sql("SELECT held FROM jobs WHERE id = ?"))
         .bind(job_id)
         .fetch_one(&mut *conn)
         .await?;
     if held == 0 {
         return Ok(None);
     }
-    sqlx::query("UPDATE jobs SET held = 0 WHERE id = ?")
+    sqlx::query(&b.sql("UPDATE jobs SET held = 0 WHERE id = ?"))
         .bind(job_id)
         .execute(&mut *conn)
         .await?;
     let entry = append_entry(
         conn,
+        b,
         EntryDraft {
             account_id,
             kind: EntryKind::Release,
@@ -473,7 +604,7 @@ pub(crate) async fn release_hold(
     Ok(Some(entry))
 }
 
-fn entry_from_row(r: &SqliteRow) -> Result<LedgerEntry, StoreError> {
+pub(crate) fn entry_from_row(r: &AnyRow) -> Result<LedgerEntry, StoreError> {
     Ok(LedgerEntry {
         id: r.try_get("id")?,
         account_id: r.try_get("account_id")?,

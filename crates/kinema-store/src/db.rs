@@ -1,9 +1,9 @@
+use std::borrow::Cow;
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Once;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 use crate::StoreError;
 
@@ -14,6 +14,10 @@ pub struct StorePolicy {
     pub refund_on_cancel: bool,
     /// Life of the lot that takes refunds whose original lot has expired.
     pub refund_grace_ms: i64,
+    /// Grace and suspension limit of postpaid accounts in arrears (CONTRACT.md §4).
+    pub postpaid: kinema_ledger::PostpaidPolicy,
+    /// What one credit of a quote costs a postpaid account, in money.
+    pub usage_price: kinema_ledger::Money,
 }
 
 impl Default for StorePolicy {
@@ -21,45 +25,181 @@ impl Default for StorePolicy {
         Self {
             refund_on_cancel: true,
             refund_grace_ms: kinema_ledger::DEFAULT_REFUND_GRACE_MS,
+            postpaid: kinema_ledger::PostpaidPolicy::default(),
+            usage_price: kinema_ledger::Money::new(1, DEFAULT_CURRENCY),
         }
     }
 }
 
-/// The database. SQLite allows one writer at a time, so writes go through a pool of
-/// one connection (transactions queue in-process instead of failing with BUSY) and
-/// reads through their own pool, which WAL lets run beside the writer.
+/// The currency of the built-in catalogue and of postpaid usage by default.
+pub const DEFAULT_CURRENCY: kinema_ledger::Currency = kinema_ledger::Currency::EUR;
+
+/// Which database the store runs on. Queries are written once, with `?`
+/// placeholders and portable SQL; the few places the dialects differ ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The query in this backend's placeholder syntax (`$1, $2, …` on PostgreSQL).
+    pub(crate) fn sql(self, query: &str) -> Cow<'_, str> {
+        match self {
+            Backend::Sqlite => Cow::Borrowed(query),
+            Backend::Postgres => {
+                let mut out = String::with_capacity(query.len() + 16);
+                let mut n = 0;
+                let mut quoted = false;
+                for c in query.chars() {
+                    match c {
+                        '\'' => {
+                            quoted = !quoted;
+                            out.push(c);
+                        }
+                        '?' if !quoted => {
+                            n += 1;
+                            out.push('$');
+                            out.push_str(&n.to_string());
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Row lock on the rows a `SELECT` reads, held to the end of the transaction.
+    /// SQLite needs none: the store gives it a single writer.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// The database: SQLite (embedded default) or PostgreSQL (replicas sharing one).
+/// SQLite allows one writer at a time, so its writes go through a pool of one
+/// connection (transactions queue in-process instead of failing with BUSY) and reads
+/// through their own pool, which WAL lets run beside the writer. On PostgreSQL both
+/// are one pool, and money transactions lock the account row.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) write: SqlitePool,
-    pub(crate) read: SqlitePool,
+    pub(crate) write: AnyPool,
+    pub(crate) read: AnyPool,
+    pub(crate) backend: Backend,
     pub(crate) policy: StorePolicy,
 }
 
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up
-    /// to date. Commits are durable: WAL with `synchronous=FULL`.
+    /// Opens `sqlite://PATH` or `postgres://…` and brings its schema up to date.
+    pub async fn open(url: &str, policy: StorePolicy) -> Result<Store, StoreError> {
+        install_drivers();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Self::open_sqlite(Path::new(path), policy).await;
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Invalid(format!(
+                "database URL must start with sqlite:// or postgres://, got {url:?}"
+            )));
+        }
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            write: pool.clone(),
+            read: pool,
+            backend: Backend::Postgres,
+            policy,
+        })
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path`. Commits are durable:
+    /// WAL with `synchronous=FULL`.
     pub async fn open_sqlite(path: &Path, policy: StorePolicy) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
+        install_drivers();
+        let path = path
+            .to_str()
+            .ok_or_else(|| StoreError::Invalid(format!("database path {path:?} is not UTF-8")))?;
+        let writer: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
+        let write = AnyPoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+            .connect_with(writer)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
+        let reader: AnyConnectOptions = format!("sqlite://{path}?mode=ro").parse()?;
+        let read = AnyPoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+            .connect_with(reader)
             .await?;
         Ok(Store {
             write,
             read,
+            backend: Backend::Sqlite,
             policy,
         })
+    }
+
+    /// Opens an existing database only to read it (`kinema ledger verify`): no schema
+    /// change and no write; a missing SQLite file is an error, not created. Both pools
+    /// are read-only, so any write through this store fails.
+    pub async fn open_read_only(url: &str, policy: StorePolicy) -> Result<Store, StoreError> {
+        install_drivers();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if !Path::new(path).is_file() {
+                return Err(StoreError::Invalid(format!("no database at {path:?}")));
+            }
+            let options: AnyConnectOptions = format!("sqlite://{path}?mode=ro").parse()?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(2)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await?;
+            return Ok(Store {
+                write: pool.clone(),
+                read: pool,
+                backend: Backend::Sqlite,
+                policy,
+            });
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Invalid(format!(
+                "database URL must start with sqlite:// or postgres://, got {url:?}"
+            )));
+        }
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            write: pool.clone(),
+            read: pool,
+            backend: Backend::Postgres,
+            policy,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn policy(&self) -> &StorePolicy {
@@ -72,7 +212,33 @@ impl Store {
     }
 }
 
+async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // journal_mode answers with a row; the others are silent.
+    conn.fetch_all("PRAGMA journal_mode = WAL").await?;
+    conn.execute(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000",
+    )
+    .await?;
+    let _ = conn.ping().await;
+    Ok(())
+}
+
 /// A fresh random identifier with a readable prefix (`job_…`, `acct_…`).
 pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_outside_quotes() {
+        let q = "SELECT * FROM t WHERE a = ? AND b = '?' AND c IN (?, ?)";
+        assert_eq!(Backend::Sqlite.sql(q), q);
+        assert_eq!(
+            Backend::Postgres.sql(q),
+            "SELECT * FROM t WHERE a = $1 AND b = '?' AND c IN ($2, $3)"
+        );
+    }
 }

@@ -22,8 +22,23 @@ pub enum StoreError {
     Invalid(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
-    #[error("ledger rule: {0}")]
+    #[error("{0}")]
     Ledger(#[from] kinema_ledger::LedgerError),
+    #[error("payment_ref {payment_ref:?} was already used for {used_for}")]
+    PaymentRefConflict {
+        payment_ref: String,
+        used_for: String,
+    },
+    #[error("the account is {status}")]
+    AccountClosed { status: String },
+    #[error("the account is {actual}: {what} needs a {needed} account")]
+    BillingMode {
+        actual: crate::BillingMode,
+        needed: crate::BillingMode,
+        what: &'static str,
+    },
+    #[error("account deletion refused: {}", crate::DeletionRefusal::describe_all(.0))]
+    DeletionRefused(Vec<crate::DeletionRefusal>),
 }
 
 impl From<serde_json::Error> for StoreError {

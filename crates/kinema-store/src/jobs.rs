@@ -1,15 +1,16 @@
 use kinema_ledger::UnixMillis;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::credits::{
-    append_entry, available_credits, expire_due_lots, refund_job, release_hold, require_account,
-    EntryDraft,
+    append_entry, available_credits, expire_due_lots, lock_account, lock_job_account, refund_job,
+    release_hold, EntryDraft,
 };
 use crate::db::new_id;
+use crate::db::Backend;
 use crate::{
-    AccountStatus, Artifact, CancelOutcome, EntryKind, Failure, Job, JobState, NewJob, Store,
-    StoreError, Submitted,
+    AccountStatus, Artifact, BillingMode, CancelOutcome, EntryKind, Failure, Job, JobBilling,
+    JobState, NewJob, Store, StoreError, Submitted,
 };
 
 impl Store {
@@ -21,20 +22,46 @@ impl Store {
         actor: &str,
         now: UnixMillis,
     ) -> Result<Submitted, StoreError> {
+        let b = self.backend;
         if new.quote <= 0 {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
         let mut tx = self.write.begin().await?;
-        let status = require_account(&mut tx, &new.account_id).await?;
-        if status != AccountStatus::Active {
+        let account = lock_account(&mut tx, b, &new.account_id).await?;
+        if account.status != AccountStatus::Active {
             return Err(StoreError::AccountNotActive {
-                status: status.to_string(),
+                status: account.status.to_string(),
             });
         }
+        // A postpaid account is charged in money on success, at a price fixed now;
+        // while suspended by arrears it takes no new jobs.
+        let price = match account.billing {
+            BillingMode::Prepaid => None,
+            BillingMode::Postpaid => {
+                let postpaid = crate::postpaid::load_postpaid(&mut tx, b, &new.account_id)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("postpaid account without a balance".into())
+                    })?;
+                kinema_ledger::postpaid_can_submit(&postpaid, &self.policy.postpaid, now).map_err(
+                    |e| match e {
+                        kinema_ledger::LedgerError::AccountSuspended => {
+                            StoreError::AccountNotActive {
+                                status: "suspended (in arrears)".into(),
+                            }
+                        }
+                        other => StoreError::AccountNotActive {
+                            status: other.to_string(),
+                        },
+                    },
+                )?;
+                Some(self.policy.usage_price.checked_mul(new.quote)?)
+            }
+        };
         if let Some(key) = &new.idempotency_key {
-            let existing = sqlx::query(
+            let existing = sqlx::query(&b.sql(
                 "SELECT id, request_hash FROM jobs WHERE account_id = ? AND idempotency_key = ?",
-            )
+            ))
             .bind(&new.account_id)
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -45,38 +72,46 @@ impl Store {
                     return Err(StoreError::IdempotencyConflict);
                 }
                 let id: String = row.try_get("id")?;
-                let job = load_job(&mut tx, &id)
+                let job = load_job(&mut tx, b, &id)
                     .await?
                     .ok_or(StoreError::NotFound("job"))?;
                 return Ok(Submitted::Existing(job));
             }
         }
         if let Some(external_id) = &new.external_id {
-            let taken: Option<String> =
-                sqlx::query_scalar("SELECT id FROM jobs WHERE account_id = ? AND external_id = ?")
-                    .bind(&new.account_id)
-                    .bind(external_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let taken: Option<String> = sqlx::query_scalar(
+                &b.sql("SELECT id FROM jobs WHERE account_id = ? AND external_id = ?"),
+            )
+            .bind(&new.account_id)
+            .bind(external_id)
+            .fetch_optional(&mut *tx)
+            .await?;
             if let Some(job_id) = taken {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
-        expire_due_lots(&mut tx, &new.account_id, now).await?;
-        let available = available_credits(&mut tx, &new.account_id, now).await?;
-        if available < new.quote {
-            // Dropping the transaction rolls back: a refused request changes nothing.
-            return Err(StoreError::InsufficientCredits {
-                needed: new.quote,
-                available,
-            });
+        if price.is_none() {
+            expire_due_lots(&mut tx, b, &new.account_id, now).await?;
+            let available = available_credits(&mut tx, b, &new.account_id, now).await?;
+            if available < new.quote {
+                // Dropping the transaction rolls back: a refused request changes nothing.
+                return Err(StoreError::InsufficientCredits {
+                    needed: new.quote,
+                    available,
+                });
+            }
         }
         let id = new_id("job");
+        let (billing, held) = match price {
+            None => (JobBilling::Credits, new.quote),
+            Some(_) => (JobBilling::Postpaid, 0),
+        };
         sqlx::query(
-            "INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
+            &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
              prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
-             output_format, callback_url, metadata, state, quoted, held, progress_total, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?)",
+             output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
+             billing, price_minor, price_currency) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)"),
         )
         .bind(&id)
         .bind(&new.account_id)
@@ -86,38 +121,44 @@ impl Store {
         .bind(&new.model)
         .bind(&new.prompt)
         .bind(&new.negative_prompt)
-        .bind(new.width)
-        .bind(new.height)
-        .bind(new.num_frames)
-        .bind(new.fps)
-        .bind(new.steps)
-        .bind(new.guidance_scale)
+        .bind(i64::from(new.width))
+        .bind(i64::from(new.height))
+        .bind(i64::from(new.num_frames))
+        .bind(i64::from(new.fps))
+        .bind(i64::from(new.steps))
+        .bind(f64::from(new.guidance_scale))
         // SQLite integers are i64: the seed's bits are stored as-is.
         .bind(new.seed as i64)
         .bind(&new.output_format)
         .bind(&new.callback_url)
         .bind(serde_json::to_string(&new.metadata)?)
         .bind(new.quote)
-        .bind(new.quote)
-        .bind(new.steps)
+        .bind(held)
+        .bind(i64::from(new.steps))
         .bind(now)
+        .bind(billing.as_str())
+        .bind(price.map(|p| p.minor))
+        .bind(price.map(|p| p.currency.as_str().to_string()))
         .execute(&mut *tx)
         .await?;
-        append_entry(
-            &mut tx,
-            EntryDraft {
-                account_id: &new.account_id,
-                kind: EntryKind::Hold,
-                amount: new.quote,
-                allocations: &[],
-                job_id: Some(&id),
-                actor,
-                memo: "",
-            },
-            now,
-        )
-        .await?;
-        let job = load_job(&mut tx, &id)
+        if billing == JobBilling::Credits {
+            append_entry(
+                &mut tx,
+                b,
+                EntryDraft {
+                    account_id: &new.account_id,
+                    kind: EntryKind::Hold,
+                    amount: new.quote,
+                    allocations: &[],
+                    job_id: Some(&id),
+                    actor,
+                    memo: "",
+                },
+                now,
+            )
+            .await?;
+        }
+        let job = load_job(&mut tx, b, &id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
@@ -130,8 +171,9 @@ impl Store {
         account_id: Option<&str>,
         id: &str,
     ) -> Result<Option<Job>, StoreError> {
+        let b = self.backend;
         let mut conn = self.read.acquire().await?;
-        let job = load_job(&mut conn, id).await?;
+        let job = load_job(&mut conn, b, id).await?;
         Ok(job.filter(|j| account_id.is_none_or(|a| a == j.account_id)))
     }
 
@@ -143,23 +185,25 @@ impl Store {
         before_seq: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
+        let b = self.backend;
         let mut conn = self.read.acquire().await?;
-        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        let states_json = serde_json::to_string(&states)?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE account_id = ? AND seq < ? \
-             AND (? = '[]' OR state IN (SELECT value FROM json_each(?))) ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(account_id)
-        .bind(before_seq)
-        .bind(&states_json)
-        .bind(&states_json)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+        let state_filter = if states.is_empty() {
+            String::new()
+        } else {
+            format!(" AND state IN ({})", vec!["?"; states.len()].join(", "))
+        };
+        let sql = format!(
+            "SELECT id FROM jobs WHERE account_id = ? AND seq < ?{state_filter} ORDER BY seq DESC LIMIT ?"
+        );
+        let sql = b.sql(&sql);
+        let mut query = sqlx::query_scalar(&sql).bind(account_id).bind(before_seq);
+        for state in states {
+            query = query.bind(state.as_str());
+        }
+        let ids: Vec<String> = query.bind(i64::from(limit)).fetch_all(&mut *conn).await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
-            jobs.extend(load_job(&mut conn, &id).await?);
+            jobs.extend(load_job(&mut conn, b, &id).await?);
         }
         Ok(jobs)
     }
@@ -174,19 +218,23 @@ impl Store {
         actor: &str,
         now: UnixMillis,
     ) -> Result<CancelOutcome, StoreError> {
+        let b = self.backend;
         let mut tx = self.write.begin().await?;
-        let job = load_job(&mut tx, id)
+        if lock_job_account(&mut tx, b, id).await?.as_deref() != Some(account_id) {
+            return Err(StoreError::NotFound("job"));
+        }
+        let job = load_job(&mut tx, b, id)
             .await?
-            .filter(|j| j.account_id == account_id)
             .ok_or(StoreError::NotFound("job"))?;
         let stop_requested = match job.state {
             JobState::Queued => {
-                set_terminal(&mut tx, id, JobState::Cancelled, None, now).await?;
-                release_hold(&mut tx, account_id, id, actor, now).await?;
+                set_terminal(&mut tx, b, id, JobState::Cancelled, None, now).await?;
+                release_hold(&mut tx, b, account_id, id, actor, now).await?;
                 // A queued retry was already debited: cancelling gives it back.
                 if self.policy.refund_on_cancel {
                     refund_job(
                         &mut tx,
+                        b,
                         account_id,
                         id,
                         self.policy.refund_grace_ms,
@@ -198,7 +246,7 @@ impl Store {
                 false
             }
             JobState::Running => {
-                sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+                sqlx::query(&b.sql("UPDATE jobs SET cancel_requested = 1 WHERE id = ?"))
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
@@ -206,7 +254,7 @@ impl Store {
             }
             _ => false,
         };
-        let job = load_job(&mut tx, id)
+        let job = load_job(&mut tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
@@ -218,20 +266,21 @@ impl Store {
 }
 
 pub(crate) async fn set_terminal(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     id: &str,
     state: JobState,
     failure: Option<&Failure>,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query(&b.sql(
         "UPDATE jobs SET state = ?, failure_code = ?, failure_message = ?, failure_retryable = ?, \
          finished_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-    )
+    ))
     .bind(state.as_str())
     .bind(failure.map(|f| f.code.as_str()))
     .bind(failure.map(|f| f.message.as_str()))
-    .bind(failure.map(|f| f.retryable))
+    .bind(failure.map(|f| i64::from(f.retryable)))
     .bind(now)
     .bind(id)
     .execute(&mut *conn)
@@ -240,10 +289,11 @@ pub(crate) async fn set_terminal(
 }
 
 pub(crate) async fn load_job(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     id: &str,
 ) -> Result<Option<Job>, StoreError> {
-    let Some(row) = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+    let Some(row) = sqlx::query(&b.sql("SELECT * FROM jobs WHERE id = ?"))
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -251,30 +301,29 @@ pub(crate) async fn load_job(
         return Ok(None);
     };
     let mut job = job_from_row(&row)?;
-    let artifacts = sqlx::query(
-        // Expired artifacts stay listed (with their past `expires_at`), so a download
-        // can say ARTIFACT_EXPIRED rather than "never existed".
-        "SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    // Expired artifacts stay listed (with their past `expires_at`), so a download can
+    // say ARTIFACT_EXPIRED rather than "never existed".
+    let artifacts = sqlx::query(&b.sql("SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind"))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
     job.artifacts = artifacts
         .iter()
         .map(artifact_from_row)
         .collect::<Result<_, _>>()?;
     if job.state == JobState::Queued {
-        let ahead: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND seq < ?")
-                .bind(job.seq)
-                .fetch_one(&mut *conn)
-                .await?;
+        let ahead: i64 = sqlx::query_scalar(
+            &b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND seq < ?"),
+        )
+        .bind(job.seq)
+        .fetch_one(&mut *conn)
+        .await?;
         job.queue_position = Some(ahead as u32);
     }
     Ok(Some(job))
 }
 
-fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
+fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
     let failure = match r.try_get::<Option<String>, _>("failure_code")? {
         Some(code) => Some(Failure {
             code,
@@ -282,8 +331,8 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
                 .try_get::<Option<String>, _>("failure_message")?
                 .unwrap_or_default(),
             retryable: r
-                .try_get::<Option<bool>, _>("failure_retryable")?
-                .unwrap_or(false),
+                .try_get::<Option<i64>, _>("failure_retryable")?
+                .is_some_and(|v| v != 0),
         }),
         None => None,
     };
@@ -296,12 +345,12 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         model: r.try_get("model")?,
         prompt: r.try_get("prompt")?,
         negative_prompt: r.try_get("negative_prompt")?,
-        width: r.try_get("width")?,
-        height: r.try_get("height")?,
-        num_frames: r.try_get("num_frames")?,
-        fps: r.try_get("fps")?,
-        steps: r.try_get("steps")?,
-        guidance_scale: r.try_get("guidance_scale")?,
+        width: get_u32(r, "width")?,
+        height: get_u32(r, "height")?,
+        num_frames: get_u32(r, "num_frames")?,
+        fps: get_u32(r, "fps")?,
+        steps: get_u32(r, "steps")?,
+        guidance_scale: r.try_get::<f64, _>("guidance_scale")? as f32,
         seed: r.try_get::<i64, _>("seed")? as u64,
         output_format: r.try_get("output_format")?,
         callback_url: r.try_get("callback_url")?,
@@ -311,25 +360,39 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
             .try_get::<Option<String>, _>("stage")?
             .map(|s| s.parse())
             .transpose()?,
-        progress_step: r.try_get("progress_step")?,
-        progress_total: r.try_get("progress_total")?,
+        progress_step: get_u32(r, "progress_step")?,
+        progress_total: get_u32(r, "progress_total")?,
         quoted: r.try_get("quoted")?,
         held: r.try_get("held")?,
         debited: r.try_get("debited")?,
         refunded: r.try_get("refunded")?,
         failure,
-        cancel_requested: r.try_get("cancel_requested")?,
-        attempts: r.try_get("attempts")?,
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
+        attempts: get_u32(r, "attempts")?,
         usage: serde_json::from_str(&r.try_get::<String, _>("usage")?)?,
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         artifacts: Vec::new(),
         queue_position: None,
+        billing: r.try_get::<String, _>("billing")?.parse()?,
+        price: match (
+            r.try_get::<Option<i64>, _>("price_minor")?,
+            r.try_get::<Option<String>, _>("price_currency")?,
+        ) {
+            (Some(minor), Some(currency)) => Some(kinema_ledger::Money::new(
+                minor,
+                currency
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("job price: {e}")))?,
+            )),
+            _ => None,
+        },
+        charged_minor: r.try_get("charged_minor")?,
     })
 }
 
-fn artifact_from_row(r: &SqliteRow) -> Result<Artifact, StoreError> {
+fn artifact_from_row(r: &AnyRow) -> Result<Artifact, StoreError> {
     Ok(Artifact {
         kind: r.try_get::<String, _>("kind")?.parse()?,
         mime: r.try_get("mime")?,
@@ -338,4 +401,9 @@ fn artifact_from_row(r: &SqliteRow) -> Result<Artifact, StoreError> {
         location: r.try_get("location")?,
         expires_at: r.try_get("expires_at")?,
     })
+}
+
+fn get_u32(r: &AnyRow, column: &str) -> Result<u32, StoreError> {
+    let v: i64 = r.try_get(column)?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} = {v} is out of range")))
 }

@@ -1,7 +1,7 @@
 use kinema_ledger::UnixMillis;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::new_id;
@@ -45,10 +45,10 @@ impl Store {
             last_used_at: None,
             revoked_at: None,
         };
-        sqlx::query(
+        sqlx::query(&self.backend.sql(
             "INSERT INTO api_keys (id, role, account_id, name, prefix, secret_hash, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&key.id)
         .bind(role.as_str())
         .bind(&key.account_id)
@@ -68,20 +68,27 @@ impl Store {
         secret: &str,
         now: UnixMillis,
     ) -> Result<Option<ApiKey>, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL")
-                .bind(hash_secret(secret))
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            &self
+                .backend
+                .sql("SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL"),
+        )
+        .bind(hash_secret(secret))
+        .fetch_optional(&self.read)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let mut key = key_from_row(&row)?;
         // Recording last use costs a write; once a minute per key is enough.
         if key.last_used_at.is_none_or(|t| now - t >= 60_000) {
-            sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
-                .bind(now)
-                .bind(&key.id)
-                .execute(&self.write)
-                .await?;
+            sqlx::query(
+                &self
+                    .backend
+                    .sql("UPDATE api_keys SET last_used_at = ? WHERE id = ?"),
+            )
+            .bind(now)
+            .bind(&key.id)
+            .execute(&self.write)
+            .await?;
             key.last_used_at = Some(now);
         }
         Ok(Some(key))
@@ -90,15 +97,23 @@ impl Store {
     pub async fn list_api_keys(&self, account_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {
         let rows = match account_id {
             Some(id) => {
-                sqlx::query("SELECT * FROM api_keys WHERE account_id = ? ORDER BY created_at, id")
-                    .bind(id)
-                    .fetch_all(&self.read)
-                    .await?
+                sqlx::query(
+                    &self
+                        .backend
+                        .sql("SELECT * FROM api_keys WHERE account_id = ? ORDER BY created_at, id"),
+                )
+                .bind(id)
+                .fetch_all(&self.read)
+                .await?
             }
             None => {
-                sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
-                    .fetch_all(&self.read)
-                    .await?
+                sqlx::query(
+                    &self
+                        .backend
+                        .sql("SELECT * FROM api_keys ORDER BY created_at, id"),
+                )
+                .fetch_all(&self.read)
+                .await?
             }
         };
         rows.iter().map(key_from_row).collect()
@@ -109,12 +124,16 @@ impl Store {
         key_id: &str,
         now: UnixMillis,
     ) -> Result<ApiKey, StoreError> {
-        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-            .bind(now)
-            .bind(key_id)
-            .execute(&self.write)
-            .await?;
-        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+        sqlx::query(
+            &self
+                .backend
+                .sql("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"),
+        )
+        .bind(now)
+        .bind(key_id)
+        .execute(&self.write)
+        .await?;
+        let row = sqlx::query(&self.backend.sql("SELECT * FROM api_keys WHERE id = ?"))
             .bind(key_id)
             .fetch_optional(&self.write)
             .await?
@@ -124,7 +143,9 @@ impl Store {
 
     pub async fn count_live_keys(&self, role: Role) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_keys WHERE role = ? AND revoked_at IS NULL",
+            &self
+                .backend
+                .sql("SELECT COUNT(*) FROM api_keys WHERE role = ? AND revoked_at IS NULL"),
         )
         .bind(role.as_str())
         .fetch_one(&self.read)
@@ -132,7 +153,7 @@ impl Store {
     }
 }
 
-fn key_from_row(r: &SqliteRow) -> Result<ApiKey, StoreError> {
+fn key_from_row(r: &AnyRow) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
         id: r.try_get("id")?,
         role: r.try_get::<String, _>("role")?.parse()?,

@@ -3,17 +3,28 @@
 //! other. SQLite (WAL, `synchronous=FULL`) is the embedded backend.
 
 mod accounts;
+mod bench;
+mod catalog;
 mod credits;
 mod db;
 mod error;
+mod events;
 mod jobs;
 mod keys;
+mod lifecycle;
+mod postpaid;
+mod purchases;
 mod retention;
+mod subscriptions;
 mod types;
+mod verify;
 mod worker;
 
-pub use db::{Store, StorePolicy};
+pub use catalog::ItemKind;
+pub use db::{Backend, Store, StorePolicy, DEFAULT_CURRENCY};
 pub use error::StoreError;
+pub use purchases::MAX_PAYMENT_REF_CHARS;
 pub use retention::ExpiredArtifact;
 pub use types::*;
+pub use verify::LedgerExport;
 pub use worker::{Leased, ProgressAck, RecoveryReport};

@@ -19,12 +19,12 @@ impl Store {
         now: UnixMillis,
         limit: u32,
     ) -> Result<Vec<ExpiredArtifact>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, String)> = sqlx::query_as(&self.backend.sql(
             "SELECT job_id, kind, location FROM artifacts WHERE deleted_at IS NULL \
              AND expires_at <= ? ORDER BY expires_at LIMIT ?",
-        )
+        ))
         .bind(now)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         Ok(rows
@@ -43,7 +43,9 @@ impl Store {
         kind: &str,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE artifacts SET deleted_at = ? WHERE job_id = ? AND kind = ? AND deleted_at IS NULL")
+        sqlx::query(&self.backend.sql(
+            "UPDATE artifacts SET deleted_at = ? WHERE job_id = ? AND kind = ? AND deleted_at IS NULL",
+        ))
             .bind(now)
             .bind(job_id)
             .bind(kind)

@@ -34,7 +34,11 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(AccountStatus { Active => "active", Suspended => "suspended", Terminated => "terminated" });
+text_enum!(AccountStatus {
+    Active => "active", Suspended => "suspended", Terminated => "terminated", Deleted => "deleted",
+});
+text_enum!(BillingMode { Prepaid => "prepaid", Postpaid => "postpaid" });
+text_enum!(JobBilling { Credits => "credits", Postpaid => "postpaid" });
 text_enum!(Role { Admin => "admin", Platform => "platform", Account => "account" });
 text_enum!(JobState {
     Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED",
@@ -63,7 +67,14 @@ pub struct Account {
     pub id: String,
     pub name: String,
     pub external_id: Option<String>,
+    /// As the operator (or the sweeper) last set it. A postpaid account in arrears
+    /// past its grace is suspended by the clock before the sweeper records it: see
+    /// [`crate::AccountView`].
     pub status: AccountStatus,
+    pub billing: BillingMode,
+    /// Why it is suspended or terminated ("operator", "violation", "arrears", ...).
+    pub status_reason: String,
+    pub status_changed_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
 }
 
@@ -209,6 +220,12 @@ pub struct Job {
     pub artifacts: Vec<Artifact>,
     /// Jobs ahead of this one, while queued.
     pub queue_position: Option<u32>,
+    /// Credits (hold, debit, refund) or postpaid (charged `price` in money on success).
+    pub billing: JobBilling,
+    /// Postpaid: what success costs, fixed at submission.
+    pub price: Option<kinema_ledger::Money>,
+    /// Postpaid: what was charged (minor units of `price`'s currency).
+    pub charged_minor: i64,
 }
 
 /// How a submission ended when it did not fail.
@@ -232,4 +249,194 @@ pub struct CancelOutcome {
     pub job: Job,
     /// The job is running: it stops at its next step (the worker finishes the cancel).
     pub stop_requested: bool,
+}
+
+text_enum!(BillingEventKind {
+    PackPurchase => "PACK_PURCHASE",
+    Charge => "CHARGE",
+    RefundOwed => "REFUND_OWED",
+    UsageCharge => "USAGE_CHARGE",
+    TopUp => "TOP_UP",
+    TrialStarted => "TRIAL_STARTED",
+    SubscriptionStarted => "SUBSCRIPTION_STARTED",
+    SubscriptionQueued => "SUBSCRIPTION_QUEUED",
+    SubscriptionRenewed => "SUBSCRIPTION_RENEWED",
+    CancellationScheduled => "CANCELLATION_SCHEDULED",
+    CancellationWithdrawn => "CANCELLATION_WITHDRAWN",
+    SubscriptionEnded => "SUBSCRIPTION_ENDED",
+    ArrearsStarted => "ARREARS_STARTED",
+    ArrearsSuspended => "ARREARS_SUSPENDED",
+    ArrearsTerminated => "ARREARS_TERMINATED",
+    Reactivated => "REACTIVATED",
+    AccountSuspended => "ACCOUNT_SUSPENDED",
+    AccountReinstated => "ACCOUNT_REINSTATED",
+    AccountTerminated => "ACCOUNT_TERMINATED",
+    AccountDeleted => "ACCOUNT_DELETED",
+});
+
+impl BillingEventKind {
+    /// Money the platform collects from its customer (and keeps).
+    pub fn is_collected(self) -> bool {
+        matches!(self, Self::PackPurchase | Self::Charge)
+    }
+}
+
+/// A billing event as stored (append-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingEvent {
+    pub id: i64,
+    pub account_id: String,
+    pub kind: BillingEventKind,
+    /// Never negative; the kind says which way it goes.
+    pub amount: Option<kinema_ledger::Money>,
+    pub subscription_id: Option<String>,
+    pub plan_id: Option<String>,
+    pub job_id: Option<String>,
+    pub payment_ref: Option<String>,
+    /// The effect as the rules wrote it (JSON).
+    pub detail: String,
+    /// The instant it belongs to (a renewal caught up late lies in the past).
+    pub effective_at: UnixMillis,
+    pub created_at: UnixMillis,
+}
+
+/// A payment the platform recorded (its `payment_ref` is the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_ref: String,
+    pub account_id: String,
+    /// `pack`, `subscription` or `top_up`.
+    pub kind: String,
+    pub item_id: String,
+    pub amount: kinema_ledger::Money,
+    pub created_at: UnixMillis,
+}
+
+/// A pack bought (or the same `payment_ref` presented again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackPurchased {
+    pub payment: Payment,
+    pub lot: Lot,
+    /// False when the `payment_ref` had been recorded before: nothing new was granted.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialStarted {
+    pub trial: kinema_ledger::TrialRecord,
+    pub lot: Lot,
+}
+
+/// The account's plans after a change, with what the change wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    pub state: kinema_ledger::SubscriptionState,
+    pub effects: Vec<kinema_ledger::SubscriptionEffect>,
+    /// Lots the change granted.
+    pub lots: Vec<Lot>,
+    /// Billing events the change wrote (charges, refunds owed, state changes).
+    pub events: Vec<BillingEvent>,
+    /// False when the `payment_ref` had been recorded before: nothing was changed.
+    pub created: bool,
+}
+
+/// Which plan a cancellation is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelTarget {
+    /// The subscription in force.
+    Current,
+    /// The plan queued to start after it (full refund).
+    Queued,
+    /// Whichever of the two has this id.
+    Id(String),
+}
+
+/// A postpaid account after a top-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToppedUp {
+    pub account: kinema_ledger::PostpaidAccount,
+    pub effects: Vec<kinema_ledger::PostpaidEffect>,
+    pub created: bool,
+}
+
+/// One reason an owner's deletion request is refused (CONTRACT.md §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletionRefusal {
+    /// Credits in unexpired lots.
+    Credits { credits: Credits },
+    /// A postpaid balance other than zero (owed either way).
+    Money { balance: kinema_ledger::Money },
+    /// Jobs queued or running.
+    UnfinishedJobs { count: i64 },
+    /// A subscription current or queued.
+    RunningSubscription { plan_ids: Vec<String> },
+    /// Accounts younger than the minimum age cannot be deleted.
+    TooYoung {
+        created_at: UnixMillis,
+        deletable_from: UnixMillis,
+    },
+}
+
+impl DeletionRefusal {
+    /// The stable code of the reason (ErrorInfo metadata key).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Credits { .. } => "HAS_CREDITS",
+            Self::Money { .. } => "HAS_MONEY_BALANCE",
+            Self::UnfinishedJobs { .. } => "UNFINISHED_JOBS",
+            Self::RunningSubscription { .. } => "RUNNING_SUBSCRIPTION",
+            Self::TooYoung { .. } => "ACCOUNT_TOO_YOUNG",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Credits { credits } => format!("the account holds {credits} credits"),
+            Self::Money { balance } => format!(
+                "the account's money balance is {} {}, not zero",
+                balance.minor, balance.currency
+            ),
+            Self::UnfinishedJobs { count } => format!("{count} job(s) are queued or running"),
+            Self::RunningSubscription { plan_ids } => {
+                format!("a subscription is running ({})", plan_ids.join(", "))
+            }
+            Self::TooYoung { deletable_from, .. } => format!(
+                "the account is younger than the minimum age; it can be deleted from {deletable_from} (Unix ms)"
+            ),
+        }
+    }
+
+    pub fn describe_all(all: &[DeletionRefusal]) -> String {
+        all.iter()
+            .map(|r| format!("{}: {}", r.code(), r.describe()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What an account change (suspend, reinstate, terminate, delete) did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountChange {
+    pub account: Account,
+    /// Queued jobs cancelled (their holds released).
+    pub cancelled: Vec<Job>,
+    /// Running jobs asked to stop.
+    pub stopping: Vec<String>,
+    /// Credits forfeited (termination for violation).
+    pub forfeited: Credits,
+}
+
+/// An account with what its status depends on besides the row: the postpaid phase
+/// (arrears suspend and terminate by the clock), the trial and the plans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountView {
+    pub account: Account,
+    /// Effective at `now`: a postpaid account past its grace is suspended even
+    /// before the sweeper records it.
+    pub status: AccountStatus,
+    pub postpaid: Option<(
+        kinema_ledger::PostpaidAccount,
+        kinema_ledger::PostpaidStatus,
+    )>,
+    pub trial: Option<kinema_ledger::TrialRecord>,
 }

@@ -2,10 +2,14 @@
 //! and the three endings, each with its money effect in the same transaction.
 
 use kinema_ledger::UnixMillis;
+use sqlx::AnyConnection;
 
-use crate::credits::{debit_job, refund_job, release_hold};
+use crate::credits::{debit_job, lock_job_account, refund_job, release_hold, require_account};
+use crate::db::Backend;
 use crate::jobs::{load_job, set_terminal};
-use crate::{Artifact, Failure, Job, JobState, Stage, Store, StoreError, Usage};
+use crate::{
+    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, Stage, Store, StoreError, Usage,
+};
 
 /// What one lease attempt did.
 #[derive(Debug, Default)]
@@ -41,20 +45,37 @@ impl Store {
         lease_ms: i64,
         now: UnixMillis,
     ) -> Result<Leased, StoreError> {
+        let b = self.backend;
         let mut outcome = Leased::default();
         loop {
             let mut tx = self.write.begin().await?;
-            let next: Option<(String, String, i64, i64)> = sqlx::query_as(
-                "SELECT id, account_id, quoted, debited FROM jobs WHERE state = 'QUEUED' \
-                 ORDER BY seq LIMIT 1",
+            let candidate: Option<String> = sqlx::query_scalar(
+                &b.sql("SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY seq LIMIT 1"),
             )
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((id, account_id, quoted, debited)) = next else {
+            let Some(candidate) = candidate else {
                 return Ok(outcome);
             };
-            if debited == 0 {
-                match debit_job(&mut tx, &account_id, &id, quoted, WORKER, now).await {
+            // Account first, then the job row (the store's lock order); another worker
+            // may have taken the job meanwhile, in which case look again.
+            lock_job_account(&mut tx, b, &candidate).await?;
+            let sql = format!(
+                "SELECT id, account_id, quoted, debited, billing FROM jobs WHERE id = ? \
+                 AND state = 'QUEUED'{}",
+                b.for_update()
+            );
+            let next: Option<(String, String, i64, i64, String)> = sqlx::query_as(&b.sql(&sql))
+                .bind(&candidate)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((id, account_id, quoted, debited, billing)) = next else {
+                tx.commit().await?;
+                continue;
+            };
+            // Postpaid jobs hold and debit no credits: they are charged on success.
+            if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
+                match debit_job(&mut tx, b, &account_id, &id, quoted, WORKER, now).await {
                     Ok(_) => {}
                     Err(StoreError::InsufficientCredits { needed, available }) => {
                         let failure = Failure {
@@ -64,9 +85,10 @@ impl Store {
                             ),
                             retryable: false,
                         };
-                        set_terminal(&mut tx, &id, JobState::Failed, Some(&failure), now).await?;
-                        release_hold(&mut tx, &account_id, &id, WORKER, now).await?;
-                        let job = load_job(&mut tx, &id)
+                        set_terminal(&mut tx, b, &id, JobState::Failed, Some(&failure), now)
+                            .await?;
+                        release_hold(&mut tx, b, &account_id, &id, WORKER, now).await?;
+                        let job = load_job(&mut tx, b, &id)
                             .await?
                             .ok_or(StoreError::NotFound("job"))?;
                         tx.commit().await?;
@@ -76,11 +98,11 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             }
-            sqlx::query(
+            sqlx::query(&b.sql(
                 "UPDATE jobs SET state = 'RUNNING', stage = ?, progress_step = 0, \
                  attempts = attempts + 1, started_at = COALESCE(started_at, ?), lease_owner = ?, \
                  lease_expires_at = ? WHERE id = ?",
-            )
+            ))
             .bind(Stage::EncodingText.as_str())
             .bind(now)
             .bind(owner)
@@ -88,7 +110,7 @@ impl Store {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-            let job = load_job(&mut tx, &id)
+            let job = load_job(&mut tx, b, &id)
                 .await?
                 .ok_or(StoreError::NotFound("job"))?;
             tx.commit().await?;
@@ -108,19 +130,22 @@ impl Store {
         lease_ms: i64,
         now: UnixMillis,
     ) -> Result<ProgressAck, StoreError> {
-        let cancel: Option<bool> = sqlx::query_scalar(
+        let b = self.backend;
+        let cancel: Option<i64> = sqlx::query_scalar(&b.sql(
             "UPDATE jobs SET stage = ?, progress_step = ?, lease_expires_at = ? \
              WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? RETURNING cancel_requested",
-        )
+        ))
         .bind(stage.as_str())
-        .bind(step)
+        .bind(i64::from(step))
         .bind(now.saturating_add(lease_ms))
         .bind(id)
         .bind(owner)
         .fetch_optional(&self.write)
         .await?;
         cancel
-            .map(|cancel_requested| ProgressAck { cancel_requested })
+            .map(|cancel| ProgressAck {
+                cancel_requested: cancel != 0,
+            })
             .ok_or(StoreError::LeaseLost)
     }
 
@@ -135,16 +160,17 @@ impl Store {
         usage: &Usage,
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
+        let b = self.backend;
         let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, id, owner).await?;
-        save_usage(&mut tx, id, usage).await?;
+        let job = running_job(&mut tx, b, id, owner).await?;
+        save_usage(&mut tx, b, id, usage).await?;
         if job.cancel_requested {
             self.cancel_running(&mut tx, &job, now).await?;
         } else {
             for a in artifacts {
                 sqlx::query(
-                    "INSERT INTO artifacts (job_id, kind, mime, bytes, sha256, location, expires_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    &b.sql("INSERT INTO artifacts (job_id, kind, mime, bytes, sha256, location, expires_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)"),
                 )
                 .bind(id)
                 .bind(a.kind.as_str())
@@ -156,13 +182,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("UPDATE jobs SET progress_step = progress_total WHERE id = ?")
+            sqlx::query(&b.sql("UPDATE jobs SET progress_step = progress_total WHERE id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            set_terminal(&mut tx, id, JobState::Succeeded, None, now).await?;
+            set_terminal(&mut tx, b, id, JobState::Succeeded, None, now).await?;
+            if job.billing == JobBilling::Postpaid {
+                crate::postpaid::charge_succeeded(&mut tx, b, self, &job, now).await?;
+            }
         }
-        let job = load_job(&mut tx, id)
+        let job = load_job(&mut tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
@@ -178,12 +207,14 @@ impl Store {
         usage: &Usage,
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
+        let b = self.backend;
         let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, id, owner).await?;
-        save_usage(&mut tx, id, usage).await?;
-        set_terminal(&mut tx, id, JobState::Failed, Some(failure), now).await?;
+        let job = running_job(&mut tx, b, id, owner).await?;
+        save_usage(&mut tx, b, id, usage).await?;
+        set_terminal(&mut tx, b, id, JobState::Failed, Some(failure), now).await?;
         refund_job(
             &mut tx,
+            b,
             &job.account_id,
             id,
             self.policy.refund_grace_ms,
@@ -191,7 +222,7 @@ impl Store {
             now,
         )
         .await?;
-        let job = load_job(&mut tx, id)
+        let job = load_job(&mut tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
@@ -207,11 +238,12 @@ impl Store {
         usage: &Usage,
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
+        let b = self.backend;
         let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, id, owner).await?;
-        save_usage(&mut tx, id, usage).await?;
+        let job = running_job(&mut tx, b, id, owner).await?;
+        save_usage(&mut tx, b, id, usage).await?;
         self.cancel_running(&mut tx, &job, now).await?;
-        let job = load_job(&mut tx, id)
+        let job = load_job(&mut tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
@@ -221,17 +253,18 @@ impl Store {
     /// Gives a running job back to the queue without counting the attempt (a draining
     /// worker stopped it). Its debit stands; it is not debited again.
     pub async fn requeue_job(&self, id: &str, owner: &str) -> Result<Job, StoreError> {
+        let b = self.backend;
         let mut tx = self.write.begin().await?;
-        running_job(&mut tx, id, owner).await?;
+        running_job(&mut tx, b, id, owner).await?;
         sqlx::query(
-            "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
-             attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ?",
+            &b.sql("UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?"),
         )
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let job = load_job(&mut tx, id)
+        let job = load_job(&mut tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
@@ -242,23 +275,31 @@ impl Store {
     /// starting up owns the whole database), else those whose lease has lapsed. Each is
     /// cancelled if its cancel was requested, requeued while it has attempts left (its
     /// debit stands; it is not debited again), or failed with `WORKER_LOST` and refunded.
+    ///
+    /// `alive_owner` is the caller's own lease owner: its jobs are running right there,
+    /// whatever their lease says (a test clock moved past it, say), and are left alone.
     pub async fn recover_lost_jobs(
         &self,
         all: bool,
+        alive_owner: &str,
         max_attempts: u32,
         now: UnixMillis,
     ) -> Result<RecoveryReport, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE state = 'RUNNING' AND (? OR lease_expires_at <= ?) ORDER BY seq",
-        )
-        .bind(all)
+        let b = self.backend;
+        let ids: Vec<String> = sqlx::query_scalar(&b.sql(
+            "SELECT id FROM jobs WHERE state = 'RUNNING' AND (? = 1 OR lease_expires_at <= ?) \
+             AND COALESCE(lease_owner, '') <> ? ORDER BY seq",
+        ))
+        .bind(i64::from(all))
         .bind(now)
+        .bind(alive_owner)
         .fetch_all(&self.read)
         .await?;
         let mut report = RecoveryReport::default();
         for id in ids {
             let mut tx = self.write.begin().await?;
-            let Some(job) = load_job(&mut tx, &id).await? else {
+            lock_job_account(&mut tx, b, &id).await?;
+            let Some(job) = load_job(&mut tx, b, &id).await? else {
                 continue;
             };
             if job.state != JobState::Running {
@@ -267,10 +308,10 @@ impl Store {
             if job.cancel_requested {
                 self.cancel_running(&mut tx, &job, now).await?;
             } else if job.attempts < max_attempts {
-                sqlx::query(
+                sqlx::query(&b.sql(
                     "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
                      lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-                )
+                ))
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
@@ -280,9 +321,10 @@ impl Store {
                     message: format!("the worker was lost {} times", job.attempts),
                     retryable: false,
                 };
-                set_terminal(&mut tx, &id, JobState::Failed, Some(&failure), now).await?;
+                set_terminal(&mut tx, b, &id, JobState::Failed, Some(&failure), now).await?;
                 refund_job(
                     &mut tx,
+                    b,
                     &job.account_id,
                     &id,
                     self.policy.refund_grace_ms,
@@ -291,7 +333,7 @@ impl Store {
                 )
                 .await?;
             }
-            let job = load_job(&mut tx, &id)
+            let job = load_job(&mut tx, b, &id)
                 .await?
                 .ok_or(StoreError::NotFound("job"))?;
             tx.commit().await?;
@@ -306,14 +348,16 @@ impl Store {
 
     async fn cancel_running(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut AnyConnection,
         job: &Job,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        set_terminal(conn, &job.id, JobState::Cancelled, None, now).await?;
+        let b = self.backend;
+        set_terminal(conn, b, &job.id, JobState::Cancelled, None, now).await?;
         if self.policy.refund_on_cancel {
             refund_job(
                 conn,
+                b,
                 &job.account_id,
                 &job.id,
                 self.policy.refund_grace_ms,
@@ -321,18 +365,33 @@ impl Store {
                 now,
             )
             .await?;
+            // Stopped because its account was terminated: the refund is forfeited too.
+            if require_account(conn, b, &job.account_id).await? == AccountStatus::Terminated {
+                crate::lifecycle::forfeit_credits(
+                    conn,
+                    b,
+                    &job.account_id,
+                    WORKER,
+                    "terminated",
+                    now,
+                )
+                .await?;
+            }
         }
         Ok(())
     }
 }
 
+/// The job, locked (its account first), if it is RUNNING under `owner`'s lease.
 async fn running_job(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     id: &str,
     owner: &str,
 ) -> Result<Job, StoreError> {
+    lock_job_account(conn, b, id).await?;
     let owned: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE id = ? AND state = 'RUNNING' AND lease_owner = ?",
+        &b.sql("SELECT id FROM jobs WHERE id = ? AND state = 'RUNNING' AND lease_owner = ?"),
     )
     .bind(id)
     .bind(owner)
@@ -341,15 +400,18 @@ async fn running_job(
     if owned.is_none() {
         return Err(StoreError::LeaseLost);
     }
-    load_job(conn, id).await?.ok_or(StoreError::NotFound("job"))
+    load_job(conn, b, id)
+        .await?
+        .ok_or(StoreError::NotFound("job"))
 }
 
 async fn save_usage(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
+    b: Backend,
     id: &str,
     usage: &Usage,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET usage = ? WHERE id = ?")
+    sqlx::query(&b.sql("UPDATE jobs SET usage = ? WHERE id = ?"))
         .bind(serde_json::to_string(usage)?)
         .bind(id)
         .execute(&mut *conn)

@@ -1,4 +1,4 @@
-//! The store's money paths against a real SQLite file: every job state change with
+//! The store's money paths on SQLite and PostgreSQL (each scenario runs on both): every job state change with
 //! its ledger effect, and the CONTRACT.md §2 invariants after each scenario.
 
 use std::collections::BTreeMap;
@@ -11,22 +11,36 @@ const T0: i64 = 1_700_000_000_000;
 const OWNER: &str = "worker-a";
 const LEASE: i64 = 60_000;
 
+#[macro_use]
+mod common;
+
 struct Fixture {
     store: Store,
     account: String,
-    _dir: tempfile::TempDir,
+    /// The database's URL, to reach past the store (corrupting rows on purpose).
+    url: String,
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("k.db"), StorePolicy::default())
-        .await
-        .unwrap();
-    let account = store.create_account("Acme", None, T0).await.unwrap().id;
-    Fixture {
-        store,
-        account,
-        _dir: dir,
+impl Fixture {
+    async fn new(db: &common::TestDb) -> Fixture {
+        let store = db.store.clone();
+        let account = store.create_account("Acme", None, T0).await.unwrap().id;
+        Fixture {
+            store,
+            account,
+            url: db.url.clone(),
+        }
+    }
+
+    /// Runs raw SQL on the database, bypassing the store (to corrupt it on purpose).
+    async fn raw(&self, sql: &str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.close().await.unwrap();
     }
 }
 
@@ -120,11 +134,13 @@ async fn assert_invariants(f: &Fixture, now: i64) {
             "{lot:?}"
         );
     }
+    // And `kinema ledger verify`'s full recomputation agrees.
+    let report = f.store.verify_ledger(None).await.unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert_eq!(report.entries_checked, all.len());
 }
 
-#[tokio::test]
-async fn debit_takes_lots_earliest_expiry_first_and_refund_returns_them() {
-    let f = fixture().await;
+async fn debit_takes_lots_earliest_expiry_first_and_refund_returns_them(f: Fixture) {
     let never = f
         .store
         .grant_credits(&f.account, 10, None, "", "admin", T0)
@@ -206,9 +222,7 @@ async fn debit_takes_lots_earliest_expiry_first_and_refund_returns_them() {
     assert_invariants(&f, T0 + 4).await;
 }
 
-#[tokio::test]
-async fn refund_of_credits_from_an_expired_lot_goes_to_a_refund_lot() {
-    let f = fixture().await;
+async fn refund_of_credits_from_an_expired_lot_goes_to_a_refund_lot(f: Fixture) {
     let short = f
         .store
         .grant_credits(&f.account, 8, Some(T0 + DAY), "", "admin", T0)
@@ -259,9 +273,7 @@ async fn refund_of_credits_from_an_expired_lot_goes_to_a_refund_lot() {
     assert_invariants(&f, later).await;
 }
 
-#[tokio::test]
-async fn submission_beyond_available_is_refused_and_writes_nothing() {
-    let f = fixture().await;
+async fn submission_beyond_available_is_refused_and_writes_nothing(f: Fixture) {
     f.store
         .grant_credits(&f.account, 10, None, "", "admin", T0)
         .await
@@ -288,9 +300,7 @@ async fn submission_beyond_available_is_refused_and_writes_nothing() {
     assert_invariants(&f, T0).await;
 }
 
-#[tokio::test]
-async fn idempotent_retries_return_the_same_job_and_conflicts_are_refused() {
-    let f = fixture().await;
+async fn idempotent_retries_return_the_same_job_and_conflicts_are_refused(f: Fixture) {
     f.store
         .grant_credits(&f.account, 100, None, "", "admin", T0)
         .await
@@ -317,9 +327,7 @@ async fn idempotent_retries_return_the_same_job_and_conflicts_are_refused() {
     assert_eq!(b.held, 10, "one hold per created job");
 }
 
-#[tokio::test]
-async fn lots_that_expire_while_queued_fail_the_job_at_start_without_a_debit() {
-    let f = fixture().await;
+async fn lots_that_expire_while_queued_fail_the_job_at_start_without_a_debit(f: Fixture) {
     f.store
         .grant_credits(&f.account, 10, Some(T0 + DAY), "", "admin", T0)
         .await
@@ -360,9 +368,7 @@ async fn lots_that_expire_while_queued_fail_the_job_at_start_without_a_debit() {
     assert_invariants(&f, T0 + DAY).await;
 }
 
-#[tokio::test]
-async fn cancel_releases_queued_holds_and_refunds_running_jobs() {
-    let f = fixture().await;
+async fn cancel_releases_queued_holds_and_refunds_running_jobs(f: Fixture) {
     f.store
         .grant_credits(&f.account, 100, None, "", "admin", T0)
         .await
@@ -450,9 +456,7 @@ async fn cancel_releases_queued_holds_and_refunds_running_jobs() {
     assert_invariants(&f, T0 + 4).await;
 }
 
-#[tokio::test]
-async fn a_cancel_that_lands_after_the_last_step_still_wins() {
-    let f = fixture().await;
+async fn a_cancel_that_lands_after_the_last_step_still_wins(f: Fixture) {
     f.store
         .grant_credits(&f.account, 50, None, "", "admin", T0)
         .await
@@ -481,9 +485,7 @@ async fn a_cancel_that_lands_after_the_last_step_still_wins() {
     assert_invariants(&f, T0 + 2).await;
 }
 
-#[tokio::test]
-async fn success_records_artifacts_and_keeps_the_debit() {
-    let f = fixture().await;
+async fn success_records_artifacts_and_keeps_the_debit(f: Fixture) {
     f.store
         .grant_credits(&f.account, 50, None, "", "admin", T0)
         .await
@@ -505,7 +507,13 @@ async fn success_records_artifacts_and_keeps_the_debit() {
     };
     let done = f
         .store
-        .complete_job(&job.id, OWNER, &[artifact.clone()], &usage, T0 + 5)
+        .complete_job(
+            &job.id,
+            OWNER,
+            std::slice::from_ref(&artifact),
+            &usage,
+            T0 + 5,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -519,9 +527,7 @@ async fn success_records_artifacts_and_keeps_the_debit() {
     assert_invariants(&f, T0 + 5).await;
 }
 
-#[tokio::test]
-async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out() {
-    let f = fixture().await;
+async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out(f: Fixture) {
     f.store
         .grant_credits(&f.account, 50, None, "", "admin", T0)
         .await
@@ -536,7 +542,11 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out() {
             .job
             .unwrap();
         assert_eq!(leased.attempts, attempt);
-        let report = f.store.recover_lost_jobs(true, 3, T0 + 1).await.unwrap();
+        let report = f
+            .store
+            .recover_lost_jobs(true, "", 3, T0 + 1)
+            .await
+            .unwrap();
         assert_eq!(report.requeued.len(), 1);
     }
     // A lease that has not lapsed is left alone when only lapsed ones are recovered.
@@ -548,14 +558,22 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out() {
         .unwrap();
     assert!(f
         .store
-        .recover_lost_jobs(false, 3, T0 + LEASE - 1)
+        .recover_lost_jobs(false, "", 3, T0 + LEASE - 1)
+        .await
+        .unwrap()
+        .failed
+        .is_empty());
+    // The caller's own jobs are alive, whatever their lease says.
+    assert!(f
+        .store
+        .recover_lost_jobs(false, OWNER, 3, T0 + LEASE)
         .await
         .unwrap()
         .failed
         .is_empty());
     let report = f
         .store
-        .recover_lost_jobs(false, 3, T0 + LEASE)
+        .recover_lost_jobs(false, "", 3, T0 + LEASE)
         .await
         .unwrap();
     let failed = &report.failed[0];
@@ -576,9 +594,7 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out() {
     assert_invariants(&f, T0 + LEASE).await;
 }
 
-#[tokio::test]
-async fn a_drained_job_goes_back_to_the_queue_without_using_an_attempt() {
-    let f = fixture().await;
+async fn a_drained_job_goes_back_to_the_queue_without_using_an_attempt(f: Fixture) {
     f.store
         .grant_credits(&f.account, 50, None, "", "admin", T0)
         .await
@@ -610,9 +626,7 @@ async fn a_drained_job_goes_back_to_the_queue_without_using_an_attempt() {
     );
 }
 
-#[tokio::test]
-async fn parallel_submissions_never_overspend() {
-    let f = fixture().await;
+async fn parallel_submissions_never_overspend(f: Fixture) {
     f.store
         .grant_credits(&f.account, 70, None, "", "admin", T0)
         .await
@@ -637,9 +651,7 @@ async fn parallel_submissions_never_overspend() {
     assert_eq!(f.store.balance(&f.account, T0).await.unwrap().available, 0);
 }
 
-#[tokio::test]
-async fn keys_are_stored_hashed_and_revocable() {
-    let f = fixture().await;
+async fn keys_are_stored_hashed_and_revocable(f: Fixture) {
     let (key, secret) = f
         .store
         .create_api_key(Role::Account, Some(&f.account), "ci", T0)
@@ -662,7 +674,9 @@ async fn keys_are_stored_hashed_and_revocable() {
         .await
         .unwrap()
         .is_none());
+    assert_eq!(f.store.count_live_keys(Role::Account).await.unwrap(), 1);
     f.store.revoke_api_key(&key.id, T0 + 2).await.unwrap();
+    assert_eq!(f.store.count_live_keys(Role::Account).await.unwrap(), 0);
     assert!(f
         .store
         .authenticate(&secret, T0 + 3)
@@ -683,26 +697,133 @@ async fn keys_are_stored_hashed_and_revocable() {
 
 #[tokio::test]
 async fn ledger_entries_cannot_be_changed_or_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.db");
-    let store = Store::open_sqlite(&path, StorePolicy::default())
-        .await
-        .unwrap();
-    let account = store.create_account("A", None, T0).await.unwrap();
-    store
-        .grant_credits(&account.id, 5, None, "", "admin", T0)
-        .await
-        .unwrap();
-    store.close().await;
-    let conn = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    assert!(sqlx::query("UPDATE ledger_entries SET amount = 500")
-        .execute(&conn)
-        .await
-        .is_err());
-    assert!(sqlx::query("DELETE FROM ledger_entries")
-        .execute(&conn)
-        .await
-        .is_err());
+    use sqlx::{Connection, Executor};
+    for kind in [common::Kind::Sqlite, common::Kind::Postgres] {
+        let db = common::TestDb::new(kind, StorePolicy::default()).await;
+        let account = db.store.create_account("A", None, T0).await.unwrap();
+        db.store
+            .grant_credits(&account.id, 5, None, "", "admin", T0)
+            .await
+            .unwrap();
+        let update = "UPDATE ledger_entries SET amount = 500";
+        let delete = "DELETE FROM ledger_entries";
+        match kind {
+            common::Kind::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                assert!(conn.execute(update).await.is_err(), "{kind:?}");
+                assert!(conn.execute(delete).await.is_err(), "{kind:?}");
+            }
+            common::Kind::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                assert!(conn.execute(update).await.is_err(), "{kind:?}");
+                assert!(conn.execute(delete).await.is_err(), "{kind:?}");
+            }
+        }
+        db.finish().await;
+    }
 }
+
+async fn verify_names_each_row_changed_behind_the_ledger(f: Fixture) {
+    let never = f
+        .store
+        .grant_credits(&f.account, 50, None, "", "admin", T0)
+        .await
+        .unwrap()
+        .0;
+    let done = submit(&f, 10, T0).await;
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    f.store
+        .complete_job(&done.id, OWNER, &[], &Usage::default(), T0 + 1)
+        .await
+        .unwrap();
+    let queued = submit(&f, 5, T0 + 2).await;
+    let clean = f.store.verify_ledger(None).await.unwrap();
+    assert!(clean.is_clean(), "{:#?}", clean.problems);
+    assert_eq!(clean.lots[&never.id].remaining, 40);
+    assert_eq!(clean.jobs[&done.id].debited, 10);
+
+    // A lot that lost credits without an entry, and a queued job whose hold vanished.
+    f.raw(&format!(
+        "UPDATE lots SET remaining = remaining - 3 WHERE id = {}",
+        never.id
+    ))
+    .await;
+    f.raw(&format!(
+        "UPDATE jobs SET held = 0 WHERE id = '{}'",
+        queued.id
+    ))
+    .await;
+    let report = f.store.verify_ledger(None).await.unwrap();
+    let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        report
+            .problems
+            .contains(&kinema_ledger::Problem::LotRemainingMismatch {
+                lot_id: never.id,
+                stored: 37,
+                recomputed: 40
+            }),
+        "{problems:#?}"
+    );
+    assert!(
+        report
+            .problems
+            .contains(&kinema_ledger::Problem::JobMismatch {
+                job_id: queued.id.clone(),
+                field: "held",
+                stored: 0,
+                recomputed: 5
+            }),
+        "{problems:#?}"
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, kinema_ledger::Problem::ConservationViolated { account_id, .. } if *account_id == f.account)),
+        "{problems:#?}"
+    );
+    // Scoped to another account, the damage is not there.
+    let other = f.store.create_account("Other", None, T0).await.unwrap();
+    assert!(f
+        .store
+        .verify_ledger(Some(&other.id))
+        .await
+        .unwrap()
+        .is_clean());
+
+    // An entry appended by hand that names a lot which does not exist.
+    f.raw(&format!(
+        "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
+         balance_after, held_after, memo, created_at) VALUES ('{}', 'GRANT', 7, \
+         '[{{\"lot_id\":999999,\"amount\":7}}]', NULL, 'intruder', 47, 5, '', {})",
+        f.account,
+        T0 + 3
+    ))
+    .await;
+    let report = f.store.verify_ledger(None).await.unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, kinema_ledger::Problem::LotMissing { lot_id: 999999, .. })),
+        "{:#?}",
+        report.problems
+    );
+}
+
+on_both_backends!(
+    verify_names_each_row_changed_behind_the_ledger,
+    debit_takes_lots_earliest_expiry_first_and_refund_returns_them,
+    refund_of_credits_from_an_expired_lot_goes_to_a_refund_lot,
+    submission_beyond_available_is_refused_and_writes_nothing,
+    idempotent_retries_return_the_same_job_and_conflicts_are_refused,
+    lots_that_expire_while_queued_fail_the_job_at_start_without_a_debit,
+    cancel_releases_queued_holds_and_refunds_running_jobs,
+    a_cancel_that_lands_after_the_last_step_still_wins,
+    success_records_artifacts_and_keeps_the_debit,
+    lost_workers_requeue_without_a_second_debit_until_attempts_run_out,
+    a_drained_job_goes_back_to_the_queue_without_using_an_attempt,
+    parallel_submissions_never_overspend,
+    keys_are_stored_hashed_and_revocable,
+);

@@ -67,6 +67,86 @@ pub async fn run(mut c: Clients, cmd: CreditsCommand) -> anyhow::Result<()> {
                 print::entry(e);
             }
         }
+        CreditsCommand::Buy {
+            pack_id,
+            payment_ref,
+        } => {
+            let r = c
+                .billing
+                .purchase_pack(pb::PurchasePackRequest {
+                    account_id,
+                    pack_id,
+                    payment_ref,
+                })
+                .await?
+                .into_inner();
+            if let Some(lot) = &r.lot {
+                println!(
+                    "{}  {} credits as lot {} for {}",
+                    if r.created { "bought " } else { "already" },
+                    lot.original,
+                    lot.id,
+                    print::money(&r.price)
+                );
+            }
+            if let Some(b) = &r.balance {
+                print::balance(b);
+            }
+        }
+        CreditsCommand::Trial => {
+            let r = c
+                .billing
+                .start_trial(pb::StartTrialRequest { account_id })
+                .await?
+                .into_inner();
+            if let Some(lot) = &r.lot {
+                println!(
+                    "trial      {} credits until {}",
+                    lot.original,
+                    print::time(&r.ends_at)
+                );
+            }
+        }
+        CreditsCommand::TopUp {
+            amount,
+            currency,
+            payment_ref,
+        } => {
+            let r = c
+                .billing
+                .top_up(pb::TopUpRequest {
+                    account_id,
+                    amount: Some(pb::Money {
+                        minor: amount,
+                        currency,
+                    }),
+                    payment_ref,
+                })
+                .await?
+                .into_inner();
+            if let Some(p) = &r.postpaid {
+                println!(
+                    "{} balance {}",
+                    if r.created { "topped up" } else { "already  " },
+                    print::money(&p.balance)
+                );
+            }
+        }
+        CreditsCommand::Events { limit } => {
+            let events = c
+                .billing
+                .list_billing_events(pb::ListBillingEventsRequest {
+                    account_id,
+                    page_size: limit,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner()
+                .events;
+            for e in &events {
+                print::billing_event(e);
+            }
+        }
     }
     Ok(())
 }

@@ -63,6 +63,7 @@ async fn local_account(c: &mut Clients) -> anyhow::Result<String> {
                 .create_account(pb::CreateAccountRequest {
                     name: "Local account".into(),
                     external_id: LOCAL_ACCOUNT.into(),
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

@@ -1,9 +1,12 @@
 mod accounts;
+mod bench;
 mod credits;
 mod follow;
 mod generate;
 mod jobs;
 mod keys;
+mod ledger;
+mod plans;
 mod serve;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +20,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credits(cmd) => credits::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Ledger(cmd) => ledger::run(cmd).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Plans(cmd) => plans::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Catalog(args) => {
+            if args.print_default && args.command.is_none() {
+                print!("{}", kinema_server::DEFAULT_CATALOG);
+                return Ok(());
+            }
+            plans::catalog(Clients::from_flags(&cli.conn).await?, args).await
+        }
         Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
     }
 }

@@ -9,6 +9,7 @@ use crate::cli::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
+    config.database_url = args.database_url.clone();
     config.test_clock = args.test_clock;
     config.fault_injection = args.fault_injection;
     config.refund_on_cancel = !args.no_refund_on_cancel;
@@ -22,6 +23,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()
         .context("--model")?;
     config.models_file = args.models_file.clone();
+    config.catalog_file = args.catalog.clone();
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.

@@ -1,5 +1,6 @@
--- Kinema foundation schema. Times are Unix milliseconds from the server's clock;
--- credits are integers. ledger_entries is append-only.
+-- Kinema foundation schema (SQLite). Times are Unix milliseconds from the server's
+-- clock; credits are integers; flags are 0/1 integers. ledger_entries is append-only.
+-- migrations/postgres holds the same schema for PostgreSQL: change both together.
 
 CREATE TABLE accounts (
     id           TEXT PRIMARY KEY,

@@ -1,0 +1,232 @@
+//! `kinema bench ledger`: what a credit cycle costs against the database's own limit.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kinema_store::{Failure, NewJob, Store, StorePolicy, Usage};
+use sqlx::{Connection, Executor};
+
+use crate::cli::{BenchCommand, BenchLedgerArgs};
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ledger(args) => ledger(args).await,
+    }
+}
+
+/// A scratch database: a SQLite file in a temporary directory, or a PostgreSQL
+/// database created for the run and dropped after it.
+enum Scratch {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl Scratch {
+    async fn open(args: &BenchLedgerArgs) -> anyhow::Result<(Scratch, Store, String)> {
+        match &args.postgres {
+            None => {
+                let dir = tempfile::tempdir().context("temporary directory")?;
+                let store =
+                    Store::open_sqlite(&dir.path().join("bench.db"), StorePolicy::default())
+                        .await?;
+                Ok((
+                    Scratch::Sqlite { _dir: dir },
+                    store,
+                    "sqlite (WAL, synchronous=FULL)".into(),
+                ))
+            }
+            Some(admin_url) => {
+                let name = format!("kinema_bench_{}_{:08x}", std::process::id(), rand_u32());
+                let mut conn = sqlx::PgConnection::connect(admin_url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .context("creating the scratch database")?;
+                conn.close().await?;
+                let url = match admin_url.rsplit_once('/') {
+                    Some((base, _)) if base.contains("://") && !base.ends_with('/') => {
+                        format!("{base}/{name}")
+                    }
+                    _ => bail!("--postgres must be a URL naming a database (postgres://…/db)"),
+                };
+                let store = Store::open(&url, StorePolicy::default()).await?;
+                let version: String = {
+                    let mut c = sqlx::PgConnection::connect(&url).await?;
+                    sqlx::query_scalar("SHOW server_version")
+                        .fetch_one(&mut c)
+                        .await?
+                };
+                Ok((
+                    Scratch::Postgres {
+                        admin_url: admin_url.clone(),
+                        name,
+                    },
+                    store,
+                    format!("postgresql {version} (synchronous_commit as configured)"),
+                ))
+            }
+        }
+    }
+
+    async fn drop_database(self) {
+        if let Scratch::Postgres { admin_url, name } = self {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = conn
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
+            }
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn job(account: &str) -> NewJob {
+    NewJob {
+        account_id: account.to_string(),
+        external_id: None,
+        idempotency_key: None,
+        request_hash: "bench".into(),
+        model: "testsrc".into(),
+        prompt: "bench".into(),
+        negative_prompt: String::new(),
+        width: 16,
+        height: 16,
+        num_frames: 1,
+        fps: 8,
+        steps: 1,
+        guidance_scale: 1.0,
+        seed: 0,
+        output_format: "mp4".into(),
+        callback_url: String::new(),
+        metadata: BTreeMap::new(),
+        quote: 1,
+    }
+}
+
+/// `cycles` hold -> debit -> refund cycles on one account: submit (HOLD), lease
+/// (DEBIT), fail (REFUND). The job leased may be another client's; each client ends
+/// what it leased.
+async fn cycles(store: Store, client: u32, cycles: u32) -> anyhow::Result<()> {
+    let account = store
+        .create_account(&format!("bench-{client}"), None, now_ms())
+        .await?
+        .id;
+    store
+        .grant_credits(&account, i64::from(cycles) + 1, None, "", "bench", now_ms())
+        .await?;
+    let owner = format!("bench-worker-{client}");
+    let failure = Failure {
+        code: "BENCH".into(),
+        message: "benchmark cycle".into(),
+        retryable: false,
+    };
+    for _ in 0..cycles {
+        store.submit_job(job(&account), "bench", now_ms()).await?;
+        let leased = store
+            .lease_next_job(&owner, 60_000, now_ms())
+            .await?
+            .job
+            .context("no queued job to lease")?;
+        store
+            .fail_job(&leased.id, &owner, &failure, &Usage::default(), now_ms())
+            .await?;
+    }
+    Ok(())
+}
+
+async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
+    if args.cycles == 0 || args.raw == 0 || args.concurrency == 0 {
+        bail!("--raw, --cycles and --concurrency must be at least 1");
+    }
+    let (scratch, store, backend) = Scratch::open(&args).await?;
+    let result = measure(&store, &args).await;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            store.close().await;
+            scratch.drop_database().await;
+            return Err(e);
+        }
+    };
+    let ledger_ok = store.verify_ledger(None).await?.is_clean();
+    store.close().await;
+    scratch.drop_database().await;
+    let (raw, cyc) = report;
+    let raw_rate = f64::from(args.raw) / raw.as_secs_f64();
+    let cycle_rate = f64::from(args.cycles) / cyc.as_secs_f64();
+    let ratio = cycle_rate / raw_rate;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "backend": backend,
+                "raw_transactions": args.raw,
+                "raw_per_second": raw_rate,
+                "cycles": args.cycles,
+                "concurrency": args.concurrency,
+                "cycles_per_second": cycle_rate,
+                "ratio_to_raw": ratio,
+                "ledger_verified": ledger_ok,
+            })
+        );
+    } else {
+        println!("backend      {backend}");
+        println!(
+            "raw          {} one-row durable transactions in {:.3} s: {:.0}/s",
+            args.raw,
+            raw.as_secs_f64(),
+            raw_rate
+        );
+        println!(
+            "cycles       {} hold -> debit -> refund (3 transactions each, {} client(s)) in {:.3} s: {:.0}/s",
+            args.cycles,
+            args.concurrency,
+            cyc.as_secs_f64(),
+            cycle_rate
+        );
+        println!(
+            "ratio        {ratio:.2} x the raw rate (a cycle costs {:.1} raw transactions)",
+            1.0 / ratio
+        );
+        println!(
+            "ledger       {}",
+            if ledger_ok { "verified" } else { "PROBLEMS" }
+        );
+    }
+    if !ledger_ok {
+        bail!("the ledger does not verify after the benchmark");
+    }
+    Ok(())
+}
+
+async fn measure(store: &Store, args: &BenchLedgerArgs) -> anyhow::Result<(Duration, Duration)> {
+    let raw = store.bench_raw_commits(args.raw).await?;
+    let per_client = args.cycles / args.concurrency;
+    let extra = args.cycles % args.concurrency;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..args.concurrency {
+        let n = per_client + u32::from(c < extra);
+        tasks.spawn(cycles(store.clone(), c, n));
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("benchmark task")??;
+    }
+    Ok((raw, start.elapsed()))
+}

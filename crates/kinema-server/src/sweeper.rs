@@ -1,0 +1,161 @@
+//! Time-driven housekeeping, on the injected clock (CONTRACT.md §2-§6): lots past
+//! their expiry get their EXPIRE entries, plans renew and end, postpaid accounts move
+//! through arrears, closed accounts' videos and prompts are purged, and artifacts past
+//! their retention are deleted. With `--test-clock`, `AdvanceClock` runs a sweep
+//! before it answers, so every time rule shows at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinema_artifacts::LocalArtifacts;
+use kinema_engine::{Clock, RetentionSweeper};
+use kinema_store::{Store, StoreError};
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::commerce::CommerceConfig;
+
+/// Accounts (or lots' accounts) one query of a pass takes.
+const BATCH: u32 = 500;
+
+pub struct Sweeper {
+    pub store: Store,
+    pub artifacts: LocalArtifacts,
+    pub clock: Arc<dyn Clock>,
+    pub commerce: Arc<CommerceConfig>,
+    pub retention: RetentionSweeper,
+    pub interval: Duration,
+    /// One sweep at a time (the loop's and AdvanceClock's).
+    running: Mutex<()>,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub accounts_expired: usize,
+    pub subscriptions_ticked: usize,
+    pub postpaid_changed: usize,
+    pub accounts_purged: usize,
+    pub artifacts_deleted: usize,
+}
+
+impl Sweeper {
+    pub fn new(
+        store: Store,
+        artifacts: LocalArtifacts,
+        clock: Arc<dyn Clock>,
+        commerce: Arc<CommerceConfig>,
+        interval: Duration,
+    ) -> Self {
+        let retention = RetentionSweeper {
+            store: store.clone(),
+            artifacts: artifacts.clone(),
+            clock: clock.clone(),
+            interval,
+        };
+        Self {
+            store,
+            artifacts,
+            clock,
+            commerce,
+            retention,
+            interval,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// One full sweep at the clock's current time. Errors are logged and the other
+    /// passes still run; the next sweep retries.
+    pub async fn sweep(&self) -> SweepReport {
+        let _one = self.running.lock().await;
+        let now = self.clock.now_ms();
+        let mut report = SweepReport::default();
+        let cat = &self.commerce.catalogue;
+        report.accounts_expired = drain("expiring lots", || {
+            self.store.expire_due_lots_everywhere(now, BATCH)
+        })
+        .await;
+        report.subscriptions_ticked = drain("renewing plans", || {
+            self.store.tick_due_subscriptions(cat, now, BATCH)
+        })
+        .await;
+        match self.store.advance_postpaid_accounts(now, BATCH).await {
+            Ok(changed) => {
+                for account in &changed {
+                    info!(account = %account, "postpaid account moved on through arrears");
+                }
+                report.postpaid_changed = changed.len();
+            }
+            Err(e) => warn!(error = %e, "advancing postpaid accounts failed"),
+        }
+        match self.purge(now).await {
+            Ok(n) => report.accounts_purged = n,
+            Err(e) => warn!(error = %e, "purging closed accounts failed"),
+        }
+        report.artifacts_deleted = self.retention.sweep().await;
+        report
+    }
+
+    /// Deletes closed accounts' files, then blanks their prompts.
+    async fn purge(&self, now: i64) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for account in self.store.accounts_to_purge(100).await? {
+            for a in self.store.account_artifacts(&account).await? {
+                if let Err(e) = self.artifacts.delete(&a.location).await {
+                    warn!(error = %e, job = %a.job_id, "deleting a closed account's artifact failed");
+                    continue;
+                }
+                self.store
+                    .mark_artifact_deleted(&a.job_id, &a.kind, now)
+                    .await?;
+            }
+            if self.store.finish_purge(&account, now).await? {
+                info!(account = %account, "purged a closed account's videos and prompts");
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    pub fn spawn(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                self.sweep().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// Runs a batched pass until a batch comes back short; returns the total.
+async fn drain<F, Fut>(what: &str, mut pass: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, StoreError>>,
+{
+    let mut total = 0;
+    // Bounded: a pass that keeps finding work (clock decades ahead) yields to the
+    // next sweep.
+    for _ in 0..100 {
+        match pass().await {
+            Ok(n) => {
+                total += n;
+                if n < BATCH as usize {
+                    break;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "{what} failed");
+                break;
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,290 @@
+//! Plans (CONTRACT.md §3): the account's `kinema_ledger::SubscriptionState` is kept as
+//! JSON; every change runs the ledger crate's state machine and writes its effects in
+//! the same transaction (lots granted with SUBSCRIPTION_GRANT entries, charges and
+//! refunds owed as billing events).
+
+use kinema_ledger::{Catalogue, SubscriptionEffect, SubscriptionState, Transition, UnixMillis};
+use sqlx::AnyConnection;
+
+use crate::catalog::catalogue_in;
+use crate::credits::{expire_due_lots, lock_account};
+use crate::db::{new_id, Backend};
+use crate::events::{append_event, subscription_event};
+use crate::purchases::{check_payment_ref, grant_new_lot, insert_payment, replayed_payment};
+use crate::{
+    BillingEvent, BillingMode, CancelTarget, Lot, Payment, Store, StoreError, SubscriptionChange,
+};
+
+pub(crate) async fn load_subscriptions(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+) -> Result<SubscriptionState, StoreError> {
+    let state: Option<String> =
+        sqlx::query_scalar(&b.sql("SELECT state FROM subscriptions WHERE account_id = ?"))
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match state {
+        Some(s) => Ok(serde_json::from_str(&s)?),
+        None => Ok(SubscriptionState::default()),
+    }
+}
+
+pub(crate) async fn save_subscriptions(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+    state: &SubscriptionState,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(&b.sql(
+        "INSERT INTO subscriptions (account_id, state, next_due_at, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, \
+         next_due_at = excluded.next_due_at, updated_at = excluded.updated_at",
+    ))
+    .bind(account_id)
+    .bind(serde_json::to_string(state)?)
+    .bind(state.next_due_at())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes a transition's effects and its new state. Lots granted for months already
+/// over (a sweeper that slept) are expired at once.
+pub(crate) async fn apply_transition(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+    t: &Transition,
+    payment_ref: Option<&str>,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<(Vec<Lot>, Vec<BillingEvent>), StoreError> {
+    let mut lots = Vec::new();
+    let mut events = Vec::new();
+    for effect in &t.effects {
+        if let SubscriptionEffect::GrantLot(lot) = effect {
+            expire_due_lots(conn, b, account_id, now).await?;
+            lots.push(
+                grant_new_lot(conn, b, account_id, lot, actor, "", now)
+                    .await?
+                    .0,
+            );
+            continue;
+        }
+        // The payment_ref belongs to the charge it paid: the new plan's first period.
+        let reference = match effect {
+            SubscriptionEffect::Charge { period: 0, at, .. } if *at == now => payment_ref,
+            _ => None,
+        };
+        if let Some((kind, parts)) = subscription_event(effect, reference)? {
+            events.push(append_event(conn, b, account_id, parts.draft(kind, None), now).await?);
+        }
+    }
+    expire_due_lots(conn, b, account_id, now).await?;
+    save_subscriptions(conn, b, account_id, &t.state, now).await?;
+    Ok((lots, events))
+}
+
+/// The first-period charge of `subscription_id` among `effects`.
+fn first_charge(
+    effects: &[SubscriptionEffect],
+    subscription_id: &str,
+) -> Option<kinema_ledger::Money> {
+    effects.iter().find_map(|e| match e {
+        SubscriptionEffect::Charge {
+            subscription_id: id,
+            period: 0,
+            amount,
+            ..
+        } if id == subscription_id => Some(*amount),
+        _ => None,
+    })
+}
+
+impl Store {
+    /// Buys `plan_id` (CONTRACT.md §3): with nothing current it starts now, charged
+    /// and its first month granted; otherwise it is paid now and queued to start when
+    /// the current plan ends. With a `payment_ref`, presenting it again changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn subscribe(
+        &self,
+        base: &Catalogue,
+        account_id: &str,
+        plan_id: &str,
+        payment_ref: Option<&str>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<SubscriptionChange, StoreError> {
+        if let Some(r) = payment_ref {
+            check_payment_ref(r)?;
+        }
+        let b = self.backend;
+        let mut tx = self.write.begin().await?;
+        let account = lock_account(&mut tx, b, account_id).await?;
+        if let Some(r) = payment_ref {
+            if replayed_payment(&mut tx, b, r, account_id, "subscription", plan_id)
+                .await?
+                .is_some()
+            {
+                let state = load_subscriptions(&mut tx, b, account_id).await?;
+                tx.commit().await?;
+                return Ok(SubscriptionChange {
+                    state,
+                    effects: Vec::new(),
+                    lots: Vec::new(),
+                    events: Vec::new(),
+                    created: false,
+                });
+            }
+        }
+        account.require_open()?;
+        account.require_billing(BillingMode::Prepaid, "a subscription")?;
+        let cat = catalogue_in(&mut tx, b, base).await?;
+        let state = load_subscriptions(&mut tx, b, account_id).await?;
+        let subscription_id = new_id("sub");
+        let t = kinema_ledger::subscribe(&state, &cat, plan_id, &subscription_id, now)?;
+        let (lots, events) =
+            apply_transition(&mut tx, b, account_id, &t, payment_ref, actor, now).await?;
+        if let Some(r) = payment_ref {
+            let amount = first_charge(&t.effects, &subscription_id)
+                .ok_or_else(|| StoreError::Corrupt("a subscription without its charge".into()))?;
+            insert_payment(
+                &mut tx,
+                b,
+                &Payment {
+                    payment_ref: r.to_string(),
+                    account_id: account_id.to_string(),
+                    kind: "subscription".into(),
+                    item_id: plan_id.to_string(),
+                    amount,
+                    created_at: now,
+                },
+                &serde_json::json!({ "subscription_id": subscription_id }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(SubscriptionChange {
+            state: t.state,
+            effects: t.effects,
+            lots,
+            events,
+            created: true,
+        })
+    }
+
+    /// Cancels the current plan (access to the end of the period, the 24-hour rule,
+    /// annual proration) or the queued one (full refund), as the ledger crate says.
+    pub async fn cancel_subscription(
+        &self,
+        base: &Catalogue,
+        account_id: &str,
+        target: &CancelTarget,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<SubscriptionChange, StoreError> {
+        let b = self.backend;
+        let mut tx = self.write.begin().await?;
+        lock_account(&mut tx, b, account_id).await?;
+        let cat = catalogue_in(&mut tx, b, base).await?;
+        let state = load_subscriptions(&mut tx, b, account_id).await?;
+        let queued = match target {
+            CancelTarget::Current => false,
+            CancelTarget::Queued => true,
+            CancelTarget::Id(id) => {
+                if state.queued.as_ref().is_some_and(|q| &q.id == id) {
+                    true
+                } else if state.current.as_ref().is_some_and(|c| &c.id == id) {
+                    false
+                } else {
+                    return Err(StoreError::NotFound("subscription"));
+                }
+            }
+        };
+        let t = if queued {
+            kinema_ledger::cancel_queued_plan(&state, &cat, now)?
+        } else {
+            kinema_ledger::cancel_subscription(&state, &cat, now)?
+        };
+        let (lots, events) = apply_transition(&mut tx, b, account_id, &t, None, actor, now).await?;
+        tx.commit().await?;
+        Ok(SubscriptionChange {
+            state: t.state,
+            effects: t.effects,
+            lots,
+            events,
+            created: true,
+        })
+    }
+
+    /// The account's plans caught up to `now` (renewals, grants and ends due are
+    /// written first).
+    pub async fn subscriptions(
+        &self,
+        base: &Catalogue,
+        account_id: &str,
+        now: UnixMillis,
+    ) -> Result<SubscriptionChange, StoreError> {
+        let b = self.backend;
+        let mut tx = self.write.begin().await?;
+        lock_account(&mut tx, b, account_id).await?;
+        let change = tick_locked(&mut tx, b, base, account_id, now).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    /// Catches up every account whose plans have something due by `now`; returns how
+    /// many accounts were processed (at most `limit`).
+    pub async fn tick_due_subscriptions(
+        &self,
+        base: &Catalogue,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        let b = self.backend;
+        let due: Vec<String> = sqlx::query_scalar(&b.sql(
+            "SELECT account_id FROM subscriptions WHERE next_due_at IS NOT NULL \
+             AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        for account_id in &due {
+            let mut tx = self.write.begin().await?;
+            lock_account(&mut tx, b, account_id).await?;
+            tick_locked(&mut tx, b, base, account_id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(due.len())
+    }
+}
+
+/// Ticks an account whose row the caller has locked.
+pub(crate) async fn tick_locked(
+    conn: &mut AnyConnection,
+    b: Backend,
+    base: &Catalogue,
+    account_id: &str,
+    now: UnixMillis,
+) -> Result<SubscriptionChange, StoreError> {
+    let cat = catalogue_in(conn, b, base).await?;
+    let state = load_subscriptions(conn, b, account_id).await?;
+    let t = kinema_ledger::tick_subscriptions(&state, &cat, now);
+    let (lots, events) = if t.effects.is_empty() && t.state == state {
+        (Vec::new(), Vec::new())
+    } else {
+        apply_transition(conn, b, account_id, &t, None, "system", now).await?
+    };
+    Ok(SubscriptionChange {
+        state: t.state,
+        effects: t.effects,
+        lots,
+        events,
+        created: true,
+    })
+}
