@@ -83,9 +83,9 @@ enum Command {
     Block {
         #[command(flatten)]
         size: VideoSize,
-        /// Score-matrix memory per attention chunk, MiB.
-        #[arg(long, default_value_t = 256)]
-        score_mib: usize,
+        /// Score-matrix memory per attention chunk, MiB (default: the CPU default).
+        #[arg(long)]
+        score_mib: Option<usize>,
         /// Save the output (tensor `out`) for a comparison with diffusers.
         #[arg(long)]
         save: Option<PathBuf>,
@@ -101,8 +101,11 @@ enum Command {
         model_dir: PathBuf,
         #[command(flatten)]
         size: VideoSize,
-        #[arg(long, default_value_t = 256)]
-        score_mib: usize,
+        #[arg(long)]
+        score_mib: Option<usize>,
+        /// Save the output (tensor `out`) for a comparison with diffusers.
+        #[arg(long)]
+        save: Option<PathBuf>,
     },
     /// Decode a latent of the given video size with --model-dir/vae, chunk by chunk.
     Vae {
@@ -168,15 +171,25 @@ fn main() -> anyhow::Result<()> {
             model_dir,
             size,
             score_mib,
-        } => bench_transformer(&model_dir, size, score_mib)?,
+            save,
+        } => bench_transformer(&model_dir, size, score_mib, save)?,
         Command::Vae { model_dir, size } => bench_vae(&model_dir, size)?,
     }
     Ok(())
 }
 
+fn budget(score_mib: Option<usize>) -> AttentionBudget {
+    match score_mib {
+        Some(m) => AttentionBudget {
+            score_bytes: m << 20,
+        },
+        None => AttentionBudget::for_device(&Device::Cpu),
+    }
+}
+
 fn bench_block(
     size: VideoSize,
-    score_mib: usize,
+    score_mib: Option<usize>,
     save: Option<PathBuf>,
     compare: Option<PathBuf>,
     manifests: Option<PathBuf>,
@@ -205,17 +218,16 @@ fn bench_block(
     });
     let (block, x, ctx, temb, rope) = setup?;
     println!("setup (weights and inputs): {}", phase.describe());
-    let budget = AttentionBudget {
-        score_bytes: score_mib << 20,
-    };
+    let budget = budget(score_mib);
     let chunk = budget.query_chunk(config.num_attention_heads, seq);
     println!(
         "kinema WanTransformerBlock dim {dim}, {} heads, ffn {}; {} = {seq} tokens; f32 CPU, \
-         {} threads; attention in chunks of {chunk} queries ({score_mib} MiB of scores)",
+         {} threads; attention in chunks of {chunk} queries ({} MiB of scores)",
         config.num_attention_heads,
         config.ffn_dim,
         size.describe(),
-        candle_core::utils::get_num_threads()
+        candle_core::utils::get_num_threads(),
+        budget.score_bytes >> 20
     );
     let (out, phase) = measure(|| block.forward(&x, &ctx, &temb, &rope, budget));
     let out = out?;
@@ -250,15 +262,14 @@ fn bench_block(
 fn bench_transformer(
     model_dir: &std::path::Path,
     size: VideoSize,
-    score_mib: usize,
+    score_mib: Option<usize>,
+    save: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let dir = model_dir.join("transformer");
     let (model, load) = measure(|| WanTransformer3DModel::load(&dir, DType::F32, &dev));
     let mut model = model.with_context(|| format!("loading {}", dir.display()))?;
-    model.budget = AttentionBudget {
-        score_bytes: score_mib << 20,
-    };
+    model.budget = budget(score_mib);
     let c = &model.config;
     println!(
         "kinema WanTransformer3DModel: {} layers, dim {}, {} heads; loaded from {}: {}",
@@ -281,6 +292,13 @@ fn bench_transformer(
         fwd.describe()
     );
     println!("output {:?}: {}", out.dims(), stats(&out)?);
+    if let Some(path) = save {
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("out".to_string(), out.clone())]),
+            &path,
+        )?;
+        println!("saved {}", path.display());
+    }
     result(
         "transformer",
         serde_json::json!({

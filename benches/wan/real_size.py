@@ -5,11 +5,17 @@
     $PY benches/wan/real_size.py manifests      # (re)writes benches/wan/wan2.1-t2v-1.3b/
     $PY benches/wan/real_size.py block [--frames 81 --height 480 --width 832]
                                     [--save OUT.safetensors] [--compare RUST.safetensors]
+    $PY benches/wan/real_size.py transformer --model-dir DIR [--frames 5]
+                                    [--compare RUST.safetensors]
 
 `manifests` instantiates the real Wan2.1-T2V-1.3B transformer and the Wan-VAE on the
 meta device (no memory) and writes each component's `config.json` beside a
 `weights.json` manifest (name, shape and fill rule of every tensor, in the official
 Diffusers layout), from which `kinema-bench prepare` writes random safetensors.
+
+`transformer` loads the transformer `kinema-bench prepare` wrote with diffusers'
+`from_pretrained` (so the layout is the official one) and runs one forward on the
+inputs `kinema-bench transformer` uses.
 
 `block` runs one full-width `WanTransformerBlock` (dim 1536, 12 heads, ffn 8960) at
 the sequence of a real video, f32 on CPU, with the weights and inputs `kinema-bench
@@ -165,6 +171,44 @@ def bench_block(args):
     print("RESULT " + json.dumps(result))
 
 
+def bench_transformer(args):
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    d = os.path.join(args.model_dir, "transformer")
+    reset_hwm()
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = WanTransformer3DModel.from_pretrained(d, torch_dtype=torch.float32).eval()
+    load_wall, load_cpu = time.perf_counter() - t0, time.process_time() - c0
+    load_peak = vm_hwm_mib()
+    c = model.config
+    print(f"diffusers WanTransformer3DModel: {c.num_layers} layers, dim "
+          f"{c.num_attention_heads * c.attention_head_dim}; loaded from {d}: {load_wall:.2f} s "
+          f"wall, {load_cpu:.2f} s CPU; peak RSS {load_peak:.0f} MiB")
+    lat_t, lat_h, lat_w = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
+    latents = det_tensor("bench.latents", (1, c.in_channels, lat_t, lat_h, lat_w), 0.0, 3 ** 0.5)
+    text = det_tensor("bench.text", (1, 512, c.text_dim), 0.0, 0.5)
+    reset_hwm()
+    base = vm_hwm_mib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        out = model(latents, torch.tensor([999.0]), text, return_dict=False)[0]
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = vm_hwm_mib()
+    tokens = lat_t * (lat_h // 2) * (lat_w // 2)
+    print(f"forward at {args.width}x{args.height} x {args.frames} frames ({tokens} tokens): "
+          f"{wall:.2f} s wall, {cpu:.2f} s CPU; peak RSS {peak:.0f} MiB ({base:.0f} at start)")
+    result = dict(impl="diffusers", bench="transformer", tokens=tokens,
+                  load=dict(wall_s=load_wall, cpu_s=load_cpu, peak_rss_mib=load_peak),
+                  forward=dict(wall_s=wall, cpu_s=cpu, peak_rss_mib=peak, start_rss_mib=base),
+                  threads=torch.get_num_threads())
+    if args.compare:
+        from safetensors.torch import load_file
+        other = load_file(args.compare)["out"]
+        diff = (other - out).abs().max().item()
+        print(f"max |kinema - diffusers| = {diff:.3e} (output std {out.std().item():.3f})")
+        result["max_abs_diff_vs_rust"] = diff
+    print("RESULT " + json.dumps(result))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -176,9 +220,18 @@ def main():
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--save")
     b.add_argument("--compare")
+    tr = sub.add_parser("transformer")
+    tr.add_argument("--model-dir", required=True)
+    tr.add_argument("--frames", type=int, default=5)
+    tr.add_argument("--height", type=int, default=480)
+    tr.add_argument("--width", type=int, default=832)
+    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--compare")
     args = p.parse_args()
     if args.cmd == "manifests":
         write_manifests()
+    elif args.cmd == "transformer":
+        bench_transformer(args)
     else:
         bench_block(args)
 

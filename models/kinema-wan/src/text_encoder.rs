@@ -152,7 +152,7 @@ impl Umt5Encoder {
             embed_tokens,
             blocks,
             final_layer_norm,
-            budget: AttentionBudget::default(),
+            budget: AttentionBudget::for_device(vb.device()),
         })
     }
 

@@ -281,7 +281,7 @@ impl WanTransformer3DModel {
             blocks,
             proj_out: linear(vb.pp("proj_out"), dim, c.out_channels() * pt * ph * pw)?,
             scale_shift_table: vb.get((1, 2, dim), "scale_shift_table")?,
-            budget: AttentionBudget::default(),
+            budget: AttentionBudget::for_device(vb.device()),
             config,
         })
     }

@@ -118,7 +118,9 @@ impl FeatCache {
     }
 }
 
-/// The last `CACHE_T` frames of `x`, topped up with the previous slot's last frame.
+/// The last `CACHE_T` frames of `x`, topped up with the previous slot's last frame. A
+/// copy: a view would keep all of `x` alive until the next chunk (at 480p, GBs over the
+/// decoder's convs).
 fn cache_frames(x: &Tensor, old: &Slot) -> Result<Tensor> {
     let t = x.dim(2)?;
     let take = t.min(CACHE_T);
@@ -132,7 +134,7 @@ fn cache_frames(x: &Tensor, old: &Slot) -> Result<Tensor> {
             Slot::Rep | Slot::Empty => {}
         }
     }
-    Ok(c)
+    Ok(c.contiguous()?)
 }
 
 /// A causal conv applied with its cache slot.
@@ -211,11 +213,11 @@ struct WanAttentionBlock {
 impl WanAttentionBlock {
     fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let conv1x1 = |vb: VarBuilder, o: usize| -> Result<Conv2dSame> {
-            Ok(Conv2dSame {
-                weight: vb.get((o, dim, 1, 1), "weight")?,
-                bias: Some(vb.get(o, "bias")?),
-                padding: 0,
-            })
+            Ok(Conv2dSame::new(
+                vb.get((o, dim, 1, 1), "weight")?,
+                Some(vb.get(o, "bias")?),
+                0,
+            )?)
         };
         Ok(Self {
             norm: vb.pp("norm").get((dim, 1, 1), "gamma")?,
@@ -296,11 +298,11 @@ impl WanResample {
     fn new(vb: VarBuilder, dim: usize, temporal: bool) -> Result<Self> {
         let out = dim / 2;
         let r = vb.pp("resample").pp(1);
-        let resample = Conv2dSame {
-            weight: r.get((out, dim, 3, 3), "weight")?,
-            bias: Some(r.get(out, "bias")?),
-            padding: 1,
-        };
+        let resample = Conv2dSame::new(
+            r.get((out, dim, 3, 3), "weight")?,
+            Some(r.get(out, "bias")?),
+            1,
+        )?;
         let time_conv = if temporal {
             let tc = vb.pp("time_conv");
             let w = tc.get((dim * 2, dim, 3, 1, 1), "weight")?;
@@ -348,17 +350,8 @@ impl WanResample {
                 }
             }
         }
-        let t = x.dim(2)?;
-        let y = x
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((b * t, c, h, w))?;
-        let y = y.upsample_nearest2d(h * 2, w * 2)?;
-        let y = self.resample.forward(&y)?;
-        let (_, co, ho, wo) = y.dims4()?;
-        Ok(y.reshape((b, t, co, ho, wo))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?)
+        // nearest 2x upsampling, then the 3x3 conv, on every frame
+        Ok(self.resample.forward_frames(&x, 2)?)
     }
 }
 
@@ -469,7 +462,7 @@ impl AutoencoderKLWan {
         Ok(Self {
             post_quant_conv: causal_conv(vb.pp("post_quant_conv"), z, z, (1, 1), (0, 0))?,
             decoder: WanDecoder3d::new(vb.pp("decoder"), &config)?,
-            budget: AttentionBudget::default(),
+            budget: AttentionBudget::for_device(vb.device()),
             config,
         })
     }

@@ -50,12 +50,28 @@ async fn models(mut c: Clients) -> anyhow::Result<()> {
         );
         if let (Some(l), Some(d)) = (&m.limits, &m.defaults) {
             println!(
-                "  sizes {}..={} x {}..={} (multiple of {}), frames {}..={}, steps {}..={}, fps <= {}",
-                l.min_width, l.max_width, l.min_height, l.max_height, l.size_multiple, l.min_frames, l.max_frames, l.min_steps, l.max_steps, l.max_fps
+                "  sizes {}..={} x {}..={} (multiple of {}), frames {}..={}{}, steps {}..={}, fps <= {}",
+                l.min_width, l.max_width, l.min_height, l.max_height, l.size_multiple, l.min_frames, l.max_frames,
+                if l.frames_modulo > 1 { format!(" ({}k+1)", l.frames_modulo) } else { String::new() },
+                l.min_steps, l.max_steps, l.max_fps
             );
             println!(
-                "  defaults {}x{}, {} frames @ {} fps, {} steps, guidance {}",
-                d.width, d.height, d.num_frames, d.fps, d.steps, d.guidance_scale
+                "  defaults {}x{}, {} frames @ {} fps, {} steps, guidance {}{}",
+                d.width,
+                d.height,
+                d.num_frames,
+                d.fps,
+                d.steps,
+                d.guidance_scale,
+                d.flow_shift
+                    .map(|s| format!(", flow shift {s}"))
+                    .unwrap_or_default()
+            );
+        }
+        if m.memory_bytes > 0 {
+            println!(
+                "  memory ~{:.1} GiB at the default size",
+                m.memory_bytes as f64 / (1u64 << 30) as f64
             );
         }
         for p in &m.prices {
