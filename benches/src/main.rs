@@ -83,7 +83,8 @@ enum Command {
     Block {
         #[command(flatten)]
         size: VideoSize,
-        /// Score-matrix memory per attention chunk, MiB (default: the CPU default).
+        /// Score-matrix memory per attention chunk, MiB. CPU f32 attention is blockwise
+        /// and ignores it, except 0: materialised scores, one query row per chunk.
         #[arg(long)]
         score_mib: Option<usize>,
         /// Save the output (tensor `out`) for a comparison with diffusers.
@@ -219,15 +220,23 @@ fn bench_block(
     let (block, x, ctx, temb, rope) = setup?;
     println!("setup (weights and inputs): {}", phase.describe());
     let budget = budget(score_mib);
-    let chunk = budget.query_chunk(config.num_attention_heads, seq);
     println!(
         "kinema WanTransformerBlock dim {dim}, {} heads, ffn {}; {} = {seq} tokens; f32 CPU, \
-         {} threads; attention in chunks of {chunk} queries ({} MiB of scores)",
+         {} threads; attention {}",
         config.num_attention_heads,
         config.ffn_dim,
         size.describe(),
         candle_core::utils::get_num_threads(),
-        budget.score_bytes >> 20
+        if budget.score_bytes == 0 {
+            "with materialised scores, one query row per chunk".to_string()
+        } else if score_mib.is_some() {
+            format!(
+                "blockwise (no score matrix; --score-mib {} unused on CPU)",
+                budget.score_bytes >> 20
+            )
+        } else {
+            "blockwise (64 queries x 512 keys per step, no score matrix)".to_string()
+        }
     );
     let (out, phase) = measure(|| block.forward(&x, &ctx, &temb, &rope, budget));
     let out = out?;
@@ -235,7 +244,6 @@ fn bench_block(
     println!("output: {}", stats(&out)?);
     let mut fields = phase.json();
     fields["tokens"] = seq.into();
-    fields["query_chunk"] = chunk.into();
     if let Some(path) = save {
         candle_core::safetensors::save(
             &std::collections::HashMap::from([("out".to_string(), out.clone())]),

@@ -17,6 +17,8 @@ pub const CPU_SCORE_BUDGET_BYTES: usize = 24 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionBudget {
     /// Upper bound for one chunk's f32 score matrix `[B, H, chunk, Lk]`, in bytes.
+    /// (Unbiased f32 attention on CPU materialises no scores and ignores it, unless it
+    /// is 0, which forces the chunked path.)
     pub score_bytes: usize,
 }
 
@@ -60,9 +62,21 @@ pub fn attention(
     scale: f64,
     budget: AttentionBudget,
 ) -> Result<Tensor> {
-    let (b, h, lq, _d) = q.dims4()?;
+    let (b, h, lq, d) = q.dims4()?;
     let lk = k.dim(2)?;
     let dtype = q.dtype();
+    if bias.is_none() && q.device().is_cpu() && dtype == DType::F32 && budget.score_bytes != 0 {
+        // No score matrix at all: blocks of queries against blocks of keys.
+        let data = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
+        let out = crate::flash_cpu::attention_f32(
+            &data(q)?,
+            &data(k)?,
+            &data(v)?,
+            (b * h, lq, lk, d),
+            scale as f32,
+        );
+        return Tensor::from_vec(out, (b, h, lq, d), q.device());
+    }
     // Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every chunk.
     let q = if scale != 1.0 {
         (q * scale)?

@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod conv3d;
+pub mod flash_cpu;
 mod frames;
 pub mod norm;
 mod pipeline;
