@@ -587,6 +587,19 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn det(shape: &[usize], seed: u64) -> Tensor {
         let n = shape.iter().product();
         let v = crate::tiny::det_values(&format!("conv3d-test-{seed}"), n, 0.0, 1.0);
@@ -613,28 +626,10 @@ mod tests {
                 let framewise = conv.forward_budgeted(&x, c, 1).unwrap();
                 let conv2d = conv.forward_budgeted(&x, c, FORCE_CONV2D).unwrap();
                 assert_eq!(whole.dims(), conv2d.dims());
-                let d = (&whole - conv2d)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = max_abs_diff(&whole, &conv2d);
                 assert!(d < 1e-5, "shifted gemm vs conv2d, stride {stride}: {d}");
                 assert_eq!(whole.dims(), framewise.dims());
-                let diff = (whole - framewise)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&whole, &framewise);
                 assert!(diff < 1e-5, "stride {stride}: {diff}");
             }
         }
@@ -654,16 +649,7 @@ mod tests {
                 .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(got.dims(), want.dims());
-            let d = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&got, &want);
             assert!(d < 1e-5, "k {k} pad {pad}: {d}");
         }
     }
@@ -695,16 +681,7 @@ mod tests {
                 .permute((0, 2, 1, 3, 4))
                 .unwrap();
             assert_eq!(got.dims(), want.dims());
-            let d = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&got, &want);
             assert!(d < 1e-5, "up {up}: {d}");
         }
     }
