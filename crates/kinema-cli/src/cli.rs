@@ -73,6 +73,10 @@ pub enum BenchCommand {
     /// Hold -> debit -> refund cycles per second on a scratch database, next to the
     /// raw rate of one-row durable transactions on the same database.
     Ledger(BenchLedgerArgs),
+    /// Load generator: clients submit a job mix to an embedded or existing server and
+    /// watch every job; reports jobs/hour, latency, stage times, scheduler overhead
+    /// and devices (text, --report JSON, --plot SVG).
+    Load(Box<crate::commands::BenchLoadArgs>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -91,6 +95,10 @@ pub struct BenchLedgerArgs {
     /// Clients running cycles at once (each on its own account).
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
+    /// Rounds the raw commits and the cycles alternate in (each round a share of both),
+    /// so a disk whose fsync latency drifts weighs on both alike.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -141,6 +149,10 @@ pub struct ServeArgs {
     /// Starts a job may have before a lost worker fails it with refund.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
+    /// renewing it this long (its replica died) goes back to the queue.
+    #[arg(long, default_value_t = 60_000)]
+    pub lease_ms: u64,
     /// How long finished videos are kept, in hours.
     #[arg(long, default_value_t = 7 * 24)]
     pub artifact_ttl_hours: u64,
