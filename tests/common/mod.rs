@@ -120,6 +120,8 @@ pub struct Opts {
     pub catalog: Option<&'static str>,
     /// --database-url (PostgreSQL shared by several servers).
     pub database_url: Option<&'static str>,
+    /// More `kinema serve` arguments (`--max-queued`, ...).
+    pub extra_args: &'static [&'static str],
 }
 
 impl Opts {
@@ -163,6 +165,7 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
     if let Some(url) = opts.database_url {
         cmd.arg("--database-url").arg(url);
     }
+    cmd.args(opts.extra_args);
     let log = std::fs::File::create(log).expect("log file");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

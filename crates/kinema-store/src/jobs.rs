@@ -90,6 +90,7 @@ impl Store {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
+        crate::queue::check_limits(&mut tx, b, &new.account_id, &self.policy.queue).await?;
         if price.is_none() {
             expire_due_lots(&mut tx, b, &new.account_id, now).await?;
             let available = available_credits(&mut tx, b, &new.account_id, now).await?;
@@ -110,8 +111,8 @@ impl Store {
             &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
              prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
              output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
-             billing, price_minor, price_currency) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)"),
+             billing, price_minor, price_currency, priority, batch_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         )
         .bind(&id)
         .bind(&new.account_id)
@@ -139,6 +140,8 @@ impl Store {
         .bind(billing.as_str())
         .bind(price.map(|p| p.minor))
         .bind(price.map(|p| p.currency.as_str().to_string()))
+        .bind(new.priority.rank())
+        .bind(&new.batch_key)
         .execute(&mut *tx)
         .await?;
         if billing == JobBilling::Credits {
@@ -158,14 +161,20 @@ impl Store {
             )
             .await?;
         }
-        let job = load_job(&mut tx, b, &id)
+        let mut job = load_job_unpositioned(&mut tx, b, &id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
+        // Read after the commit: the queue scan stays out of the write transaction.
+        let mut conn = self.read.acquire().await?;
+        job.queue_position = Some(crate::queue::queue_position(&mut conn, b, &job).await?);
         Ok(Submitted::Created(job))
     }
 
     /// The job, if it exists and (when `account_id` is given) belongs to that account.
+    /// A queued job's `queue_position` counts the queued jobs the queue's order leases
+    /// before it as things stand (see `queue::queue_position`: exact while no job
+    /// finishes and nothing is submitted; an estimate otherwise).
     pub async fn get_job(
         &self,
         account_id: Option<&str>,
@@ -293,6 +302,19 @@ pub(crate) async fn load_job(
     b: Backend,
     id: &str,
 ) -> Result<Option<Job>, StoreError> {
+    let mut job = load_job_unpositioned(conn, b, id).await?;
+    if let Some(job) = job.as_mut().filter(|j| j.state == JobState::Queued) {
+        job.queue_position = Some(crate::queue::queue_position(conn, b, job).await?);
+    }
+    Ok(job)
+}
+
+/// The job without its queue position (which reads the whole queue).
+pub(crate) async fn load_job_unpositioned(
+    conn: &mut AnyConnection,
+    b: Backend,
+    id: &str,
+) -> Result<Option<Job>, StoreError> {
     let Some(row) = sqlx::query(&b.sql("SELECT * FROM jobs WHERE id = ?"))
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -313,15 +335,6 @@ pub(crate) async fn load_job(
             .iter()
             .map(artifact_from_row)
             .collect::<Result<_, _>>()?;
-    }
-    if job.state == JobState::Queued {
-        let ahead: i64 = sqlx::query_scalar(
-            &b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND seq < ?"),
-        )
-        .bind(job.seq)
-        .fetch_one(&mut *conn)
-        .await?;
-        job.queue_position = Some(ahead as u32);
     }
     Ok(Some(job))
 }
@@ -393,6 +406,9 @@ fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
         },
         charged_minor: r.try_get("charged_minor")?,
         lease_owner: r.try_get("lease_owner")?,
+        priority: crate::JobPriority::from_rank(r.try_get("priority")?)?,
+        batch_key: r.try_get("batch_key")?,
+        run_alone: r.try_get::<i64, _>("run_alone")? != 0,
     })
 }
 
