@@ -73,6 +73,10 @@ pub enum BenchCommand {
     /// Hold -> debit -> refund cycles per second on a scratch database, next to the
     /// raw rate of one-row durable transactions on the same database.
     Ledger(BenchLedgerArgs),
+    /// Load generator: clients submit a job mix to an embedded or existing server and
+    /// watch every job; reports jobs/hour, latency, stage times, scheduler overhead
+    /// and devices (text, --report JSON, --plot SVG).
+    Load(Box<crate::commands::BenchLoadArgs>),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -135,6 +135,7 @@ pub fn job(j: &store::Job) -> pb::Job {
             encode_video_ms: j.usage.encode_video_ms,
             store_ms: j.usage.store_ms,
             total_ms: j.usage.total_ms,
+            scheduler_gap_us: j.usage.scheduler_gap_us,
         }),
         model: j.model.clone(),
         prompt: j.prompt.clone(),

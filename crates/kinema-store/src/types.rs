@@ -202,6 +202,9 @@ pub struct Usage {
     pub encode_video_ms: u64,
     pub store_ms: u64,
     pub total_ms: u64,
+    /// Microseconds the worker sat idle between its previous job's end and this job's
+    /// pipeline start, when this job was already queued at that end (else `None`).
+    pub scheduler_gap_us: Option<u64>,
 }
 
 /// What a submission asks for, after validation and quoting.

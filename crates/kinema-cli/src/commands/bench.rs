@@ -9,9 +9,10 @@ use sqlx::{Connection, Executor};
 
 use crate::cli::{BenchCommand, BenchLedgerArgs};
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+pub async fn run(conn: &crate::cli::Connection, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
+        BenchCommand::Load(args) => super::bench_load::run(conn, *args).await,
     }
 }
 
