@@ -95,6 +95,10 @@ pub struct BenchLedgerArgs {
     /// Clients running cycles at once (each on its own account).
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
+    /// Rounds the raw commits and the cycles alternate in (each round a share of both),
+    /// so a disk whose fsync latency drifts weighs on both alike.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -152,6 +156,10 @@ pub struct ServeArgs {
     /// Most jobs queued on the server (all accounts). 0: unlimited.
     #[arg(long, default_value_t = 100_000)]
     pub max_queued: u32,
+    /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
+    /// renewing it this long (its replica died) goes back to the queue.
+    #[arg(long, default_value_t = 60_000)]
+    pub lease_ms: u64,
     /// How long finished videos are kept, in hours.
     #[arg(long, default_value_t = 7 * 24)]
     pub artifact_ttl_hours: u64,
