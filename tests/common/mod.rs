@@ -121,6 +121,8 @@ pub struct Opts {
     pub catalog: Option<&'static str>,
     /// --database-url (PostgreSQL shared by several servers).
     pub database_url: Option<&'static str>,
+    /// More `kinema serve` arguments (`--max-queued`, ...).
+    pub extra_args: &'static [&'static str],
     /// --lease-ms (how soon a dead replica's running jobs go back to the queue).
     pub lease_ms: Option<u64>,
 }
@@ -166,6 +168,7 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
     if let Some(url) = opts.database_url {
         cmd.arg("--database-url").arg(url);
     }
+    cmd.args(opts.extra_args);
     if let Some(ms) = opts.lease_ms {
         cmd.arg("--lease-ms").arg(ms.to_string());
     }

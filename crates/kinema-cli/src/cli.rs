@@ -149,6 +149,13 @@ pub struct ServeArgs {
     /// Starts a job may have before a lost worker fails it with refund.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// Most jobs one account may have queued; more are refused with
+    /// RESOURCE_EXHAUSTED (QUEUE_FULL). 0: unlimited.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_queued_per_account: u32,
+    /// Most jobs queued on the server (all accounts). 0: unlimited.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_queued: u32,
     /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
     /// renewing it this long (its replica died) goes back to the queue.
     #[arg(long, default_value_t = 60_000)]
@@ -177,6 +184,13 @@ pub struct ServeArgs {
     /// (`kinema catalog --print-default` shows it).
     #[arg(long, env = "KINEMA_CATALOG")]
     pub catalog: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -208,6 +222,9 @@ pub struct GenerateArgs {
     pub poster: Option<PathBuf>,
     #[arg(long, default_value = "")]
     pub idempotency_key: String,
+    /// Queue class; high needs a platform or admin key.
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
     /// Data directory of the embedded server (when no --server is given).
     #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
     pub data_dir: PathBuf,

@@ -91,6 +91,7 @@ impl Store {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
+        crate::queue::check_limits(&mut tx, b, &new.account_id, &self.policy.queue).await?;
         let position = match (price, position) {
             (None, Some(position)) => {
                 if position.due_lots {
@@ -117,14 +118,14 @@ impl Store {
             None => (JobBilling::Credits, new.quote),
             Some(_) => (JobBilling::Postpaid, 0),
         };
-        // The row as stored comes back with its place in the queue: no second read.
+        // The row as stored comes back: no second read.
         let row = sqlx::query(
-            &b.sql(&format!("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
+            &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
              prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
              output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
-             billing, price_minor, price_currency) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING *, {QUEUE_AHEAD} AS queue_ahead")),
+             billing, price_minor, price_currency, priority, batch_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING *"),
         )
         .bind(&id)
         .bind(&new.account_id)
@@ -152,10 +153,11 @@ impl Store {
         .bind(billing.as_str())
         .bind(price.map(|p| p.minor))
         .bind(price.map(|p| p.currency.as_str().to_string()))
+        .bind(new.priority.rank())
+        .bind(&new.batch_key)
         .fetch_one(&mut *tx)
         .await?;
         let mut job = job_from_row(&row)?;
-        job.queue_position = Some(row.try_get::<i64, _>("queue_ahead")? as u32);
         if let Some(position) = position {
             // Under the account lock the hold moves nothing else: the balance stands
             // and the holds grow by the quote.
@@ -178,10 +180,16 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        // Read after the commit: the queue scan stays out of the write transaction.
+        let mut conn = self.read.acquire().await?;
+        job.queue_position = Some(crate::queue::queue_position(&mut conn, b, &job).await?);
         Ok(Submitted::Created(job))
     }
 
     /// The job, if it exists and (when `account_id` is given) belongs to that account.
+    /// A queued job's `queue_position` counts the queued jobs the queue's order leases
+    /// before it as things stand (see `queue::queue_position`: exact while no job
+    /// finishes and nothing is submitted; an estimate otherwise).
     /// A deleted account's jobs are gone for every reader (CONTRACT.md §5); their
     /// money columns stay only for the ledger's checks.
     pub async fn get_job(
@@ -330,10 +338,6 @@ pub(crate) async fn set_terminal(
     Ok(())
 }
 
-/// Queued jobs ahead of the row `jobs` (a job's `queue_position`).
-pub(crate) const QUEUE_AHEAD: &str =
-    "(SELECT COUNT(*) FROM jobs ahead WHERE ahead.state = 'QUEUED' AND ahead.seq < jobs.seq)";
-
 pub(crate) async fn load_job(
     conn: &mut AnyConnection,
     b: Backend,
@@ -361,12 +365,7 @@ pub(crate) async fn load_job(
             .collect::<Result<_, _>>()?;
     }
     if job.state == JobState::Queued {
-        let ahead: i64 =
-            sqlx::query_scalar(&b.sql(&format!("SELECT {QUEUE_AHEAD} FROM jobs WHERE seq = ?")))
-                .bind(job.seq)
-                .fetch_one(&mut *conn)
-                .await?;
-        job.queue_position = Some(ahead as u32);
+        job.queue_position = Some(crate::queue::queue_position(conn, b, &job).await?);
     }
     Ok(Some(job))
 }
@@ -438,6 +437,9 @@ pub(crate) fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
         },
         charged_minor: r.try_get("charged_minor")?,
         lease_owner: r.try_get("lease_owner")?,
+        priority: crate::JobPriority::from_rank(r.try_get("priority")?)?,
+        batch_key: r.try_get("batch_key")?,
+        run_alone: r.try_get::<i64, _>("run_alone")? != 0,
     })
 }
 

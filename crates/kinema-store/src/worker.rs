@@ -10,8 +10,10 @@ use crate::credits::{
 };
 use crate::db::Backend;
 use crate::jobs::{job_from_row, load_job, set_terminal};
+use crate::queue::{self, Pick};
 use crate::{
-    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, Stage, Store, StoreError, Usage,
+    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, LeaseFilter, Stage, Store,
+    StoreError, Usage,
 };
 
 /// What one lease attempt did.
@@ -19,6 +21,8 @@ use crate::{
 pub struct Leased {
     /// The job now RUNNING under this worker's lease, if any was queued.
     pub job: Option<Job>,
+    /// [`Store::lease_companions`]: the further jobs now RUNNING beside the leader.
+    pub companions: Vec<Job>,
     /// Jobs that reached the front but could no longer be covered (lots expired while
     /// they waited): FAILED with `INSUFFICIENT_CREDITS`, hold released, nothing debited.
     pub refused: Vec<Job>,
@@ -39,30 +43,101 @@ pub struct RecoveryReport {
 const WORKER: &str = "worker";
 
 impl Store {
-    /// Leases the oldest queued job to `owner` and starts it: RUNNING, attempt counted,
-    /// and on its first start the hold becomes a DEBIT, all in one transaction. A job
-    /// requeued after a lost worker was debited already and is not debited again.
+    /// Leases the next queued job of any model to `owner` and starts it (see
+    /// [`Store::lease_matching`]).
     pub async fn lease_next_job(
         &self,
         owner: &str,
         lease_ms: i64,
         now: UnixMillis,
     ) -> Result<Leased, StoreError> {
-        let b = self.backend;
+        self.lease_matching(owner, &LeaseFilter::any(), lease_ms, now)
+            .await
+    }
+
+    /// Leases the next queued job the filter admits, in the queue's order (highest
+    /// class, then fair share between accounts: see `queue.rs`), to `owner` and starts
+    /// it: RUNNING, attempt counted, and on its first start the hold becomes a DEBIT,
+    /// all in one transaction. A job requeued after a lost worker was debited already
+    /// and is not debited again.
+    pub async fn lease_matching(
+        &self,
+        owner: &str,
+        filter: &LeaseFilter,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<Leased, StoreError> {
         let mut outcome = Leased::default();
+        let pick = Pick {
+            models: filter.models.as_deref(),
+            batch_key: None,
+        };
+        outcome.job = self
+            .lease_one(owner, pick, lease_ms, now, &mut outcome.refused)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Leases up to `max` more queued jobs with the leader's `batch_key` (never one
+    /// marked `run_alone`), in the queue's order, each started and debited exactly as
+    /// [`Store::lease_next_job`] does; they are in `companions`. None for a leader
+    /// without a key or one that must run alone.
+    pub async fn lease_companions(
+        &self,
+        owner: &str,
+        leader: &Job,
+        max: usize,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<Leased, StoreError> {
+        let mut outcome = Leased::default();
+        let Some(key) = leader.batch_key.as_deref().filter(|_| !leader.run_alone) else {
+            return Ok(outcome);
+        };
+        let pick = Pick {
+            models: None,
+            batch_key: Some(key),
+        };
+        while outcome.companions.len() < max {
+            match self
+                .lease_one(owner, pick, lease_ms, now, &mut outcome.refused)
+                .await?
+            {
+                Some(job) => outcome.companions.push(job),
+                None => break,
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Leases and starts the first job of `pick` in queue order; jobs that can no
+    /// longer be covered on the way are failed into `refused`.
+    async fn lease_one(
+        &self,
+        owner: &str,
+        pick: Pick<'_>,
+        lease_ms: i64,
+        now: UnixMillis,
+        refused: &mut Vec<Job>,
+    ) -> Result<Option<Job>, StoreError> {
+        let b = self.backend;
+        if pick.is_empty() {
+            return Ok(None);
+        }
         loop {
             let mut tx = self.write.begin().await?;
-            let candidate: Option<(String, String, i64, i64, String)> = sqlx::query_as(&b.sql(
-                "SELECT id, account_id, quoted, debited, billing FROM jobs WHERE state = 'QUEUED' \
-                 ORDER BY seq LIMIT 1",
-            ))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((id, account_id, quoted, debited, billing)) = candidate else {
-                return Ok(outcome);
+            let Some((candidate_account, class)) = queue::next_account(&mut tx, b, pick).await?
+            else {
+                return Ok(None);
             };
-            // Account first, then the job row (the store's lock order).
-            lock_account_only(&mut tx, b, &account_id).await?;
+            // Account first, then the job row (the store's lock order); another worker
+            // may have taken the account's jobs meanwhile, in which case look again.
+            lock_account_only(&mut tx, b, &candidate_account).await?;
+            let next = queue::head_job(&mut tx, b, &candidate_account, class, pick).await?;
+            let Some((id, account_id, quoted, debited, billing)) = next else {
+                tx.commit().await?;
+                continue;
+            };
             // Postpaid jobs hold and debit no credits: they are charged on success. A job
             // requeued after a lost worker was debited already.
             let debit = if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
@@ -87,7 +162,7 @@ impl Store {
                             .await?
                             .ok_or(StoreError::NotFound("job"))?;
                         tx.commit().await?;
-                        outcome.refused.push(job);
+                        refused.push(job);
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -123,11 +198,11 @@ impl Store {
             if let Some(debit) = &debit {
                 write_debit(&mut tx, b, &account_id, &id, debit, WORKER, now).await?;
             }
+            queue::mark_served(&mut tx, b, &account_id).await?;
             // A running job has no artifacts and no queue position: the row is the job.
             let job = job_from_row(&row)?;
             tx.commit().await?;
-            outcome.job = Some(job);
-            return Ok(outcome);
+            return Ok(Some(job));
         }
     }
 

@@ -117,6 +117,8 @@ fn job(account: &str) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 1,
+        priority: kinema_store::JobPriority::Normal,
+        batch_key: None,
     }
 }
 
