@@ -366,7 +366,7 @@ fn bench_transformer(
 fn bench_vae(model_dir: &std::path::Path, size: VideoSize) -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let dir = model_dir.join("vae");
-    let (vae, load) = measure(|| AutoencoderKLWan::load(&dir, DType::F32, &dev));
+    let (vae, load) = measure(|| AutoencoderKLWan::load_decoder(&dir, DType::F32, &dev));
     let vae = vae.with_context(|| format!("loading {}", dir.display()))?;
     println!(
         "kinema AutoencoderKLWan (base {}, mults {:?}) loaded from {}: {}",

@@ -161,7 +161,7 @@ impl WanPipeline {
                 dtype,
                 device,
             )?,
-            vae: AutoencoderKLWan::load(&model_dir.join("vae"), dtype, device)?,
+            vae: AutoencoderKLWan::load_decoder(&model_dir.join("vae"), dtype, device)?,
             scheduler,
             model_dir: model_dir.to_path_buf(),
             device: device.clone(),
