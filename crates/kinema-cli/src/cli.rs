@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// Starts a job may have before a lost worker fails it with refund.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// Most same-shape jobs of a model denoised as one batch (within the model's own
+    /// limit and the device's memory); 1 disables batching.
+    #[arg(long, default_value_t = 4)]
+    pub max_batch: u32,
     /// Most jobs one account may have queued; more are refused with
     /// RESOURCE_EXHAUSTED (QUEUE_FULL). 0: unlimited.
     #[arg(long, default_value_t = 1_000)]

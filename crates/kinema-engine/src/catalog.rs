@@ -79,6 +79,10 @@ pub struct ModelSpec {
     /// model (weights + working memory) when not given.
     #[serde(default)]
     pub memory_gib: Option<f64>,
+    /// The most same-shape jobs denoised as one batch (1: never batched); default 8,
+    /// and the server's `--max-batch` caps it.
+    #[serde(default)]
+    pub max_batch: Option<u32>,
 }
 
 fn default_family() -> String {
@@ -284,12 +288,12 @@ fn wan_model(
         ],
         default_steps: defaults.steps,
     });
+    let estimate =
+        info.memory_estimate(dtype, defaults.width, defaults.height, defaults.num_frames);
     let memory_bytes = match spec.memory_gib {
         Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u64,
         Some(g) => return Err(model_error(id, format!("memory_gib {g} must be positive"))),
-        None => info
-            .memory_estimate(dtype, defaults.width, defaults.height, defaults.num_frames)
-            .total(),
+        None => estimate.total(),
     };
     let manifest = ModelManifest {
         id: id.to_string(),
@@ -303,6 +307,11 @@ fn wan_model(
             )
         }),
         capabilities: vec!["text-to-video".into()],
+        max_batch: spec
+            .max_batch
+            .unwrap_or(kinema_wan::pipeline::DEFAULT_MAX_BATCH as u32),
+        // a batched item adds its conditional and unconditional rows
+        batch_item_bytes: estimate.transformer_activations,
         limits,
         defaults,
         price,
@@ -425,6 +434,22 @@ mod tests {
         );
         assert!(m.memory_bytes > 0);
         assert_eq!(m.price.default_steps, 2);
+        // Wan batches same-shape jobs; each further item needs its activations
+        assert_eq!(m.max_batch, 8);
+        assert!(m.batch_item_bytes > 0 && m.batch_item_bytes < m.memory_bytes);
+        let spec = m
+            .resolve(
+                &JobSpec {
+                    prompt: "x".into(),
+                    ..JobSpec::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(m.batch_key(&spec).as_deref(), Some("wan-tiny/48x32x5/2"));
+        assert_eq!(m.batch_capacity(0), 1);
+        assert_eq!(m.batch_capacity(2 * m.batch_item_bytes), 3);
+        assert_eq!(m.batch_capacity(u64::MAX), 8);
         // 4k+1 frames and multiples of 16 are enforced by the manifest
         let bad = m
             .resolve(

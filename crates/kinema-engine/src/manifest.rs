@@ -43,6 +43,11 @@ pub struct ModelManifest {
     /// Memory a worker needs to run the model at its default size (weights plus peak
     /// working memory), in bytes; an estimate.
     pub memory_bytes: u64,
+    /// The most same-shape jobs the model denoises as one batch; 1: never batched.
+    pub max_batch: u32,
+    /// Memory each job beyond the first of a batch adds at the default size (its rows
+    /// of the denoiser's activations), in bytes; an estimate.
+    pub batch_item_bytes: u64,
 }
 
 /// A job's generation settings as requested: `None` means "the model's default".
@@ -77,6 +82,31 @@ pub struct FieldViolation {
 }
 
 impl ModelManifest {
+    /// The key under which a job with these settings may share a batch (the model, its
+    /// size, frames and steps: [`kinema_diffusion::BatchKey`]); `None` for a model that
+    /// does not batch.
+    pub fn batch_key(&self, spec: &ResolvedSpec) -> Option<String> {
+        (self.max_batch > 1).then(|| {
+            kinema_diffusion::BatchKey {
+                width: spec.width,
+                height: spec.height,
+                num_frames: spec.num_frames,
+                steps: spec.steps,
+            }
+            .for_model(&self.id)
+        })
+    }
+
+    /// How many jobs may share a batch on a device with `free_bytes` of memory beyond
+    /// the model's own need (at least 1, at most `max_batch`).
+    pub fn batch_capacity(&self, free_bytes: u64) -> usize {
+        let by_memory = match free_bytes.checked_div(self.batch_item_bytes) {
+            Some(extra) => 1 + extra,
+            None => u64::MAX,
+        };
+        by_memory.min(self.max_batch.max(1) as u64) as usize
+    }
+
     /// Fills defaults and checks every limit, reporting all violations at once.
     /// `check_prompt` is off for cost estimates, which need no prompt.
     pub fn resolve(

@@ -102,6 +102,9 @@ fn testsrc_manifest() -> ModelManifest {
                       smoke tests without GPU or weights. Not a generative model."
             .into(),
         capabilities: vec!["test-source".into()],
+        // The test source runs alone: its jobs' timing stays one job at a time.
+        max_batch: 1,
+        batch_item_bytes: 0,
         limits: ModelLimits {
             min_width: 16,
             max_width: 1920,
@@ -170,6 +173,9 @@ mod tests {
             (r.width, r.height, r.num_frames, r.fps, r.steps),
             (320, 192, 33, 16, 8)
         );
+        // the test source runs its jobs alone
+        assert_eq!(m.batch_key(&r), None);
+        assert_eq!(m.batch_capacity(u64::MAX), 1);
         let a = registry.pipeline("testsrc").unwrap();
         let b = registry.pipeline("testsrc").unwrap();
         assert!(Arc::ptr_eq(&a, &b));

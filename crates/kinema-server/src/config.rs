@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub fault_injection: bool,
     pub refund_on_cancel: bool,
     pub max_attempts: u32,
+    /// Most jobs denoised as one batch (1: no batching).
+    pub max_batch: usize,
     /// Queue bounds (per account and overall; 0 unlimited).
     pub queue: kinema_store::QueueLimits,
     pub artifact_ttl: Duration,
@@ -46,6 +48,7 @@ impl ServerConfig {
             fault_injection: false,
             refund_on_cancel: true,
             max_attempts: 3,
+            max_batch: 4,
             queue: kinema_store::QueueLimits::default(),
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),

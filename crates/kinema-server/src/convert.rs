@@ -136,6 +136,7 @@ pub fn job(j: &store::Job) -> pb::Job {
             store_ms: j.usage.store_ms,
             total_ms: j.usage.total_ms,
             scheduler_gap_us: j.usage.scheduler_gap_us,
+            batch_size: j.usage.batch_size,
         }),
         model: j.model.clone(),
         prompt: j.prompt.clone(),

@@ -190,8 +190,8 @@ impl JobService for JobsService {
             metadata: req.metadata.clone(),
             quote: checked.quote.credits,
             priority,
-            // Set by batching (same model, shape and scheduler); unset never batches.
-            batch_key: None,
+            // Jobs with one key (model, size, frames, steps) may share a batch.
+            batch_key: checked.manifest.batch_key(&checked.spec),
         };
         let submitted = app
             .store

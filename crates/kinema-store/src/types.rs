@@ -205,6 +205,9 @@ pub struct Usage {
     /// Microseconds the worker sat idle between its previous job's end and this job's
     /// pipeline start, when this job was already queued at that end (else `None`).
     pub scheduler_gap_us: Option<u64>,
+    /// How many jobs were denoised together in this job's batch (1: alone; 0: the job
+    /// did not reach denoising).
+    pub batch_size: u32,
 }
 
 /// What a submission asks for, after validation and quoting.

@@ -88,7 +88,8 @@ impl WanModelInfo {
     /// An estimate of the memory one generation of `width x height x frames` needs in
     /// `dtype`. Working memory: the transformer's widest moment (the FFN's two
     /// `tokens x ffn` tensors beside the residual stream and attention projections, plus
-    /// one attention chunk of scores); the VAE decoder at full resolution: its causal
+    /// one attention chunk of scores), for the two rows of a guided step (conditional and
+    /// unconditional run as one forward); the VAE decoder at full resolution: its causal
     /// caches and working tensors, ~14 full-resolution tensors of `base_dim` channels x
     /// 4 frames (measured on the real Wan 2.1 VAE at 832x480: 8.1 GB above its weights,
     /// `kinema-bench vae`).
@@ -110,7 +111,7 @@ impl WanModelInfo {
             * (width as u64 / sf / pw as u64).max(1);
         let dim = t.inner_dim() as u64;
         let transformer_activations =
-            tokens * (2 * t.ffn_dim as u64 + 8 * dim) * b + DEFAULT_SCORE_BUDGET_BYTES as u64;
+            2 * tokens * (2 * t.ffn_dim as u64 + 8 * dim) * b + DEFAULT_SCORE_BUDGET_BYTES as u64;
         let base = self.vae.decoder_base_dim.unwrap_or(self.vae.base_dim) as u64;
         let vae_activations = 14 * base * 4 * height as u64 * width as u64 * b;
         MemoryEstimate {
