@@ -27,4 +27,4 @@ pub use purchases::MAX_PAYMENT_REF_CHARS;
 pub use retention::ExpiredArtifact;
 pub use types::*;
 pub use verify::{LedgerExport, MoneyReport};
-pub use worker::{Leased, ProgressAck, RecoveryReport};
+pub use worker::{LeaseFilter, Leased, ProgressAck, RecoveryReport};

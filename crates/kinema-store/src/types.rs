@@ -156,6 +156,12 @@ pub struct Usage {
     pub encode_video_ms: u64,
     pub store_ms: u64,
     pub total_ms: u64,
+    /// The denoising step last completed when a cancel reached the worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_seen_at_step: Option<u32>,
+    /// The step after which denoising stopped early (cancel, shutdown, time limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at_step: Option<u32>,
 }
 
 /// What a submission asks for, after validation and quoting.

@@ -21,6 +21,13 @@ pub struct Leased {
     pub refused: Vec<Job>,
 }
 
+/// Which queued jobs a worker may lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseFilter {
+    /// Only jobs for these models (those the device can hold); `None`: any model.
+    pub models: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgressAck {
     pub cancel_requested: bool,
@@ -45,15 +52,39 @@ impl Store {
         lease_ms: i64,
         now: UnixMillis,
     ) -> Result<Leased, StoreError> {
+        self.lease_next_job_for(owner, lease_ms, now, &LeaseFilter::default())
+            .await
+    }
+
+    /// [`Store::lease_next_job`] restricted to the jobs `filter` admits (the models a
+    /// device can hold).
+    pub async fn lease_next_job_for(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now: UnixMillis,
+        filter: &LeaseFilter,
+    ) -> Result<Leased, StoreError> {
         let b = self.backend;
         let mut outcome = Leased::default();
+        if filter.models.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(outcome);
+        }
+        let model_clause = match &filter.models {
+            Some(models) => format!(" AND model IN ({})", vec!["?"; models.len()].join(", ")),
+            None => String::new(),
+        };
+        let candidate_sql = format!(
+            "SELECT id, account_id FROM jobs WHERE state = 'QUEUED'{model_clause} ORDER BY seq LIMIT 1"
+        );
+        let candidate_sql = b.sql(&candidate_sql);
         loop {
             let mut tx = self.write.begin().await?;
-            let candidate: Option<(String, String)> = sqlx::query_as(&b.sql(
-                "SELECT id, account_id FROM jobs WHERE state = 'QUEUED' ORDER BY seq LIMIT 1",
-            ))
-            .fetch_optional(&mut *tx)
-            .await?;
+            let mut query = sqlx::query_as(&candidate_sql);
+            for m in filter.models.iter().flatten() {
+                query = query.bind(m);
+            }
+            let candidate: Option<(String, String)> = query.fetch_optional(&mut *tx).await?;
             let Some((candidate, candidate_account)) = candidate else {
                 return Ok(outcome);
             };
@@ -229,6 +260,53 @@ impl Store {
         Ok(job)
     }
 
+    /// A retryable failure: back to the queue while the job has attempts left (its
+    /// debit stands and the next lease does not debit again; the attempt stays
+    /// counted), else FAILED with `failure` and refunded once, as [`Store::fail_job`].
+    /// One transaction either way; the returned job's state says which.
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &Failure,
+        max_attempts: u32,
+        usage: &Usage,
+        now: UnixMillis,
+    ) -> Result<Job, StoreError> {
+        let b = self.backend;
+        let mut tx = self.write.begin().await?;
+        let job = running_job(&mut tx, b, id, owner).await?;
+        save_usage(&mut tx, b, id, usage).await?;
+        if job.cancel_requested {
+            self.cancel_running(&mut tx, &job, now).await?;
+        } else if job.attempts < max_attempts {
+            sqlx::query(&b.sql(
+                "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+            ))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            set_terminal(&mut tx, b, id, JobState::Failed, Some(failure), now).await?;
+            refund_job(
+                &mut tx,
+                b,
+                &job.account_id,
+                id,
+                self.policy.refund_grace_ms,
+                WORKER,
+                now,
+            )
+            .await?;
+        }
+        let job = load_job(&mut tx, b, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
     /// The worker stopped a job whose cancel was requested: CANCELLED, refunded under
     /// `refund_on_cancel`.
     pub async fn finish_cancelled(
@@ -276,8 +354,9 @@ impl Store {
     /// cancelled if its cancel was requested, requeued while it has attempts left (its
     /// debit stands; it is not debited again), or failed with `WORKER_LOST` and refunded.
     ///
-    /// `alive_owner` is the caller's own lease owner: its jobs are running right there,
-    /// whatever their lease says (a test clock moved past it, say), and are left alone.
+    /// `alive_owner` is the caller's own lease owner, or the prefix its workers' owners
+    /// share: their jobs are running right there, whatever their lease says (a test
+    /// clock moved past it, say), and are left alone.
     pub async fn recover_lost_jobs(
         &self,
         all: bool,
@@ -286,15 +365,19 @@ impl Store {
         now: UnixMillis,
     ) -> Result<RecoveryReport, StoreError> {
         let b = self.backend;
-        let ids: Vec<String> = sqlx::query_scalar(&b.sql(
-            "SELECT id FROM jobs WHERE state = 'RUNNING' AND (? = 1 OR lease_expires_at <= ?) \
-             AND COALESCE(lease_owner, '') <> ? ORDER BY seq",
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&b.sql(
+            "SELECT id, lease_owner FROM jobs WHERE state = 'RUNNING' \
+             AND (? = 1 OR lease_expires_at <= ?) ORDER BY seq",
         ))
         .bind(i64::from(all))
         .bind(now)
-        .bind(alive_owner)
         .fetch_all(&self.read)
         .await?;
+        let ids = rows.into_iter().filter_map(|(id, owner)| {
+            let alive = !alive_owner.is_empty()
+                && owner.as_deref().is_some_and(|o| o.starts_with(alive_owner));
+            (!alive).then_some(id)
+        });
         let mut report = RecoveryReport::default();
         for id in ids {
             let mut tx = self.write.begin().await?;
