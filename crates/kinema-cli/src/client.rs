@@ -22,9 +22,10 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
+pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// Clients of the three services over one connection.
+#[derive(Clone)]
 pub struct Clients {
     pub jobs: JobServiceClient<Authed>,
     pub billing: BillingServiceClient<Authed>,

@@ -37,10 +37,11 @@ impl FailureCode {
     }
 
     /// How many attempts in all a job failing this way may have: an OOM is retried
-    /// once (alone), other retryable failures up to `max_attempts`.
-    pub fn attempts_allowed(self, max_attempts: u32) -> u32 {
+    /// once (alone: `already_alone` says the retry happened), other retryable
+    /// failures up to `max_attempts`.
+    pub fn attempts_allowed(self, max_attempts: u32, already_alone: bool) -> u32 {
         match self {
-            Self::OutOfMemory => max_attempts.min(2),
+            Self::OutOfMemory if already_alone => 0,
             c if c.retryable() => max_attempts,
             _ => 0,
         }

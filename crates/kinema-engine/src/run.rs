@@ -470,11 +470,22 @@ impl Worker {
                 result
             }
             Ending::Failed(failure) if failure.code.retryable() => {
-                let allowed = failure.code.attempts_allowed(inner.config.max_attempts);
+                let oom = failure.code == FailureCode::OutOfMemory;
+                let allowed = failure
+                    .code
+                    .attempts_allowed(inner.config.max_attempts, job.run_alone);
                 warn!(code = failure.code.as_str(), message = %failure.message, attempt = job.attempts, allowed, "job failed; retryable");
                 let written = inner
                     .store
-                    .retry_job(&job.id, owner, &failure.to_record(), allowed, usage, now)
+                    .retry_job(
+                        &job.id,
+                        owner,
+                        &failure.to_record(),
+                        allowed,
+                        oom,
+                        usage,
+                        now,
+                    )
                     .await;
                 if let Ok(j) = &written {
                     if j.state == JobState::Queued {

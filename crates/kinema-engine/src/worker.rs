@@ -485,7 +485,7 @@ impl Worker {
             let now = inner.clock.now_ms();
             match inner
                 .store
-                .lease_next_job_for(&inner.owner, inner.config.lease_ms, now, &filter)
+                .lease_matching(&inner.owner, &filter, inner.config.lease_ms, now)
                 .await
             {
                 Ok(leased) => {

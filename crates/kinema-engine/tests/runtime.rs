@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kinema_artifacts::LocalArtifacts;
 use kinema_engine::*;
-use kinema_store::{EntryKind, Job, JobState, NewJob, Store, StorePolicy};
+use kinema_store::{EntryKind, Job, JobPriority, JobState, NewJob, Store, StorePolicy};
 use tokio::sync::watch;
 
 const GRANT: i64 = 10_000;
@@ -123,6 +123,8 @@ impl Rig {
             callback_url: String::new(),
             metadata,
             quote: QUOTE,
+            priority: JobPriority::Normal,
+            batch_key: None,
         };
         let job = self
             .store
@@ -268,6 +270,7 @@ async fn an_out_of_memory_is_retried_once() {
     let done = rig.terminal(&once.id).await;
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_eq!(done.attempts, 2);
+    assert!(done.run_alone, "an OOM retry runs alone (unbatched)");
     assert_eq!(
         rig.kinds(&once.id).await,
         [EntryKind::Hold, EntryKind::Debit]

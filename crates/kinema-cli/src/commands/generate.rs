@@ -5,7 +5,7 @@ use kinema_proto::v1 as pb;
 use tonic::Code;
 
 use super::follow;
-use crate::cli::{Connection, GenerateArgs};
+use crate::cli::{Connection, GenerateArgs, Priority};
 use crate::client::Clients;
 use crate::{embedded, print};
 
@@ -27,7 +27,8 @@ pub async fn run(conn: &Connection, args: GenerateArgs) -> anyhow::Result<()> {
             generate(&mut c, &args, false).await
         }
         None => {
-            let (server, admin_key) = embedded::start(&args.data_dir).await?;
+            let (server, admin_key) =
+                embedded::start(&args.data_dir, args.models_file.clone()).await?;
             eprintln!(
                 "embedded server on {} (data in {})",
                 server.addr,
@@ -87,6 +88,11 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         guidance_scale: args.guidance,
         seed: args.seed,
         idempotency_key: args.idempotency_key.clone(),
+        priority: match args.priority {
+            Priority::Low => pb::JobPriority::Low,
+            Priority::Normal => pb::JobPriority::Normal,
+            Priority::High => pb::JobPriority::High,
+        } as i32,
         ..Default::default()
     };
     let estimate = c

@@ -1,5 +1,6 @@
 mod accounts;
 mod bench;
+mod bench_load;
 mod credits;
 mod follow;
 mod generate;
@@ -9,6 +10,8 @@ mod ledger;
 mod plans;
 mod serve;
 mod workers;
+
+pub use bench_load::BenchLoadArgs;
 
 use crate::cli::{Cli, Command};
 use crate::client::Clients;
@@ -22,7 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Ledger(cmd) => ledger::run(cmd).await,
-        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Bench(cmd) => bench::run(&cli.conn, cmd).await,
         Command::Plans(cmd) => plans::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Catalog(args) => {
             if args.print_default && args.command.is_none() {
