@@ -208,6 +208,12 @@ pub struct Usage {
     /// How many jobs were denoised together in this job's batch (1: alone; 0: the job
     /// did not reach denoising).
     pub batch_size: u32,
+    /// The denoising step last completed when a cancel reached the worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_seen_at_step: Option<u32>,
+    /// The step after which denoising stopped early (cancel, shutdown, time limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at_step: Option<u32>,
 }
 
 /// What a submission asks for, after validation and quoting.
