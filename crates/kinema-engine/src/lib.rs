@@ -2,6 +2,7 @@
 //! loop that leases jobs and runs them through a model's pipeline, media encoding and
 //! artifact storage, progress events, cancellation and failure classification.
 
+mod batch;
 mod catalog;
 mod clock;
 mod devices;

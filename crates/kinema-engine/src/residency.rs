@@ -67,6 +67,11 @@ impl ModelCache {
         }
     }
 
+    /// The manifest of a model this cache may load.
+    pub fn manifest(&self, model: &str) -> Option<&crate::ModelManifest> {
+        self.registry.manifest(model)
+    }
+
     pub fn budget(&self) -> u64 {
         self.budget
     }

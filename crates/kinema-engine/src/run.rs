@@ -7,14 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kinema_diffusion::{GenerationRequest, PipelineError, StepControl, VideoFrames};
+use kinema_diffusion::{GenerationRequest, PipelineError, VideoFrames};
 use kinema_media::VideoSpec;
 use kinema_store::{Artifact, ArtifactKind, Job, JobState, Stage, StoreError, Usage};
-use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::batch::{generate_batch, Generated, Member};
 use crate::faults::{FaultPlan, FaultStage};
-use crate::residency::ModelCache;
 use crate::worker::{StopFlags, NO_STEP};
 use crate::{meters, FailureCode, JobEventKind, JobFailure, Timeouts, Worker};
 
@@ -33,16 +33,18 @@ enum Ending {
 
 /// Stage changes and steps, sent from the blocking thread to the async side.
 #[derive(Debug, Clone, Copy)]
-struct Progress {
-    stage: Stage,
-    step: u32,
+pub(crate) struct Progress {
+    pub stage: Stage,
+    pub step: u32,
 }
 
 /// What the blocking thread tells the async side.
 #[derive(Debug, Clone, Copy)]
-enum Signal {
+pub(crate) enum Signal {
     /// The model is resident: time limits start now.
     Ready,
+    /// Denoising starts in a batch of this many jobs.
+    Batched(u32),
     Progress(Progress),
 }
 
@@ -104,18 +106,80 @@ impl Deadlines {
 }
 
 impl Worker {
-    pub(crate) async fn run_job(&self, job: Job) {
-        let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
-        self.run_job_inner(job).instrument(span).await
+    /// Runs jobs leased together (one model and batch key; a job alone is a batch of
+    /// one): one blocking thread generates for all of them (`batch.rs`), and each job
+    /// follows its own progress, time limits, encoding, storing and ending.
+    pub(crate) async fn run_batch(&self, jobs: Vec<Job>) {
+        let Some(model) = jobs.first().map(|j| j.model.clone()) else {
+            return;
+        };
+        let mut members = Vec::with_capacity(jobs.len());
+        let mut runs = tokio::task::JoinSet::new();
+        for job in jobs {
+            let flags = Arc::new(StopFlags::default());
+            if job.cancel_requested {
+                flags.request_cancel();
+            }
+            self.inner
+                .lock_running()
+                .insert(job.id.clone(), flags.clone());
+            let (signals, rx) = mpsc::unbounded_channel::<Signal>();
+            let (done, generated) = oneshot::channel::<Generated>();
+            let plan = match self.fault_plan(&job) {
+                Ok(plan) => {
+                    members.push(Member {
+                        request: generation_request(&job),
+                        plan: plan.clone(),
+                        flags: flags.clone(),
+                        signals,
+                        done,
+                    });
+                    plan
+                }
+                Err(e) => {
+                    let failure = JobFailure::new(FailureCode::Internal, e);
+                    let _ = done.send(Err(GenerateError::Failed(failure)));
+                    FaultPlan::default()
+                }
+            };
+            let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
+            let worker = self.clone();
+            runs.spawn(
+                async move { worker.run_job(job, flags, plan, rx, generated).await }
+                    .instrument(span),
+            );
+        }
+        let generation = {
+            let models = self.inner.models.clone();
+            tokio::task::spawn_blocking(move || generate_batch(&models, &model, members))
+        };
+        while let Some(joined) = runs.join_next().await {
+            if let Err(e) = joined {
+                error!(error = %e, "a job's task ended abnormally");
+            }
+        }
+        if let Err(e) = generation.await {
+            error!(error = %e, "the model thread ended abnormally");
+        }
     }
 
-    async fn run_job_inner(&self, job: Job) {
-        let inner = &self.inner;
-        let flags = Arc::new(StopFlags::default());
-        if job.cancel_requested {
-            flags.request_cancel();
+    fn fault_plan(&self, job: &Job) -> Result<FaultPlan, String> {
+        if self.inner.config.fault_injection {
+            Ok(FaultPlan::from_metadata(&job.metadata)?.for_attempt(job.attempts))
+        } else {
+            Ok(FaultPlan::default())
         }
-        inner.lock_running().insert(job.id.clone(), flags.clone());
+    }
+
+    async fn run_job(
+        &self,
+        job: Job,
+        flags: Arc<StopFlags>,
+        plan: FaultPlan,
+        signals: mpsc::UnboundedReceiver<Signal>,
+        generated: oneshot::Receiver<Generated>,
+    ) {
+        let inner = &self.inner;
         let started = Instant::now();
         let mut usage = Usage {
             device: inner.device.name.clone(),
@@ -139,7 +203,9 @@ impl Worker {
             })
         };
 
-        let ending = self.execute(&job, &flags, &mut usage).await;
+        let ending = self
+            .execute(&job, &flags, &plan, signals, generated, &mut usage)
+            .await;
         drain.abort();
         inner.lock_running().remove(&job.id);
         usage.total_ms = started.elapsed().as_millis() as u64;
@@ -159,28 +225,16 @@ impl Worker {
         self.finish(&job, ending, &usage).await;
     }
 
-    async fn execute(&self, job: &Job, flags: &Arc<StopFlags>, usage: &mut Usage) -> Ending {
+    async fn execute(
+        &self,
+        job: &Job,
+        flags: &Arc<StopFlags>,
+        plan: &FaultPlan,
+        mut rx: mpsc::UnboundedReceiver<Signal>,
+        generated: oneshot::Receiver<Generated>,
+        usage: &mut Usage,
+    ) -> Ending {
         let inner = &self.inner;
-        let plan = if inner.config.fault_injection {
-            match FaultPlan::from_metadata(&job.metadata) {
-                Ok(plan) => plan.for_attempt(job.attempts),
-                Err(e) => return Ending::Failed(JobFailure::new(FailureCode::Internal, e)),
-            }
-        } else {
-            FaultPlan::default()
-        };
-
-        let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
-        let generation = {
-            let models = inner.models.clone();
-            let request = generation_request(job);
-            let model = job.model.clone();
-            let flags = flags.clone();
-            let plan = plan.clone();
-            tokio::task::spawn_blocking(move || {
-                generate(&models, &model, &request, &plan, &flags, &tx)
-            })
-        };
         // Persist and publish progress as it comes; the lease is renewed by each report
         // and by a heartbeat while a long stage reports nothing.
         let heartbeat_every = Duration::from_millis((inner.config.lease_ms / 3).max(100) as u64);
@@ -203,6 +257,7 @@ impl Worker {
             tokio::select! {
                 next = rx.recv() => match next {
                     Some(Signal::Ready) => deadlines = Some(Deadlines::start(&inner.config.timeouts)),
+                    Some(Signal::Batched(n)) => usage.batch_size = n,
                     Some(Signal::Progress(p)) => {
                         let kind = if p.stage != current.stage { JobEventKind::StageChanged } else { JobEventKind::Progress };
                         current = p;
@@ -228,13 +283,12 @@ impl Worker {
                 }
             }
         }
-        let generated = match generation.await {
-            Ok(result) => result,
-            Err(e) => Err(GenerateError::Failed(JobFailure::new(
+        let generated = generated.await.unwrap_or_else(|_| {
+            Err(GenerateError::Failed(JobFailure::new(
                 FailureCode::ModelError,
-                format!("model thread ended abnormally: {e}"),
-            ))),
-        };
+                "the model thread ended abnormally",
+            )))
+        });
         let (frames, timings) = match generated {
             Ok(done) => done,
             Err(GenerateError::Stopped) => return self.stop_ending(job, flags).await,
@@ -245,7 +299,7 @@ impl Worker {
         usage.decode_ms = timings[2];
 
         let ending = self
-            .encode_and_store(job, frames, &plan, flags, usage, deadlines)
+            .encode_and_store(job, frames, plan, flags, usage, deadlines)
             .await;
         if let Ending::Failed(_) | Ending::Cancelled | Ending::Interrupted = ending {
             let _ = inner.artifacts.delete_job(&job.id).await;
@@ -558,106 +612,13 @@ fn generation_request(job: &Job) -> GenerationRequest {
     }
 }
 
-enum GenerateError {
+pub(crate) enum GenerateError {
     /// Cancelled, interrupted, or the lease was lost: the caller finds out which.
     Stopped,
     Failed(JobFailure),
 }
 
-/// The model's three stages, on a blocking thread. Returns the frames and the
-/// milliseconds each stage took.
-fn generate(
-    models: &ModelCache,
-    model: &str,
-    request: &GenerationRequest,
-    plan: &FaultPlan,
-    flags: &StopFlags,
-    signals: &mpsc::UnboundedSender<Signal>,
-) -> Result<(VideoFrames, [u64; 3]), GenerateError> {
-    let stopped = || flags.stopped();
-    let progress = |p: Progress| {
-        let _ = signals.send(Signal::Progress(p));
-    };
-    let pipeline = models.get(model).map_err(|e| {
-        GenerateError::Failed(JobFailure::new(FailureCode::ModelError, e.to_string()))
-    })?;
-    let _ = signals.send(Signal::Ready);
-    let mut timings = [0u64; 3];
-
-    let t = Instant::now();
-    if plan.fails_at(FaultStage::EncodeText) {
-        return Err(GenerateError::Failed(
-            plan.failure("encode_text", FailureCode::ModelError),
-        ));
-    }
-    let conditioning = pipeline.encode_prompt(request).map_err(pipeline_failure)?;
-    timings[0] = t.elapsed().as_millis() as u64;
-    if stopped() {
-        return Err(GenerateError::Stopped);
-    }
-
-    let t = Instant::now();
-    progress(Progress {
-        stage: Stage::Denoising,
-        step: 0,
-    });
-    let mut injected: Option<u32> = None;
-    let mut on_step = |p: kinema_diffusion::StepProgress| {
-        if plan.fails_at(FaultStage::Step(p.step)) {
-            injected = Some(p.step);
-            return StepControl::Cancel;
-        }
-        flags.step.store(p.step, Ordering::SeqCst);
-        progress(Progress {
-            stage: Stage::Denoising,
-            step: p.step,
-        });
-        if plan.step_delay_ms > 0 {
-            std::thread::sleep(Duration::from_millis(plan.step_delay_ms));
-        }
-        if stopped() {
-            StepControl::Cancel
-        } else {
-            StepControl::Continue
-        }
-    };
-    let latents = pipeline.denoise(request, &conditioning, &mut on_step);
-    timings[1] = t.elapsed().as_millis() as u64;
-    let latents = match (latents, injected) {
-        (_, Some(step)) => {
-            return Err(GenerateError::Failed(
-                plan.failure(&format!("step:{step}"), FailureCode::ModelError),
-            ))
-        }
-        (Err(PipelineError::Cancelled { step }), None) => {
-            flags.stopped_at.store(step, Ordering::SeqCst);
-            return Err(GenerateError::Stopped);
-        }
-        (Err(e), None) => return Err(pipeline_failure(e)),
-        (Ok(l), None) => l,
-    };
-
-    let t = Instant::now();
-    progress(Progress {
-        stage: Stage::Decoding,
-        step: request.steps,
-    });
-    if plan.fails_at(FaultStage::Decode) {
-        return Err(GenerateError::Failed(
-            plan.failure("decode", FailureCode::ModelError),
-        ));
-    }
-    let frames = pipeline
-        .decode(request, latents)
-        .map_err(pipeline_failure)?;
-    timings[2] = t.elapsed().as_millis() as u64;
-    if stopped() {
-        return Err(GenerateError::Stopped);
-    }
-    Ok((frames, timings))
-}
-
-fn pipeline_failure(e: PipelineError) -> GenerateError {
+pub(crate) fn pipeline_failure(e: PipelineError) -> GenerateError {
     match e {
         PipelineError::Cancelled { .. } => GenerateError::Stopped,
         other => GenerateError::Failed(other.into()),

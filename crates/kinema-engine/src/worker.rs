@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kinema_artifacts::LocalArtifacts;
-use kinema_store::{Backend, LeaseFilter, RecoveryReport, Store, StoreError};
+use kinema_store::{Backend, Job, LeaseFilter, RecoveryReport, Store, StoreError};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn, Instrument};
@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     pub preload: Vec<String>,
     /// How often GPU memory and utilisation are sampled (when NVML is present).
     pub sample_interval: Duration,
+    /// Most jobs denoised as one batch (1: no batching).
+    pub max_batch: usize,
 }
 
 /// A device and how much of its memory models may use.
@@ -500,8 +502,10 @@ impl Worker {
                         inner
                             .events
                             .publish(JobEventKind::StateChanged, job.clone(), now);
-                        self.run_job(job).await;
-                        inner.lock_activity().jobs_done += 1;
+                        let jobs = self.with_companions(job).await;
+                        let n = jobs.len() as u64;
+                        self.run_batch(jobs).await;
+                        inner.lock_activity().jobs_done += n;
                         meters::busy(&inner.owner, false);
                         continue;
                     }
@@ -515,6 +519,56 @@ impl Worker {
             }
         }
         info!("worker stopped leasing");
+    }
+}
+
+impl Worker {
+    /// The leader and the queued jobs leased to run in one batch with it: up to the
+    /// server's `max_batch`, the model's, and what the device's budget leaves beside
+    /// the model.
+    async fn with_companions(&self, leader: Job) -> Vec<Job> {
+        let inner = &self.inner;
+        let room = match inner.models.manifest(&leader.model) {
+            Some(m) if leader.batch_key.is_some() => {
+                let free = inner.models.budget().saturating_sub(m.memory_bytes);
+                m.batch_capacity(free).min(inner.config.max_batch)
+            }
+            _ => 1,
+        };
+        if room <= 1 {
+            return vec![leader];
+        }
+        let now = inner.clock.now_ms();
+        let leased = inner
+            .store
+            .lease_companions(&inner.owner, &leader, room - 1, inner.config.lease_ms, now)
+            .await;
+        let mut jobs = vec![leader];
+        match leased {
+            Ok(leased) => {
+                for job in leased.refused {
+                    warn!(job = %job.id, "job failed at start: credits no longer cover it");
+                    inner.events.publish(JobEventKind::StateChanged, job, now);
+                }
+                for job in leased.companions {
+                    meters::leased(&inner.device.name);
+                    meters::queue_wait(now - job.created_at);
+                    inner
+                        .events
+                        .publish(JobEventKind::StateChanged, job.clone(), now);
+                    jobs.push(job);
+                }
+            }
+            Err(e) => error!(error = %e, "leasing batch companions failed"),
+        }
+        if jobs.len() > 1 {
+            info!(
+                size = jobs.len(),
+                key = jobs[0].batch_key.as_deref().unwrap_or_default(),
+                "running a batch"
+            );
+        }
+        jobs
     }
 }
 

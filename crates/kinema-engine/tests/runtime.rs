@@ -29,6 +29,7 @@ struct Setup {
     max_attempts: u32,
     timeouts: Timeouts,
     drain_grace: Duration,
+    max_batch: usize,
 }
 
 impl Default for Setup {
@@ -38,6 +39,7 @@ impl Default for Setup {
             max_attempts: 3,
             timeouts: Timeouts::default(),
             drain_grace: Duration::from_secs(20),
+            max_batch: 4,
         }
     }
 }
@@ -84,6 +86,7 @@ impl Rig {
                 timeouts: setup.timeouts,
                 preload: Vec::new(),
                 sample_interval: Duration::from_secs(5),
+                max_batch: setup.max_batch,
             },
             devices,
         );

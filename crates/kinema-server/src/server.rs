@@ -127,6 +127,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             timeouts: config.timeouts.clone(),
             preload: config.preload.clone(),
             sample_interval: std::time::Duration::from_secs(5),
+            max_batch: config.max_batch,
         },
         devices,
     );
