@@ -54,7 +54,7 @@ fn wan_request(account: &str, i: u64, extra: &[(&str, &str)]) -> pb::CreateJobRe
             account_id: account.into(),
             model: MODEL_ID.into(),
             prompt: format!("scene {i}: a lighthouse in a storm"),
-            negative_prompt: if i % 2 == 0 {
+            negative_prompt: if i.is_multiple_of(2) {
                 "blurry".into()
             } else {
                 String::new()
