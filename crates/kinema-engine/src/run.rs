@@ -104,12 +104,14 @@ impl Deadlines {
 }
 
 impl Worker {
-    pub(crate) async fn run_job(&self, job: Job) {
+    /// Runs the job to its end. Returns it when it went back to the queue for an
+    /// out-of-memory retry (which should run on another device if one is free).
+    pub(crate) async fn run_job(&self, job: Job) -> Option<Job> {
         let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
         self.run_job_inner(job).instrument(span).await
     }
 
-    async fn run_job_inner(&self, job: Job) {
+    async fn run_job_inner(&self, job: Job) -> Option<Job> {
         let inner = &self.inner;
         let flags = Arc::new(StopFlags::default());
         if job.cancel_requested {
@@ -156,7 +158,7 @@ impl Worker {
         ] {
             meters::stage(&job.model, stage, ms);
         }
-        self.finish(&job, ending, &usage).await;
+        self.finish(&job, ending, &usage).await
     }
 
     async fn execute(&self, job: &Job, flags: &Arc<StopFlags>, usage: &mut Usage) -> Ending {
@@ -447,7 +449,7 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) {
+    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) -> Option<Job> {
         let inner = &self.inner;
         let owner = &inner.owner;
         let now = inner.clock.now_ms();
@@ -510,26 +512,36 @@ impl Worker {
             Ending::Interrupted => inner.store.requeue_job(&job.id, owner).await,
             Ending::LeaseLost => {
                 warn!("lease lost; another worker or recovery owns the job now");
-                return;
+                return None;
             }
         };
         match written {
             Ok(j) => {
                 info!(state = %j.state, debited = j.debited, refunded = j.refunded, ms = usage.total_ms, "job finished");
-                let code = if j.state == JobState::Failed {
+                let failed_code = if j.state == JobState::Failed {
                     code
                 } else {
                     ""
                 };
-                meters::job_finished(&inner.device.name, j.state.as_str(), code);
-                if j.state == JobState::Queued {
+                meters::job_finished(&inner.device.name, j.state.as_str(), failed_code);
+                let requeued = j.state == JobState::Queued;
+                if requeued {
                     // Back in the queue: any worker (this one too) may take it now.
                     inner.wake_all();
                 }
-                inner.events.publish(JobEventKind::StateChanged, j, now);
+                inner
+                    .events
+                    .publish(JobEventKind::StateChanged, j.clone(), now);
+                (requeued && code == FailureCode::OutOfMemory.as_str()).then_some(j)
             }
-            Err(StoreError::LeaseLost) => warn!("lease lost before the job's end was written"),
-            Err(e) => warn!(error = %e, "writing the job's end failed; recovery will retry it"),
+            Err(StoreError::LeaseLost) => {
+                warn!("lease lost before the job's end was written");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "writing the job's end failed; recovery will retry it");
+                None
+            }
         }
     }
 
