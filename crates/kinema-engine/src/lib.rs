@@ -7,6 +7,7 @@ mod clock;
 mod events;
 mod failure;
 mod faults;
+mod idle_gap;
 mod manifest;
 mod registry;
 mod retention;

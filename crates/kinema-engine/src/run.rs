@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::faults::{FaultPlan, FaultStage};
+use crate::idle_gap;
 use crate::worker::StopFlags;
 use crate::{FailureCode, JobEventKind, JobFailure, Worker};
 
@@ -38,12 +39,26 @@ struct Progress {
 }
 
 impl Worker {
-    pub(crate) async fn run_job(&self, job: Job, shutdown: watch::Receiver<bool>) {
+    /// `idle_since`: when this worker's previous job ended, if this job was already
+    /// queued then (the scheduler gap is measured from it).
+    pub(crate) async fn run_job(
+        &self,
+        job: Job,
+        shutdown: watch::Receiver<bool>,
+        idle_since: Option<Instant>,
+    ) {
         let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
-        self.run_job_inner(job, shutdown).instrument(span).await
+        self.run_job_inner(job, shutdown, idle_since)
+            .instrument(span)
+            .await
     }
 
-    async fn run_job_inner(&self, job: Job, mut shutdown: watch::Receiver<bool>) {
+    async fn run_job_inner(
+        &self,
+        job: Job,
+        mut shutdown: watch::Receiver<bool>,
+        idle_since: Option<Instant>,
+    ) {
         let inner = &self.inner;
         let flags = Arc::new(StopFlags::default());
         flags.cancel.store(job.cancel_requested, Ordering::SeqCst);
@@ -69,6 +84,7 @@ impl Worker {
             })
         };
 
+        usage.scheduler_gap_us = idle_gap::gap_us(idle_since);
         let ending = self.execute(&job, &flags, &mut usage).await;
         drain.abort();
         inner.lock_running().remove(&job.id);

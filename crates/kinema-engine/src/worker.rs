@@ -10,6 +10,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::idle_gap::IdleGap;
 use crate::{Clock, JobEventKind, JobEvents, ModelRegistry};
 
 #[derive(Debug, Clone)]
@@ -152,6 +153,7 @@ impl Worker {
         let inner = &self.inner;
         info!(owner = %inner.config.owner, device = %inner.config.device, "worker started");
         let mut next_recovery = std::time::Instant::now();
+        let mut idle = IdleGap::default();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -179,7 +181,9 @@ impl Worker {
                         inner
                             .events
                             .publish(JobEventKind::StateChanged, job.clone(), now);
-                        self.run_job(job, shutdown.clone()).await;
+                        let idle_since = idle.since(job.created_at);
+                        self.run_job(job, shutdown.clone(), idle_since).await;
+                        idle.job_ended(inner.clock.now_ms());
                         continue;
                     }
                 }
