@@ -348,8 +348,19 @@ async fn deletion_is_refused_listing_every_reason_until_none_is_left() {
         Code::Unauthenticated,
         "API_KEY_INVALID",
     );
-    let job = admin.get_job(&account, &running.id).await;
-    assert_eq!(job.prompt, "");
+    // Its jobs are deleted: not even the operator finds them.
+    let gone = admin
+        .jobs()
+        .get_job(pb::GetJobRequest {
+            account_id: account.clone(),
+            job_id: running.id.clone(),
+        })
+        .await;
+    assert_status(
+        &expect_err("a deleted account's job", gone),
+        Code::NotFound,
+        "JOB_NOT_FOUND",
+    );
     let entries = admin.ledger(&account, None).await;
     assert!(!entries.is_empty(), "the ledger keeps its entries");
     assert!(

@@ -25,6 +25,7 @@ use tonic_types::StatusExt;
 pub use pb::{JobEventKind, JobStage, JobState, KeyRole, LedgerEntryKind};
 
 pub mod commerce;
+pub mod postgres;
 
 /// Every wait in these tests is bounded by this, so a broken server fails a test
 /// instead of hanging it.
@@ -120,6 +121,10 @@ pub struct Opts {
     pub catalog: Option<&'static str>,
     /// --database-url (PostgreSQL shared by several servers).
     pub database_url: Option<&'static str>,
+    /// More `kinema serve` arguments (`--max-queued`, ...).
+    pub extra_args: &'static [&'static str],
+    /// --lease-ms (how soon a dead replica's running jobs go back to the queue).
+    pub lease_ms: Option<u64>,
 }
 
 impl Opts {
@@ -162,6 +167,10 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
     }
     if let Some(url) = opts.database_url {
         cmd.arg("--database-url").arg(url);
+    }
+    cmd.args(opts.extra_args);
+    if let Some(ms) = opts.lease_ms {
+        cmd.arg("--lease-ms").arg(ms.to_string());
     }
     let log = std::fs::File::create(log).expect("log file");
     cmd.stdin(Stdio::null())
@@ -824,8 +833,13 @@ pub fn ledger_verify(args: &[&str]) -> (bool, String) {
 /// Asserts `kinema ledger verify --data-dir DIR` passes (the server may be running).
 pub fn assert_ledger_verifies(data_dir: &Path) -> String {
     let dir = data_dir.to_str().expect("utf-8 data dir");
-    let (ok, text) = ledger_verify(&["--data-dir", dir]);
-    assert!(ok, "kinema ledger verify failed:\n{text}");
+    assert_verify_passes(&["--data-dir", dir])
+}
+
+/// Asserts `kinema ledger verify ARGS` passes.
+pub fn assert_verify_passes(args: &[&str]) -> String {
+    let (ok, text) = ledger_verify(args);
+    assert!(ok, "kinema ledger verify {args:?} failed:\n{text}");
     assert!(text.contains("ledger is consistent"), "{text}");
     text
 }

@@ -95,6 +95,10 @@ pub struct BenchLedgerArgs {
     /// Clients running cycles at once (each on its own account).
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
+    /// Rounds the raw commits and the cycles alternate in (each round a share of both),
+    /// so a disk whose fsync latency drifts weighs on both alike.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +149,17 @@ pub struct ServeArgs {
     /// Starts a job may have before a lost worker fails it with refund.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// Most jobs one account may have queued; more are refused with
+    /// RESOURCE_EXHAUSTED (QUEUE_FULL). 0: unlimited.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_queued_per_account: u32,
+    /// Most jobs queued on the server (all accounts). 0: unlimited.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_queued: u32,
+    /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
+    /// renewing it this long (its replica died) goes back to the queue.
+    #[arg(long, default_value_t = 60_000)]
+    pub lease_ms: u64,
     /// How long finished videos are kept, in hours.
     #[arg(long, default_value_t = 7 * 24)]
     pub artifact_ttl_hours: u64,
@@ -169,6 +184,13 @@ pub struct ServeArgs {
     /// (`kinema catalog --print-default` shows it).
     #[arg(long, env = "KINEMA_CATALOG")]
     pub catalog: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -200,6 +222,9 @@ pub struct GenerateArgs {
     pub poster: Option<PathBuf>,
     #[arg(long, default_value = "")]
     pub idempotency_key: String,
+    /// Queue class; high needs a platform or admin key.
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
     /// Data directory of the embedded server (when no --server is given).
     #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
     pub data_dir: PathBuf,

@@ -12,8 +12,8 @@ pub fn error_chain(e: &anyhow::Error) -> String {
         }
         match cause.downcast_ref::<tonic::Status>() {
             Some(status) => {
-                let reason = status
-                    .get_error_details()
+                let details = status.get_error_details();
+                let reason = details
                     .error_info()
                     .map(|i| i.reason.clone())
                     .unwrap_or_default();
@@ -23,6 +23,9 @@ pub fn error_chain(e: &anyhow::Error) -> String {
                     status.message(),
                     reason
                 ));
+                if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
+                    out.push_str(&format!(" retry in {:.1} s", delay.as_secs_f64()));
+                }
             }
             None => out.push_str(&cause.to_string()),
         }
@@ -66,6 +69,16 @@ pub fn state(s: i32) -> String {
         .unwrap_or_else(|_| s.to_string())
 }
 
+pub fn priority(p: i32) -> String {
+    pb::JobPriority::try_from(p)
+        .map(|p| {
+            p.as_str_name()
+                .trim_start_matches("JOB_PRIORITY_")
+                .to_string()
+        })
+        .unwrap_or_else(|_| p.to_string())
+}
+
 pub fn stage(s: i32) -> String {
     pb::JobStage::try_from(s)
         .map(|s| s.as_str_name().trim_start_matches("JOB_STAGE_").to_string())
@@ -88,6 +101,7 @@ pub fn job(j: &pb::Job) {
     if let Some(q) = j.queue_position {
         println!("queue      {q} ahead");
     }
+    println!("priority   {}", priority(j.priority));
     println!(
         "spec       {} {}x{}, {} frames @ {} fps, {} steps, guidance {}, seed {}",
         j.model, j.width, j.height, j.num_frames, j.fps, j.steps, j.guidance_scale, j.seed

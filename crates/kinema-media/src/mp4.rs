@@ -17,6 +17,23 @@ const PRESET: &str = "medium";
 /// Seconds between forced key frames.
 const GOP_SECONDS: u32 = 2;
 
+/// Extra x264 settings for this CPU.
+///
+/// x264's AVX-512 kernels (core 164, as Debian 12 ships it) read memory x264
+/// allocated but never wrote: with them the bitstream depends on whatever the heap
+/// held before, so the same frames encode to different bytes within one
+/// long-running process (a fresh `ffmpeg` process gets zeroed pages and looks
+/// deterministic). Every AVX-512 CPU also has AVX2, FMA3, BMI1/2 and LZCNT, so
+/// capping x264 at its `AVX2` level there is safe; its output then equals x264's
+/// plain-C output. Other CPUs keep x264's own detection.
+fn x264_params() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return Some("asm=AVX2");
+    }
+    None
+}
+
 /// What [`encode_mp4`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodedVideo {
@@ -181,6 +198,9 @@ impl Mp4Writer {
         if is_x264 {
             options.set("preset", PRESET);
             options.set("crf", CRF);
+            if let Some(params) = x264_params() {
+                options.set("x264-params", params);
+            }
         }
         let encoder = video
             .open_with(options)

@@ -313,3 +313,80 @@ fn saturated_colours_survive() {
         }
     }
 }
+
+/// Frames with fine detail (a hash of position and index), so the encoder has real
+/// decisions to make, and rows that need padding in FFmpeg's frame buffers.
+fn textured_frames(width: u32, height: u32, count: u32) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let mut frame = gradient_frame(width, height, i, count);
+            for (j, px) in frame.iter_mut().enumerate() {
+                let h = (j as u32 ^ i.wrapping_mul(0x9E37_79B9)).wrapping_mul(0x85EB_CA6B);
+                *px = px.wrapping_add((h >> 28) as u8);
+            }
+            frame
+        })
+        .collect()
+}
+
+/// Which top-level box of `file` holds byte `offset`.
+fn box_at(file: &[u8], offset: usize) -> String {
+    let mut pos = 0usize;
+    while pos + 8 <= file.len() {
+        let size = u32::from_be_bytes(file[pos..pos + 4].try_into().unwrap()) as usize;
+        let name = String::from_utf8_lossy(&file[pos + 4..pos + 8]).into_owned();
+        if size < 8 || offset < pos + size {
+            return format!("{name} at {pos}");
+        }
+        pos += size;
+    }
+    "past the last box".into()
+}
+
+/// Makes glibc fill every fresh heap block with a byte derived from `byte` (and freed
+/// ones with another; 0: off again), so code that reads memory it never wrote sees
+/// different garbage in each run instead of, by luck, the same.
+fn perturb_heap(byte: u8) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tuning parameter.
+    unsafe {
+        libc::mallopt(libc::M_PERTURB, i32::from(byte));
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = byte;
+}
+
+#[test]
+fn same_frames_give_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 48x32 fills whole macroblocks; 30x22 needs padding everywhere.
+    for (width, height, fps, count) in [(48, 32, 16, 17), (30, 22, 24, 9)] {
+        let spec = VideoSpec { width, height, fps };
+        let frames = textured_frames(width, height, count);
+        let outputs: Vec<Vec<u8>> = (0..8u8)
+            .map(|run| {
+                perturb_heap(run * 29 + 11);
+                let out = dir.path().join(format!("{width}x{height}-{run}.mp4"));
+                encode_mp4(&spec, frames.iter().map(Vec::as_slice), &out).unwrap();
+                std::fs::read(&out).unwrap()
+            })
+            .collect();
+        perturb_heap(0);
+        for (run, bytes) in outputs.iter().enumerate().skip(1) {
+            let first = &outputs[0];
+            if bytes != first {
+                let at = first
+                    .iter()
+                    .zip(bytes)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(first.len().min(bytes.len()));
+                panic!(
+                    "{width}x{height}: run {run} differs from run 0 ({} vs {} bytes), first at byte {at}, in {}",
+                    bytes.len(),
+                    first.len(),
+                    box_at(first, at)
+                );
+            }
+        }
+    }
+}

@@ -1,4 +1,4 @@
-use kinema_store::{ApiKey, Role};
+use kinema_store::{ApiKey, JobPriority, Role};
 use tonic::{Code, Request};
 
 use crate::app::App;
@@ -31,6 +31,22 @@ impl Caller {
             Role::Admin | Role::Platform => Ok(()),
             Role::Account => Err(ApiError::role("admin or platform")),
         }
+    }
+
+    /// The queue class a submission asks for. HIGH is for the operator and the
+    /// platform (which decides which of its users pay for it), never an account's
+    /// own key: otherwise every account would ask for it and classes would mean nothing.
+    pub fn priority(&self, requested: i32) -> Result<JobPriority, ApiError> {
+        let priority = crate::convert::store_priority(requested)
+            .ok_or_else(|| ApiError::field("priority", format!("{requested} is not a priority")))?;
+        if priority == JobPriority::High && self.key.role == Role::Account {
+            return Err(ApiError::status(
+                Code::PermissionDenied,
+                reasons::ROLE,
+                "priority HIGH needs a platform or admin key",
+            ));
+        }
+        Ok(priority)
     }
 
     /// The account a request acts on: an account key's own, whatever the request

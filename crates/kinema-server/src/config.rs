@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub fault_injection: bool,
     pub refund_on_cancel: bool,
     pub max_attempts: u32,
+    /// Queue bounds (per account and overall; 0 unlimited).
+    pub queue: kinema_store::QueueLimits,
     pub artifact_ttl: Duration,
     pub lease: Duration,
     /// How long a running job may finish on shutdown before it is requeued.
@@ -44,6 +46,7 @@ impl ServerConfig {
             fault_injection: false,
             refund_on_cancel: true,
             max_attempts: 3,
+            queue: kinema_store::QueueLimits::default(),
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),

@@ -38,6 +38,23 @@ pub fn store_job_state(s: pb::JobState) -> Option<store::JobState> {
     }
 }
 
+fn priority(p: store::JobPriority) -> pb::JobPriority {
+    match p {
+        store::JobPriority::Low => pb::JobPriority::Low,
+        store::JobPriority::Normal => pb::JobPriority::Normal,
+        store::JobPriority::High => pb::JobPriority::High,
+    }
+}
+
+/// A request's priority; unset is NORMAL, an unknown value `None`.
+pub fn store_priority(p: i32) -> Option<store::JobPriority> {
+    match pb::JobPriority::try_from(p).ok()? {
+        pb::JobPriority::Unspecified | pb::JobPriority::Normal => Some(store::JobPriority::Normal),
+        pb::JobPriority::Low => Some(store::JobPriority::Low),
+        pb::JobPriority::High => Some(store::JobPriority::High),
+    }
+}
+
 fn stage(s: store::Stage) -> pb::JobStage {
     match s {
         store::Stage::EncodingText => pb::JobStage::EncodingText,
@@ -134,6 +151,7 @@ pub fn job(j: &store::Job) -> pb::Job {
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         metadata: j.metadata.clone(),
         cancel_requested: j.cancel_requested,
+        priority: priority(j.priority) as i32,
         price_minor: j.price.map(|p| p.minor).unwrap_or_default(),
         price_currency: j
             .price

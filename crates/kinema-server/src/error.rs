@@ -38,7 +38,13 @@ pub mod reasons {
     pub const PLAN_ALREADY_QUEUED: &str = "PLAN_ALREADY_QUEUED";
     pub const ALREADY_SUBSCRIBED: &str = "ALREADY_SUBSCRIBED";
     pub const NO_PRICE_IN_EFFECT: &str = "NO_PRICE_IN_EFFECT";
+    pub const QUEUE_FULL: &str = "QUEUE_FULL";
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
+
+/// What a client is told to wait before submitting again into a full queue: about
+/// the time a short job takes to leave it.
+pub const QUEUE_FULL_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const ERROR_DOMAIN: &str = "kinema.v1";
 
@@ -61,6 +67,14 @@ pub enum ApiError {
         reason: &'static str,
         message: String,
         metadata: std::collections::HashMap<String, String>,
+    },
+    /// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` saying when to come back.
+    #[error("{message}")]
+    Exhausted {
+        reason: &'static str,
+        message: String,
+        metadata: std::collections::HashMap<String, String>,
+        retry_delay: std::time::Duration,
     },
     #[error("internal: {0}")]
     Internal(String),
@@ -166,6 +180,19 @@ impl From<StoreError> for ApiError {
                     metadata,
                 }
             }
+            StoreError::QueueFull { limit, max, queued } => ApiError::Exhausted {
+                reason: QUEUE_FULL,
+                message: format!(
+                    "the queue is full: {queued} jobs queued, the {limit} limit is {max}; retry later"
+                ),
+                metadata: [
+                    ("limit".to_string(), limit.as_str().to_string()),
+                    ("max".to_string(), max.to_string()),
+                    ("queued".to_string(), queued.to_string()),
+                ]
+                .into(),
+                retry_delay: QUEUE_FULL_RETRY_DELAY,
+            },
             StoreError::Ledger(rule) => ApiError::from(rule),
             other => ApiError::Internal(other.to_string()),
         }
@@ -249,6 +276,16 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
             ),
+            ApiError::Exhausted {
+                reason,
+                message,
+                metadata,
+                retry_delay,
+            } => {
+                let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+                details.set_retry_info(Some(retry_delay));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             ApiError::Internal(detail) => {
                 // The detail goes to the log only: no internals reach the client.
                 tracing::error!(error = %detail, "internal error");

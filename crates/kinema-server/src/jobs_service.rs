@@ -168,6 +168,7 @@ impl JobService for JobsService {
         let caller = authenticate(app, &request).await?;
         let req = request.into_inner();
         let account_id = caller.account(&req.account_id)?;
+        let priority = caller.priority(req.priority)?;
         let checked = self.check(&req, true)?;
         let new = NewJob {
             account_id: account_id.clone(),
@@ -188,6 +189,9 @@ impl JobService for JobsService {
             callback_url: req.callback_url.clone(),
             metadata: req.metadata.clone(),
             quote: checked.quote.credits,
+            priority,
+            // Set by batching (same model, shape and scheduler); unset never batches.
+            batch_key: None,
         };
         let submitted = app
             .store

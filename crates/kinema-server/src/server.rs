@@ -80,6 +80,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         refund_grace_ms: commerce.refund_grace_ms,
         postpaid: commerce.postpaid,
         usage_price: commerce.usage_price,
+        queue: config.queue,
     };
     let store = match &config.database_url {
         Some(url) => Store::open(url, policy).await?,

@@ -151,6 +151,101 @@ pub(crate) async fn lock_account(
     })
 }
 
+/// Takes the account lock where only the lock matters (the caller needs nothing the
+/// account row says): one statement on PostgreSQL, none on SQLite, whose single
+/// writer already serialises every write transaction.
+pub(crate) async fn lock_account_only(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+) -> Result<(), StoreError> {
+    if b == Backend::Postgres {
+        lock_account(conn, b, account_id).await?;
+    }
+    Ok(())
+}
+
+/// A prepaid account's credits as a money transaction finds them, read under the
+/// account lock: whether lots are due to expire (so [`expire_due_lots`] has work),
+/// credits in unexpired lots, and what jobs hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CreditPosition {
+    pub due_lots: bool,
+    pub live: Credits,
+    pub held: Credits,
+}
+
+impl CreditPosition {
+    pub fn available(&self) -> Credits {
+        self.live - self.held
+    }
+}
+
+/// Lots whose `expires_at` has passed without their EXPIRE entry yet.
+const DUE_LOTS: &str =
+    "CAST((SELECT COUNT(*) FROM lots WHERE account_id = ? AND expired_at IS NULL \
+     AND expires_at IS NOT NULL AND expires_at <= ?) AS BIGINT)";
+
+/// [`lock_account`], and for a prepaid account its [`CreditPosition`]. On SQLite (one
+/// writer, no row locks) both come from one statement; PostgreSQL reads the position
+/// in a statement of its own after the lock is granted, so it sees every write
+/// committed before.
+pub(crate) async fn lock_account_with_position(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+    now: UnixMillis,
+) -> Result<(LockedAccount, Option<CreditPosition>), StoreError> {
+    let (locked, position) = match b {
+        Backend::Postgres => {
+            let locked = lock_account(conn, b, account_id).await?;
+            if locked.billing != crate::BillingMode::Prepaid {
+                return Ok((locked, None));
+            }
+            let (due, live, held): (i64, Credits, Credits) =
+                sqlx::query_as(&b.sql(&format!("SELECT {DUE_LOTS}, {BALANCE_AND_HELD}")))
+                    .bind(account_id)
+                    .bind(now)
+                    .bind(account_id)
+                    .bind(now)
+                    .bind(account_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            (locked, (due, live, held))
+        }
+        Backend::Sqlite => {
+            let row: Option<(String, String, i64, i64, Credits, Credits)> =
+                sqlx::query_as(&b.sql(&format!(
+                    "SELECT status, billing, created_at, {DUE_LOTS}, {BALANCE_AND_HELD} \
+                     FROM accounts WHERE id = ?"
+                )))
+                .bind(account_id)
+                .bind(now)
+                .bind(account_id)
+                .bind(now)
+                .bind(account_id)
+                .bind(account_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let (status, billing, created_at, due, live, held) =
+                row.ok_or(StoreError::NotFound("account"))?;
+            let locked = LockedAccount {
+                status: status.parse()?,
+                billing: billing.parse()?,
+                created_at,
+            };
+            (locked, (due, live, held))
+        }
+    };
+    let (due, live, held) = position;
+    let position = (locked.billing == crate::BillingMode::Prepaid).then_some(CreditPosition {
+        due_lots: due > 0,
+        live,
+        held,
+    });
+    Ok((locked, position))
+}
+
 /// What [`lock_account`] read of the locked account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LockedAccount {
@@ -205,6 +300,19 @@ pub(crate) async fn lock_job_account(
         .fetch_optional(&mut *conn)
         .await?;
     Ok(account)
+}
+
+/// [`lock_job_account`] where only the lock matters: nothing to do on SQLite (one
+/// writer). Returns false when PostgreSQL finds no such job.
+pub(crate) async fn lock_job_account_only(
+    conn: &mut AnyConnection,
+    b: Backend,
+    job_id: &str,
+) -> Result<bool, StoreError> {
+    match b {
+        Backend::Postgres => Ok(lock_job_account(conn, b, job_id).await?.is_some()),
+        Backend::Sqlite => Ok(true),
+    }
 }
 
 pub(crate) async fn require_account(
@@ -320,23 +428,6 @@ const BALANCE_AND_HELD: &str =
      AND (expires_at IS NULL OR expires_at > ?)), 0) AS BIGINT), \
      CAST(COALESCE((SELECT SUM(held) FROM jobs WHERE account_id = ? AND held > 0), 0) AS BIGINT)";
 
-/// Credits new holds can take: unexpired credits less what queued jobs hold.
-pub(crate) async fn available_credits(
-    conn: &mut AnyConnection,
-    b: Backend,
-    account_id: &str,
-    now: UnixMillis,
-) -> Result<Credits, StoreError> {
-    let (live, held): (Credits, Credits) =
-        sqlx::query_as(&b.sql(&format!("SELECT {BALANCE_AND_HELD}")))
-            .bind(account_id)
-            .bind(now)
-            .bind(account_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(live - held)
-}
-
 pub(crate) struct EntryDraft<'a> {
     pub account_id: &'a str,
     pub kind: EntryKind,
@@ -354,27 +445,73 @@ pub(crate) async fn append_entry(
     draft: EntryDraft<'_>,
     now: UnixMillis,
 ) -> Result<LedgerEntry, StoreError> {
+    insert_entry(conn, b, draft, None, now).await
+}
+
+/// [`append_entry`] when the caller, holding the account lock, already knows the
+/// balance and holds after the entry (so the database need not add them up again).
+pub(crate) async fn append_entry_known(
+    conn: &mut AnyConnection,
+    b: Backend,
+    draft: EntryDraft<'_>,
+    balance_after: Credits,
+    held_after: Credits,
+    now: UnixMillis,
+) -> Result<LedgerEntry, StoreError> {
+    insert_entry(conn, b, draft, Some((balance_after, held_after)), now).await
+}
+
+async fn insert_entry(
+    conn: &mut AnyConnection,
+    b: Backend,
+    draft: EntryDraft<'_>,
+    known: Option<(Credits, Credits)>,
+    now: UnixMillis,
+) -> Result<LedgerEntry, StoreError> {
     let allocations = serde_json::to_string(draft.allocations)?;
-    // One round trip: the balance and holds after the entry are computed in the insert.
-    let (id, balance_after, held_after): (i64, Credits, Credits) =
-        sqlx::query_as(&b.sql(&format!(
-            "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
-             balance_after, held_after, memo, created_at) SELECT ?, ?, ?, ?, ?, ?, \
-             {BALANCE_AND_HELD}, ?, ? RETURNING id, balance_after, held_after"
-        )))
-        .bind(draft.account_id)
-        .bind(draft.kind.as_str())
-        .bind(draft.amount)
-        .bind(&allocations)
-        .bind(draft.job_id)
-        .bind(draft.actor)
-        .bind(draft.account_id)
-        .bind(now)
-        .bind(draft.account_id)
-        .bind(draft.memo)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?;
+    let (id, balance_after, held_after) = match known {
+        Some((balance_after, held_after)) => {
+            let id: i64 = sqlx::query_scalar(&b.sql(
+                "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, \
+                 actor, balance_after, held_after, memo, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            ))
+            .bind(draft.account_id)
+            .bind(draft.kind.as_str())
+            .bind(draft.amount)
+            .bind(&allocations)
+            .bind(draft.job_id)
+            .bind(draft.actor)
+            .bind(balance_after)
+            .bind(held_after)
+            .bind(draft.memo)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            (id, balance_after, held_after)
+        }
+        // One round trip: the balance and holds after the entry are computed in the insert.
+        None => {
+            sqlx::query_as(&b.sql(&format!(
+                "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
+                 balance_after, held_after, memo, created_at) SELECT ?, ?, ?, ?, ?, ?, \
+                 {BALANCE_AND_HELD}, ?, ? RETURNING id, balance_after, held_after"
+            )))
+            .bind(draft.account_id)
+            .bind(draft.kind.as_str())
+            .bind(draft.amount)
+            .bind(&allocations)
+            .bind(draft.job_id)
+            .bind(draft.actor)
+            .bind(draft.account_id)
+            .bind(now)
+            .bind(draft.account_id)
+            .bind(draft.memo)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
     Ok(LedgerEntry {
         id,
         account_id: draft.account_id.to_string(),
@@ -437,65 +574,139 @@ pub(crate) async fn expire_due_lots(
     Ok(())
 }
 
-/// Turns a job's hold into a debit taken lot by lot, earliest expiry first. On
+/// A debit worked out under the account lock, before anything is written.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedDebit {
+    pub amount: Credits,
+    pub allocations: Vec<Allocation>,
+    /// Credits in unexpired lots once the debit is taken.
+    pub live_after: Credits,
+}
+
+/// Works out a debit of `amount`, lot by lot, earliest expiry first, from the lots that
+/// can still give (writing first the EXPIRE entries of lots past their expiry). On
 /// insufficient credits nothing is written and the caller fails the job.
-pub(crate) async fn debit_job(
+pub(crate) async fn plan_debit(
     conn: &mut AnyConnection,
     b: Backend,
     account_id: &str,
-    job_id: &str,
     amount: Credits,
-    actor: &str,
     now: UnixMillis,
-) -> Result<LedgerEntry, StoreError> {
-    expire_due_lots(conn, b, account_id, now).await?;
-    let lots: Vec<LotState> = all_lots(conn, b, account_id)
-        .await?
-        .iter()
-        .map(lot_state)
+) -> Result<PlannedDebit, StoreError> {
+    // Lots with credits left, and those due to expire (whatever they have left).
+    let rows: Vec<(i64, Credits, Option<UnixMillis>, UnixMillis)> = sqlx::query_as(&b.sql(
+        "SELECT id, remaining, expires_at, created_at FROM lots WHERE account_id = ? \
+         AND expired_at IS NULL AND (remaining > 0 OR expires_at <= ?)",
+    ))
+    .bind(account_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let lots: Vec<LotState> = rows
+        .into_iter()
+        .map(|(id, remaining, expires_at, created_at)| LotState {
+            id,
+            remaining,
+            expires_at,
+            created_at,
+        })
         .collect();
+    if lots.iter().any(|l| !is_live(l, now)) {
+        expire_due_lots(conn, b, account_id, now).await?;
+    }
     let allocations = allocate_debit(&lots, amount, now).map_err(|e| match e {
         kinema_ledger::LedgerError::InsufficientCredits { needed, available } => {
             StoreError::InsufficientCredits { needed, available }
         }
         other => other.into(),
     })?;
-    for a in &allocations {
-        let moved = sqlx::query(
-            &b.sql("UPDATE lots SET remaining = remaining - ? WHERE id = ? AND remaining >= ?"),
-        )
-        .bind(a.amount)
-        .bind(a.lot_id)
-        .bind(a.amount)
-        .execute(&mut *conn)
-        .await?;
-        if moved.rows_affected() != 1 {
-            return Err(StoreError::Corrupt(format!(
-                "lot {} changed under a debit",
-                a.lot_id
-            )));
-        }
-    }
-    sqlx::query(&b.sql("UPDATE jobs SET held = 0, debited = ? WHERE id = ?"))
-        .bind(amount)
-        .bind(job_id)
-        .execute(&mut *conn)
-        .await?;
-    append_entry(
+    let live: Credits = lots
+        .iter()
+        .filter(|l| is_live(l, now))
+        .map(|l| l.remaining)
+        .sum();
+    Ok(PlannedDebit {
+        amount,
+        allocations,
+        live_after: live - amount,
+    })
+}
+
+/// Takes a planned debit from its lots and writes the DEBIT entry; the caller has
+/// already moved the job's hold to `debited` (so the entry's `held_after` counts it).
+pub(crate) async fn write_debit(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+    job_id: &str,
+    debit: &PlannedDebit,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<LedgerEntry, StoreError> {
+    move_lot_credits(conn, b, &debit.allocations, -1, "a debit").await?;
+    let entry = append_entry(
         conn,
         b,
         EntryDraft {
             account_id,
             kind: EntryKind::Debit,
-            amount,
-            allocations: &allocations,
+            amount: debit.amount,
+            allocations: &debit.allocations,
             job_id: Some(job_id),
             actor,
             memo: "",
         },
         now,
     )
-    .await
+    .await?;
+    if entry.balance_after != debit.live_after {
+        return Err(StoreError::Corrupt(format!(
+            "debit of job {job_id}: balance after {} where the lots read gave {}",
+            entry.balance_after, debit.live_after
+        )));
+    }
+    Ok(entry)
+}
+
+/// Adds `sign` x each allocation to its lot, in one statement. Every lot must exist;
+/// the schema keeps each lot's remaining within 0..=original, so an over-draw or
+/// over-refund aborts the transaction.
+pub(crate) async fn move_lot_credits(
+    conn: &mut AnyConnection,
+    b: Backend,
+    allocations: &[Allocation],
+    sign: i64,
+    what: &str,
+) -> Result<(), StoreError> {
+    let mut per_lot: std::collections::BTreeMap<i64, Credits> = Default::default();
+    for a in allocations {
+        *per_lot.entry(a.lot_id).or_default() += a.amount * sign;
+    }
+    if per_lot.is_empty() {
+        return Ok(());
+    }
+    let cases = " WHEN ? THEN ?".repeat(per_lot.len());
+    let ids = vec!["?"; per_lot.len()].join(", ");
+    let sql = b
+        .sql(&format!(
+            "UPDATE lots SET remaining = remaining + CASE id{cases} END WHERE id IN ({ids})"
+        ))
+        .into_owned();
+    let mut q = sqlx::query(&sql);
+    for (id, delta) in &per_lot {
+        q = q.bind(*id).bind(*delta);
+    }
+    for id in per_lot.keys() {
+        q = q.bind(*id);
+    }
+    let moved = q.execute(&mut *conn).await?;
+    if moved.rows_affected() != per_lot.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{what} names lots that do not exist: {:?}",
+            per_lot.keys().collect::<Vec<_>>()
+        )));
+    }
+    Ok(())
 }
 
 /// Gives a job's debit back, exactly once: to the lots it came from, or to a new
@@ -523,21 +734,78 @@ pub(crate) async fn refund_job(
         return Ok(None);
     };
     let debit: Vec<Allocation> = serde_json::from_str(&debit)?;
-    expire_due_lots(conn, b, account_id, now).await?;
-    let lots: Vec<LotState> = all_lots(conn, b, account_id)
-        .await?
-        .iter()
-        .map(lot_state)
-        .collect();
-    let plan = plan_refund(&debit, &lots, now, refund_grace_ms)?;
-    let mut allocations = plan.to_lots.clone();
-    for a in &plan.to_lots {
-        sqlx::query(&b.sql("UPDATE lots SET remaining = remaining + ? WHERE id = ?"))
-            .bind(a.amount)
-            .bind(a.lot_id)
-            .execute(&mut *conn)
-            .await?;
+    let entry = refund_debit(
+        conn,
+        b,
+        account_id,
+        job_id,
+        &debit,
+        true,
+        refund_grace_ms,
+        actor,
+        now,
+    )
+    .await?;
+    sqlx::query(&b.sql("UPDATE jobs SET refunded = ? WHERE id = ?"))
+        .bind(entry.amount)
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(entry))
+}
+
+/// Writes the REFUND of a debit that has none yet (the caller checked, and sets the
+/// job's `refunded`): each credit back to the lot it came from, or into a new refund
+/// lot (expiring `refund_grace_ms` from now) for the share whose lot has expired.
+/// `due_lots`: whether the account may have lots past expiry without their EXPIRE
+/// entry, written first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn refund_debit(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+    job_id: &str,
+    debit: &[Allocation],
+    due_lots: bool,
+    refund_grace_ms: i64,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<LedgerEntry, StoreError> {
+    if due_lots {
+        expire_due_lots(conn, b, account_id, now).await?;
     }
+    let mut ids: Vec<i64> = debit.iter().map(|a| a.lot_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sql = b
+        .sql(&format!(
+            "SELECT id, remaining, expires_at, created_at FROM lots WHERE account_id = ? \
+             AND id IN ({})",
+            vec!["?"; ids.len().max(1)].join(", ")
+        ))
+        .into_owned();
+    let mut q =
+        sqlx::query_as::<_, (i64, Credits, Option<UnixMillis>, UnixMillis)>(&sql).bind(account_id);
+    if ids.is_empty() {
+        q = q.bind(0i64);
+    }
+    for id in &ids {
+        q = q.bind(*id);
+    }
+    let lots: Vec<LotState> = q
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(id, remaining, expires_at, created_at)| LotState {
+            id,
+            remaining,
+            expires_at,
+            created_at,
+        })
+        .collect();
+    let plan = plan_refund(debit, &lots, now, refund_grace_ms)?;
+    let mut allocations = plan.to_lots.clone();
+    move_lot_credits(conn, b, &plan.to_lots, 1, "a refund").await?;
     if plan.to_refund_lot > 0 {
         let lot = insert_lot(
             conn,
@@ -554,19 +822,13 @@ pub(crate) async fn refund_job(
             amount: plan.to_refund_lot,
         });
     }
-    let total = plan.total();
-    sqlx::query(&b.sql("UPDATE jobs SET refunded = ? WHERE id = ?"))
-        .bind(total)
-        .bind(job_id)
-        .execute(&mut *conn)
-        .await?;
-    let entry = append_entry(
+    append_entry(
         conn,
         b,
         EntryDraft {
             account_id,
             kind: EntryKind::Refund,
-            amount: total,
+            amount: plan.total(),
             allocations: &allocations,
             job_id: Some(job_id),
             actor,
@@ -574,8 +836,7 @@ pub(crate) async fn refund_job(
         },
         now,
     )
-    .await?;
-    Ok(Some(entry))
+    .await
 }
 
 /// Drops a job's outstanding hold (cancelled or refused before its debit).

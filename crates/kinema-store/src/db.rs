@@ -18,6 +18,8 @@ pub struct StorePolicy {
     pub postpaid: kinema_ledger::PostpaidPolicy,
     /// What one credit of a quote costs a postpaid account, in money.
     pub usage_price: kinema_ledger::Money,
+    /// How many jobs may wait in the queue (CONTRACT.md §5).
+    pub queue: crate::QueueLimits,
 }
 
 impl Default for StorePolicy {
@@ -27,6 +29,7 @@ impl Default for StorePolicy {
             refund_grace_ms: kinema_ledger::DEFAULT_REFUND_GRACE_MS,
             postpaid: kinema_ledger::PostpaidPolicy::default(),
             usage_price: kinema_ledger::Money::new(1, DEFAULT_CURRENCY),
+            queue: crate::QueueLimits::default(),
         }
     }
 }
@@ -76,6 +79,14 @@ impl Backend {
         match self {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Row lock that skips rows another transaction has locked (PostgreSQL).
+    pub(crate) fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         }
     }
 

@@ -37,6 +37,12 @@ pub enum StoreError {
         needed: crate::BillingMode,
         what: &'static str,
     },
+    #[error("the queue is full: {queued} jobs queued, the {limit} limit is {max}")]
+    QueueFull {
+        limit: crate::QueueLimit,
+        max: u32,
+        queued: u64,
+    },
     #[error("account deletion refused: {}", crate::DeletionRefusal::describe_all(.0))]
     DeletionRefused(Vec<crate::DeletionRefusal>),
 }

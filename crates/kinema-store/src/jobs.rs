@@ -3,7 +3,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::credits::{
-    append_entry, available_credits, expire_due_lots, lock_account, lock_job_account, refund_job,
+    append_entry_known, expire_due_lots, lock_account_with_position, lock_job_account, refund_job,
     release_hold, EntryDraft,
 };
 use crate::db::new_id;
@@ -27,7 +27,8 @@ impl Store {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
         let mut tx = self.write.begin().await?;
-        let account = lock_account(&mut tx, b, &new.account_id).await?;
+        let (account, position) =
+            lock_account_with_position(&mut tx, b, &new.account_id, now).await?;
         if account.status != AccountStatus::Active {
             return Err(StoreError::AccountNotActive {
                 status: account.status.to_string(),
@@ -90,28 +91,41 @@ impl Store {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
-        if price.is_none() {
-            expire_due_lots(&mut tx, b, &new.account_id, now).await?;
-            let available = available_credits(&mut tx, b, &new.account_id, now).await?;
-            if available < new.quote {
-                // Dropping the transaction rolls back: a refused request changes nothing.
-                return Err(StoreError::InsufficientCredits {
-                    needed: new.quote,
-                    available,
-                });
+        crate::queue::check_limits(&mut tx, b, &new.account_id, &self.policy.queue).await?;
+        let position = match (price, position) {
+            (None, Some(position)) => {
+                if position.due_lots {
+                    expire_due_lots(&mut tx, b, &new.account_id, now).await?;
+                }
+                if position.available() < new.quote {
+                    // Dropping the transaction rolls back: a refused request changes nothing.
+                    return Err(StoreError::InsufficientCredits {
+                        needed: new.quote,
+                        available: position.available(),
+                    });
+                }
+                Some(position)
             }
-        }
+            (None, None) => {
+                return Err(StoreError::Corrupt(
+                    "prepaid account without its credit position".into(),
+                ))
+            }
+            (Some(_), _) => None,
+        };
         let id = new_id("job");
         let (billing, held) = match price {
             None => (JobBilling::Credits, new.quote),
             Some(_) => (JobBilling::Postpaid, 0),
         };
-        sqlx::query(
+        // The row as stored comes back: no second read.
+        let row = sqlx::query(
             &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
              prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
              output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
-             billing, price_minor, price_currency) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)"),
+             billing, price_minor, price_currency, priority, batch_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING *"),
         )
         .bind(&id)
         .bind(&new.account_id)
@@ -139,10 +153,15 @@ impl Store {
         .bind(billing.as_str())
         .bind(price.map(|p| p.minor))
         .bind(price.map(|p| p.currency.as_str().to_string()))
-        .execute(&mut *tx)
+        .bind(new.priority.rank())
+        .bind(&new.batch_key)
+        .fetch_one(&mut *tx)
         .await?;
-        if billing == JobBilling::Credits {
-            append_entry(
+        let mut job = job_from_row(&row)?;
+        if let Some(position) = position {
+            // Under the account lock the hold moves nothing else: the balance stands
+            // and the holds grow by the quote.
+            append_entry_known(
                 &mut tx,
                 b,
                 EntryDraft {
@@ -154,18 +173,25 @@ impl Store {
                     actor,
                     memo: "",
                 },
+                position.live,
+                position.held + new.quote,
                 now,
             )
             .await?;
         }
-        let job = load_job(&mut tx, b, &id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
         tx.commit().await?;
+        // Read after the commit: the queue scan stays out of the write transaction.
+        let mut conn = self.read.acquire().await?;
+        job.queue_position = Some(crate::queue::queue_position(&mut conn, b, &job).await?);
         Ok(Submitted::Created(job))
     }
 
     /// The job, if it exists and (when `account_id` is given) belongs to that account.
+    /// A queued job's `queue_position` counts the queued jobs the queue's order leases
+    /// before it as things stand (see `queue::queue_position`: exact while no job
+    /// finishes and nothing is submitted; an estimate otherwise).
+    /// A deleted account's jobs are gone for every reader (CONTRACT.md §5); their
+    /// money columns stay only for the ledger's checks.
     pub async fn get_job(
         &self,
         account_id: Option<&str>,
@@ -173,8 +199,15 @@ impl Store {
     ) -> Result<Option<Job>, StoreError> {
         let b = self.backend;
         let mut conn = self.read.acquire().await?;
-        let job = load_job(&mut conn, b, id).await?;
-        Ok(job.filter(|j| account_id.is_none_or(|a| a == j.account_id)))
+        let Some(job) = load_job(&mut conn, b, id).await? else {
+            return Ok(None);
+        };
+        if account_id.is_some_and(|a| a != job.account_id)
+            || account_deleted(&mut conn, b, &job.account_id).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(job))
     }
 
     /// An account's jobs, newest first, with `seq` below `before_seq`.
@@ -201,6 +234,9 @@ impl Store {
             query = query.bind(state.as_str());
         }
         let ids: Vec<String> = query.bind(i64::from(limit)).fetch_all(&mut *conn).await?;
+        if account_deleted(&mut conn, b, account_id).await? {
+            return Ok(Vec::new());
+        }
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
             jobs.extend(load_job(&mut conn, b, &id).await?);
@@ -265,6 +301,20 @@ impl Store {
     }
 }
 
+/// Whether the account was deleted by its owner (its jobs are then gone).
+async fn account_deleted(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+) -> Result<bool, StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar(&b.sql("SELECT status FROM accounts WHERE id = ?"))
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(status.as_deref() == Some(AccountStatus::Deleted.as_str()))
+}
+
 pub(crate) async fn set_terminal(
     conn: &mut AnyConnection,
     b: Backend,
@@ -315,18 +365,12 @@ pub(crate) async fn load_job(
             .collect::<Result<_, _>>()?;
     }
     if job.state == JobState::Queued {
-        let ahead: i64 = sqlx::query_scalar(
-            &b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND seq < ?"),
-        )
-        .bind(job.seq)
-        .fetch_one(&mut *conn)
-        .await?;
-        job.queue_position = Some(ahead as u32);
+        job.queue_position = Some(crate::queue::queue_position(conn, b, &job).await?);
     }
     Ok(Some(job))
 }
 
-fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
+pub(crate) fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
     let failure = match r.try_get::<Option<String>, _>("failure_code")? {
         Some(code) => Some(Failure {
             code,
@@ -393,6 +437,9 @@ fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
         },
         charged_minor: r.try_get("charged_minor")?,
         lease_owner: r.try_get("lease_owner")?,
+        priority: crate::JobPriority::from_rank(r.try_get("priority")?)?,
+        batch_key: r.try_get("batch_key")?,
+        run_alone: r.try_get::<i64, _>("run_alone")? != 0,
     })
 }
 

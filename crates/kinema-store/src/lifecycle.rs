@@ -560,7 +560,8 @@ async fn blank_jobs(
 ) -> Result<(), StoreError> {
     sqlx::query(&b.sql(
         "UPDATE jobs SET prompt = '', negative_prompt = '', metadata = '{}', callback_url = '', \
-         external_id = NULL, idempotency_key = NULL WHERE account_id = ?",
+         external_id = NULL, idempotency_key = NULL, request_hash = '', failure_message = \
+         CASE WHEN failure_message IS NULL THEN NULL ELSE '' END WHERE account_id = ?",
     ))
     .bind(account_id)
     .execute(&mut *conn)

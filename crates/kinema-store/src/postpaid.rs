@@ -104,8 +104,9 @@ pub(crate) async fn save_postpaid(
     Ok(())
 }
 
-/// Writes the effects as billing events; a termination closes the account (its
-/// queued jobs cancelled, running ones asked to stop; the sweeper purges its content).
+/// Writes the effects as billing events; a suspension cancels the account's queued
+/// jobs, a termination closes the account (its queued jobs cancelled, running ones
+/// asked to stop; the sweeper purges its content).
 #[allow(clippy::too_many_arguments)]
 async fn record_effects(
     conn: &mut AnyConnection,
@@ -128,6 +129,20 @@ async fn record_effects(
             _ => None,
         };
         append_event(conn, b, account_id, parts.draft(kind, job), now).await?;
+        // Suspended for arrears as an operator suspends (CONTRACT.md §4, §5): no new
+        // jobs, and the queued ones are cancelled rather than run up more debt.
+        if let PostpaidEffect::Suspended { .. } = effect {
+            crate::lifecycle::cancel_queued_jobs(
+                conn,
+                b,
+                account_id,
+                refund_on_cancel,
+                refund_grace_ms,
+                "system",
+                now,
+            )
+            .await?;
+        }
         if let PostpaidEffect::Terminated { at } = effect {
             crate::lifecycle::close_account(
                 conn,

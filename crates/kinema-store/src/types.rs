@@ -56,6 +56,52 @@ text_enum!(EntryKind {
 });
 text_enum!(ArtifactKind { Video => "video", Poster => "poster" });
 
+/// A job's class in the queue: every queued job of a higher class is leased before
+/// any of a lower one (fair share applies within a class).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum JobPriority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl JobPriority {
+    /// The stored value: higher is served first.
+    pub fn rank(self) -> i64 {
+        match self {
+            Self::Low => 0,
+            Self::Normal => 1,
+            Self::High => 2,
+        }
+    }
+
+    pub fn from_rank(rank: i64) -> Result<Self, StoreError> {
+        match rank {
+            0 => Ok(Self::Low),
+            1 => Ok(Self::Normal),
+            2 => Ok(Self::High),
+            other => Err(StoreError::Corrupt(format!("unknown job priority {other}"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "LOW",
+            Self::Normal => "NORMAL",
+            Self::High => "HIGH",
+        }
+    }
+}
+
+impl fmt::Display for JobPriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl JobState {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
@@ -183,6 +229,10 @@ pub struct NewJob {
     pub callback_url: String,
     pub metadata: BTreeMap<String, String>,
     pub quote: Credits,
+    pub priority: JobPriority,
+    /// Jobs with the same key may be leased together as one batch (the engine derives
+    /// it from model, resolved shape and scheduler); `None` never batches.
+    pub batch_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,8 +271,13 @@ pub struct Job {
     pub started_at: Option<UnixMillis>,
     pub finished_at: Option<UnixMillis>,
     pub artifacts: Vec<Artifact>,
-    /// Jobs ahead of this one, while queued.
+    /// Jobs that will be leased before this one, while queued (see
+    /// [`crate::Store::get_job`] for how fair share makes it an estimate).
     pub queue_position: Option<u32>,
+    pub priority: JobPriority,
+    pub batch_key: Option<String>,
+    /// Never leased as a batch companion (an out-of-memory retry runs alone).
+    pub run_alone: bool,
     /// Credits (hold, debit, refund) or postpaid (charged `price` in money on success).
     pub billing: JobBilling,
     /// Postpaid: what success costs, fixed at submission.

@@ -2,13 +2,18 @@
 //! and the three endings, each with its money effect in the same transaction.
 
 use kinema_ledger::UnixMillis;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
-use crate::credits::{debit_job, lock_job_account, refund_job, release_hold, require_account};
+use crate::credits::{
+    lock_account_only, lock_job_account, lock_job_account_only, plan_debit, refund_debit,
+    refund_job, release_hold, require_account, write_debit,
+};
 use crate::db::Backend;
-use crate::jobs::{load_job, set_terminal};
+use crate::jobs::{job_from_row, load_job, set_terminal};
+use crate::queue::{self, Pick};
 use crate::{
-    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, Stage, Store, StoreError, Usage,
+    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, LeaseFilter, Stage, Store,
+    StoreError, Usage,
 };
 
 /// What one lease attempt did.
@@ -16,6 +21,8 @@ use crate::{
 pub struct Leased {
     /// The job now RUNNING under this worker's lease, if any was queued.
     pub job: Option<Job>,
+    /// [`Store::lease_companions`]: the further jobs now RUNNING beside the leader.
+    pub companions: Vec<Job>,
     /// Jobs that reached the front but could no longer be covered (lots expired while
     /// they waited): FAILED with `INSUFFICIENT_CREDITS`, hold released, nothing debited.
     pub refused: Vec<Job>,
@@ -36,47 +43,106 @@ pub struct RecoveryReport {
 const WORKER: &str = "worker";
 
 impl Store {
-    /// Leases the oldest queued job to `owner` and starts it: RUNNING, attempt counted,
-    /// and on its first start the hold becomes a DEBIT, all in one transaction. A job
-    /// requeued after a lost worker was debited already and is not debited again.
+    /// Leases the next queued job of any model to `owner` and starts it (see
+    /// [`Store::lease_matching`]).
     pub async fn lease_next_job(
         &self,
         owner: &str,
         lease_ms: i64,
         now: UnixMillis,
     ) -> Result<Leased, StoreError> {
-        let b = self.backend;
+        self.lease_matching(owner, &LeaseFilter::any(), lease_ms, now)
+            .await
+    }
+
+    /// Leases the next queued job the filter admits, in the queue's order (highest
+    /// class, then fair share between accounts: see `queue.rs`), to `owner` and starts
+    /// it: RUNNING, attempt counted, and on its first start the hold becomes a DEBIT,
+    /// all in one transaction. A job requeued after a lost worker was debited already
+    /// and is not debited again.
+    pub async fn lease_matching(
+        &self,
+        owner: &str,
+        filter: &LeaseFilter,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<Leased, StoreError> {
         let mut outcome = Leased::default();
+        let pick = Pick {
+            models: filter.models.as_deref(),
+            batch_key: None,
+        };
+        outcome.job = self
+            .lease_one(owner, pick, lease_ms, now, &mut outcome.refused)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Leases up to `max` more queued jobs with the leader's `batch_key` (never one
+    /// marked `run_alone`), in the queue's order, each started and debited exactly as
+    /// [`Store::lease_next_job`] does; they are in `companions`. None for a leader
+    /// without a key or one that must run alone.
+    pub async fn lease_companions(
+        &self,
+        owner: &str,
+        leader: &Job,
+        max: usize,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<Leased, StoreError> {
+        let mut outcome = Leased::default();
+        let Some(key) = leader.batch_key.as_deref().filter(|_| !leader.run_alone) else {
+            return Ok(outcome);
+        };
+        let pick = Pick {
+            models: None,
+            batch_key: Some(key),
+        };
+        while outcome.companions.len() < max {
+            match self
+                .lease_one(owner, pick, lease_ms, now, &mut outcome.refused)
+                .await?
+            {
+                Some(job) => outcome.companions.push(job),
+                None => break,
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Leases and starts the first job of `pick` in queue order; jobs that can no
+    /// longer be covered on the way are failed into `refused`.
+    async fn lease_one(
+        &self,
+        owner: &str,
+        pick: Pick<'_>,
+        lease_ms: i64,
+        now: UnixMillis,
+        refused: &mut Vec<Job>,
+    ) -> Result<Option<Job>, StoreError> {
+        let b = self.backend;
+        if pick.is_empty() {
+            return Ok(None);
+        }
         loop {
             let mut tx = self.write.begin().await?;
-            let candidate: Option<(String, String)> = sqlx::query_as(&b.sql(
-                "SELECT id, account_id FROM jobs WHERE state = 'QUEUED' ORDER BY seq LIMIT 1",
-            ))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((candidate, candidate_account)) = candidate else {
-                return Ok(outcome);
+            let Some((candidate_account, class)) = queue::next_account(&mut tx, b, pick).await?
+            else {
+                return Ok(None);
             };
             // Account first, then the job row (the store's lock order); another worker
-            // may have taken the job meanwhile, in which case look again.
-            crate::credits::lock_account(&mut tx, b, &candidate_account).await?;
-            let sql = format!(
-                "SELECT id, account_id, quoted, debited, billing FROM jobs WHERE id = ? \
-                 AND state = 'QUEUED'{}",
-                b.for_update()
-            );
-            let next: Option<(String, String, i64, i64, String)> = sqlx::query_as(&b.sql(&sql))
-                .bind(&candidate)
-                .fetch_optional(&mut *tx)
-                .await?;
+            // may have taken the account's jobs meanwhile, in which case look again.
+            lock_account_only(&mut tx, b, &candidate_account).await?;
+            let next = queue::head_job(&mut tx, b, &candidate_account, class, pick).await?;
             let Some((id, account_id, quoted, debited, billing)) = next else {
                 tx.commit().await?;
                 continue;
             };
-            // Postpaid jobs hold and debit no credits: they are charged on success.
-            if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
-                match debit_job(&mut tx, b, &account_id, &id, quoted, WORKER, now).await {
-                    Ok(_) => {}
+            // Postpaid jobs hold and debit no credits: they are charged on success. A job
+            // requeued after a lost worker was debited already.
+            let debit = if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
+                match plan_debit(&mut tx, b, &account_id, quoted, now).await {
+                    Ok(debit) => Some(debit),
                     Err(StoreError::InsufficientCredits { needed, available }) => {
                         let failure = Failure {
                             code: "INSUFFICIENT_CREDITS".into(),
@@ -85,6 +151,10 @@ impl Store {
                             ),
                             retryable: false,
                         };
+                        if !still_queued(&mut tx, b, &id, debited).await? {
+                            tx.commit().await?;
+                            continue;
+                        }
                         set_terminal(&mut tx, b, &id, JobState::Failed, Some(&failure), now)
                             .await?;
                         release_hold(&mut tx, b, &account_id, &id, WORKER, now).await?;
@@ -92,30 +162,47 @@ impl Store {
                             .await?
                             .ok_or(StoreError::NotFound("job"))?;
                         tx.commit().await?;
-                        outcome.refused.push(job);
+                        refused.push(job);
                         continue;
                     }
                     Err(e) => return Err(e),
                 }
-            }
-            sqlx::query(&b.sql(
+            } else {
+                None
+            };
+            // Started only if it is still queued as it was read: another worker may have
+            // taken it (and even had it requeued, debited) since.
+            let money = if debit.is_some() {
+                ", held = 0, debited = quoted"
+            } else {
+                ""
+            };
+            let row = sqlx::query(&b.sql(&format!(
                 "UPDATE jobs SET state = 'RUNNING', stage = ?, progress_step = 0, \
                  attempts = attempts + 1, started_at = COALESCE(started_at, ?), lease_owner = ?, \
-                 lease_expires_at = ? WHERE id = ?",
-            ))
+                 lease_expires_at = ?{money} WHERE id = ? AND state = 'QUEUED' AND debited = ? \
+                 RETURNING *"
+            )))
             .bind(Stage::EncodingText.as_str())
             .bind(now)
             .bind(owner)
             .bind(now.saturating_add(lease_ms))
             .bind(&id)
-            .execute(&mut *tx)
+            .bind(debited)
+            .fetch_optional(&mut *tx)
             .await?;
-            let job = load_job(&mut tx, b, &id)
-                .await?
-                .ok_or(StoreError::NotFound("job"))?;
+            let Some(row) = row else {
+                tx.rollback().await?;
+                continue;
+            };
+            if let Some(debit) = &debit {
+                write_debit(&mut tx, b, &account_id, &id, debit, WORKER, now).await?;
+            }
+            queue::mark_served(&mut tx, b, &account_id).await?;
+            // A running job has no artifacts and no queue position: the row is the job.
+            let job = job_from_row(&row)?;
             tx.commit().await?;
-            outcome.job = Some(job);
-            return Ok(outcome);
+            return Ok(Some(job));
         }
     }
 
@@ -209,22 +296,70 @@ impl Store {
     ) -> Result<Job, StoreError> {
         let b = self.backend;
         let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, b, id, owner).await?;
-        save_usage(&mut tx, b, id, usage).await?;
-        set_terminal(&mut tx, b, id, JobState::Failed, Some(failure), now).await?;
-        refund_job(
-            &mut tx,
-            b,
-            &job.account_id,
-            id,
-            self.policy.refund_grace_ms,
-            WORKER,
-            now,
-        )
-        .await?;
-        let job = load_job(&mut tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
+        if !lock_job_account_only(&mut tx, b, id).await? {
+            return Err(StoreError::LeaseLost);
+        }
+        // One statement ends the job and marks its refund; it brings back what the
+        // refund needs: the DEBIT's allocations, whether a REFUND exists already (then
+        // none is due), and whether the account has lots to expire first.
+        let row = sqlx::query(&b.sql(
+            "UPDATE jobs SET state = 'FAILED', failure_code = ?, failure_message = ?, \
+             failure_retryable = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
+             usage = ?, refunded = CASE WHEN debited > 0 AND NOT EXISTS (SELECT 1 FROM \
+             ledger_entries r WHERE r.job_id = jobs.id AND r.kind = 'REFUND') THEN debited \
+             ELSE refunded END \
+             WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? \
+             RETURNING *, \
+             (SELECT d.allocations FROM ledger_entries d WHERE d.job_id = jobs.id \
+              AND d.kind = 'DEBIT') AS debit_allocations, \
+             (SELECT COUNT(*) FROM ledger_entries r WHERE r.job_id = jobs.id \
+              AND r.kind = 'REFUND') AS refunds, \
+             (SELECT COUNT(*) FROM lots l WHERE l.account_id = jobs.account_id \
+              AND l.expired_at IS NULL AND l.expires_at IS NOT NULL AND l.expires_at <= ?) AS due_lots",
+        ))
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(i64::from(failure.retryable))
+        .bind(now)
+        .bind(serde_json::to_string(usage)?)
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::LeaseLost)?;
+        let job = job_from_row(&row)?;
+        let refunds: i64 = row.try_get("refunds")?;
+        if job.debited > 0 && refunds == 0 {
+            let debit: Option<String> = row.try_get("debit_allocations")?;
+            let debit: Vec<kinema_ledger::Allocation> = match debit {
+                Some(json) => serde_json::from_str(&json)?,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "job {id} is debited without a DEBIT entry"
+                    )))
+                }
+            };
+            let due_lots: i64 = row.try_get("due_lots")?;
+            let entry = refund_debit(
+                &mut tx,
+                b,
+                &job.account_id,
+                id,
+                &debit,
+                due_lots > 0,
+                self.policy.refund_grace_ms,
+                WORKER,
+                now,
+            )
+            .await?;
+            if entry.amount != job.refunded {
+                return Err(StoreError::Corrupt(format!(
+                    "job {id}: refund of {} for a debit of {}",
+                    entry.amount, job.debited
+                )));
+            }
+        }
         tx.commit().await?;
         Ok(job)
     }
@@ -398,6 +533,26 @@ async fn running_job(
         }
         _ => Err(StoreError::LeaseLost),
     }
+}
+
+/// Whether the job is still queued with the debit it was read with (under the locks,
+/// so it stays so to the end of the transaction).
+async fn still_queued(
+    conn: &mut AnyConnection,
+    b: Backend,
+    id: &str,
+    debited: i64,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "SELECT id FROM jobs WHERE id = ? AND state = 'QUEUED' AND debited = ?{}",
+        b.for_update()
+    );
+    let found: Option<String> = sqlx::query_scalar(&b.sql(&sql))
+        .bind(id)
+        .bind(debited)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
 }
 
 async fn save_usage(

@@ -143,6 +143,8 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
+        priority: JobPriority::Normal,
+        batch_key: None,
     }
 }
 
@@ -705,10 +707,14 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
     assert_eq!(failed.charged_minor, 0);
 
     let suspends = T0 + 10 + policy.postpaid.grace_ms;
-    f.store
+    let queued = f
+        .store
         .submit_job(new_job(&acct, 1), "p", suspends - 1)
         .await
-        .unwrap();
+        .unwrap()
+        .job()
+        .id
+        .clone();
     let refused = f.store.submit_job(new_job(&acct, 1), "p", suspends).await;
     assert!(
         matches!(refused, Err(StoreError::AccountNotActive { .. })),
@@ -735,6 +741,12 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
             .await
             .unwrap(),
         vec![acct.clone()]
+    );
+    // Suspended as an operator suspends: the queued job is cancelled, never charged.
+    let cancelled = f.store.get_job(None, &queued).await.unwrap().unwrap();
+    assert_eq!(
+        (cancelled.state, cancelled.charged_minor),
+        (JobState::Cancelled, 0)
     );
     let terminates = suspends + policy.postpaid.suspension_limit_ms;
     assert!(f
@@ -1115,8 +1127,26 @@ async fn deletion_is_refused_with_every_reason_then_allowed(f: Fixture) {
         (d.account.status, d.account.name.as_str()),
         (AccountStatus::Deleted, "")
     );
-    let cancelled = f.store.get_job(None, &job.id).await.unwrap().unwrap();
-    assert_eq!(cancelled.prompt, "");
+    // Its jobs are deleted for every reader; their money rows stay for the ledger.
+    assert!(f.store.get_job(None, &job.id).await.unwrap().is_none());
+    assert!(f
+        .store
+        .list_jobs(&f.account, &[], i64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let stored: (String, String) = {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&f.url).await.unwrap();
+        sqlx::query_as(&format!(
+            "SELECT prompt, request_hash FROM jobs WHERE id = '{}'",
+            job.id
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    };
+    assert_eq!(stored, (String::new(), String::new()), "no prompt left");
     let entries = f.entries().await;
     assert!(!entries.is_empty(), "the ledger keeps its entries");
     assert!(

@@ -64,6 +64,8 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
+        priority: JobPriority::Normal,
+        batch_key: None,
     }
 }
 

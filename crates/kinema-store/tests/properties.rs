@@ -1,13 +1,17 @@
 //! Property test of the store (issue 4): random interleavings of grants, purchases
-//! (with repeated payment refs), trials, plan events, submissions, starts, successes,
-//! failures, cancels, clock moves, sweeps and terminations run against SQLite and
-//! PostgreSQL; after every step `verify_ledger` must find nothing wrong (no negative
-//! lot, conservation, per-job debit and refund rules, balances recomputed from the
-//! entries equal the stored ones) and the stored balance must agree with it.
+//! (with repeated payment refs), trials, plan events, price changes, submissions,
+//! starts, successes, failures, cancels, clock moves, sweeps and terminations on a
+//! prepaid account, and submissions, charges, top-ups and arrears on a postpaid one,
+//! run against SQLite and PostgreSQL. After every step `verify_ledger` must find
+//! nothing wrong (no negative lot, conservation, per-job debit and refund rules,
+//! balances recomputed from the entries equal the stored ones), the stored balance
+//! must agree with it, and `verify_money` must find the postpaid balance equal to its
+//! top-ups less its usage charges, each succeeded postpaid job charged once.
 
 use std::collections::BTreeMap;
 
 use kinema_ledger::calendar::{DAY_MS, HOUR_MS};
+use kinema_ledger::PostpaidPhase;
 use kinema_ledger::{
     Catalogue, Currency, Money, Pack, Plan, PlanInterval, PriceHistory, TrialOffer, Validity,
 };
@@ -83,6 +87,19 @@ enum Op {
     },
     Sweep,
     Terminate,
+    /// A new price for a pack (`item` 0..2) or plan (2..5), `notice_days` ahead.
+    SchedulePrice {
+        item: usize,
+        minor: i64,
+        notice_days: i64,
+    },
+    PostpaidSubmit {
+        quote: i64,
+    },
+    TopUp {
+        minor: i64,
+        reuse_ref: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -102,8 +119,14 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1i64..24 * 20).prop_map(|hours| Op::Advance { hours }),
         2 => Just(Op::Sweep),
         1 => Just(Op::Terminate),
+        2 => (0usize..5, 0i64..5000, 20i64..40)
+            .prop_map(|(item, minor, notice_days)| Op::SchedulePrice { item, minor, notice_days }),
+        4 => (1i64..400).prop_map(|quote| Op::PostpaidSubmit { quote }),
+        2 => (1i64..600, any::<bool>()).prop_map(|(minor, reuse_ref)| Op::TopUp { minor, reuse_ref }),
     ]
 }
+
+const NOTICE_MS: i64 = 30 * DAY_MS;
 
 /// Errors a random operation may meet; anything else fails the test.
 fn expected(e: &StoreError) -> bool {
@@ -116,14 +139,47 @@ fn expected(e: &StoreError) -> bool {
     )
 }
 
+/// A job the test started, and whose account it is.
+#[derive(Debug, Clone)]
+struct Tracked {
+    id: String,
+    account: String,
+}
+
+/// The prices the test scheduled: per item, the list price at T0 and each change as
+/// (effective_at, price) in the order scheduled.
+#[derive(Debug, Default)]
+struct PriceModel {
+    changes: BTreeMap<(bool, String), Vec<(i64, i64)>>,
+}
+
+impl PriceModel {
+    /// The price in effect at `now`: the latest change effective by then (the one
+    /// scheduled last among those effective at the same instant), else the list price.
+    fn at(&self, plan: bool, id: &str, list: i64, now: i64) -> i64 {
+        self.changes
+            .get(&(plan, id.to_string()))
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, (at, _))| *at <= now)
+            .max_by_key(|(i, (at, _))| (*at, *i))
+            .map_or(list, |(_, (_, minor))| *minor)
+    }
+}
+
 struct World {
     store: Store,
     cat: Catalogue,
     account: String,
+    /// The postpaid account.
+    payg: String,
     now: i64,
     refs: u32,
-    queued: Vec<String>,
-    running: Vec<String>,
+    top_up_refs: u32,
+    queued: Vec<Tracked>,
+    running: Vec<Tracked>,
+    prices: PriceModel,
 }
 
 impl World {
@@ -161,6 +217,14 @@ impl World {
                 match r {
                     // The same ref for another pack: refused, as it must be.
                     Err(StoreError::PaymentRefConflict { .. }) if *reuse_ref => {}
+                    Ok(bought) if bought.created => {
+                        let list = self.cat.packs[*pack].prices.entries[0].price.minor;
+                        assert_eq!(
+                            bought.payment.amount.minor,
+                            self.prices.at(false, id, list, now),
+                            "a purchase pays the price in effect"
+                        );
+                    }
                     other => {
                         other?;
                     }
@@ -174,8 +238,22 @@ impl World {
                 s.start_trial(&a, &offer, "prop", now).await?;
             }
             Op::Subscribe { plan } => {
-                s.subscribe(&self.cat, &a, &self.cat.plans[*plan].id, None, "prop", now)
+                let plan = &self.cat.plans[*plan];
+                let change = s
+                    .subscribe(&self.cat, &a, &plan.id, None, "prop", now)
                     .await?;
+                let list = plan.prices.entries[0].price.minor;
+                for charge in change
+                    .events
+                    .iter()
+                    .filter(|e| e.kind == BillingEventKind::Charge && e.effective_at == now)
+                {
+                    assert_eq!(
+                        charge.amount.map(|m| m.minor),
+                        Some(self.prices.at(true, &plan.id, list, now)),
+                        "a subscription is charged the price in effect"
+                    );
+                }
             }
             Op::CancelPlan { queued } => {
                 let target = if *queued {
@@ -188,45 +266,51 @@ impl World {
             }
             Op::Submit { quote } => {
                 let job = s.submit_job(new_job(&a, *quote), "prop", now).await?;
-                self.queued.push(job.job().id.clone());
+                self.queued.push(Tracked {
+                    id: job.job().id.clone(),
+                    account: a.clone(),
+                });
             }
             Op::Start => {
                 let leased = s.lease_next_job(OWNER, LEASE, now).await?;
                 for refused in &leased.refused {
-                    self.queued.retain(|id| *id != refused.id);
+                    self.queued.retain(|j| j.id != refused.id);
                 }
                 if let Some(job) = leased.job {
-                    self.queued.retain(|id| *id != job.id);
-                    self.running.push(job.id);
+                    self.queued.retain(|j| j.id != job.id);
+                    self.running.push(Tracked {
+                        id: job.id,
+                        account: job.account_id,
+                    });
                 }
             }
             Op::Succeed => {
-                if let Some(id) = self.running.pop() {
-                    s.complete_job(&id, OWNER, &[], &Usage::default(), now)
+                if let Some(j) = self.running.pop() {
+                    s.complete_job(&j.id, OWNER, &[], &Usage::default(), now)
                         .await?;
                 }
             }
             Op::Fail => {
-                if let Some(id) = self.running.pop() {
+                if let Some(j) = self.running.pop() {
                     let failure = Failure {
                         code: "MODEL_ERROR".into(),
                         message: "random".into(),
                         retryable: false,
                     };
-                    s.fail_job(&id, OWNER, &failure, &Usage::default(), now)
+                    s.fail_job(&j.id, OWNER, &failure, &Usage::default(), now)
                         .await?;
                 }
             }
             Op::CancelQueued => {
-                if let Some(id) = self.queued.pop() {
-                    s.cancel_job(&a, &id, "prop", now).await?;
+                if let Some(j) = self.queued.pop() {
+                    s.cancel_job(&j.account, &j.id, "prop", now).await?;
                 }
             }
             Op::CancelRunning => {
-                if let Some(id) = self.running.pop() {
-                    let c = s.cancel_job(&a, &id, "prop", now).await?;
+                if let Some(j) = self.running.pop() {
+                    let c = s.cancel_job(&j.account, &j.id, "prop", now).await?;
                     assert!(c.stop_requested);
-                    s.finish_cancelled(&id, OWNER, &Usage::default(), now)
+                    s.finish_cancelled(&j.id, OWNER, &Usage::default(), now)
                         .await?;
                 }
             }
@@ -234,26 +318,138 @@ impl World {
             Op::Sweep => {
                 s.expire_due_lots_everywhere(now, 100).await?;
                 s.tick_due_subscriptions(&self.cat, now, 100).await?;
+                s.advance_postpaid_accounts(now, 100).await?;
             }
             Op::Terminate => {
                 let t = s
                     .terminate_account(&self.cat, &a, "violation", "prop", now)
                     .await?;
                 let mut stopping = t.stopping.clone();
-                let mut running = self.running.clone();
+                let mut running: Vec<String> = self
+                    .running
+                    .iter()
+                    .filter(|j| j.account == a)
+                    .map(|j| j.id.clone())
+                    .collect();
                 stopping.sort();
                 running.sort();
                 assert_eq!(stopping, running, "every running job is asked to stop");
-                self.queued.clear();
                 // Their workers finish the cancel; the refund is forfeited too.
-                for id in std::mem::take(&mut self.running) {
+                for id in running {
                     s.finish_cancelled(&id, OWNER, &Usage::default(), now)
                         .await?;
                 }
                 assert_eq!(s.balance(&a, now).await?.total, 0, "everything forfeited");
             }
+            Op::SchedulePrice {
+                item,
+                minor,
+                notice_days,
+            } => {
+                let (kind, id, plan) = if *item < 2 {
+                    (ItemKind::Pack, self.cat.packs[*item].id.clone(), false)
+                } else {
+                    (ItemKind::Plan, self.cat.plans[*item - 2].id.clone(), true)
+                };
+                let effective_at = now + notice_days * DAY_MS;
+                let r = s
+                    .schedule_price_change(
+                        &self.cat,
+                        kind,
+                        &id,
+                        Money::new(*minor, Currency::EUR),
+                        effective_at,
+                        NOTICE_MS,
+                        "prop",
+                        now,
+                    )
+                    .await;
+                if notice_days * DAY_MS < NOTICE_MS {
+                    assert!(
+                        matches!(
+                            r,
+                            Err(StoreError::Ledger(
+                                kinema_ledger::LedgerError::PriceNoticeTooShort { .. }
+                            ))
+                        ),
+                        "{notice_days} days of notice must be refused: {r:?}"
+                    );
+                } else {
+                    r?;
+                    self.prices
+                        .changes
+                        .entry((plan, id))
+                        .or_default()
+                        .push((effective_at, *minor));
+                }
+            }
+            Op::PostpaidSubmit { quote } => {
+                let p = self.payg.clone();
+                let before = s.postpaid_account(&p).await?.expect("postpaid balance");
+                let policy = *s.postpaid_policy();
+                // CONTRACT.md §4: in arrears past the grace (or terminated), no new jobs.
+                let suspended = before.terminated_at.is_some()
+                    || (before.balance.minor < 0
+                        && before
+                            .arrears_since
+                            .is_some_and(|since| now >= since + policy.grace_ms));
+                let r = s.submit_job(new_job(&p, *quote), "prop", now).await;
+                assert_eq!(r.is_err(), suspended, "{before:?} at {now}: {r:?}");
+                let job = r?;
+                assert_eq!(job.job().held, 0, "postpaid jobs hold no credits");
+                self.queued.push(Tracked {
+                    id: job.job().id.clone(),
+                    account: p,
+                });
+            }
+            Op::TopUp { minor, reuse_ref } => {
+                if !reuse_ref || self.top_up_refs == 0 {
+                    self.top_up_refs += 1;
+                }
+                let r = s
+                    .top_up(
+                        &self.payg,
+                        Money::new(*minor, Currency::EUR),
+                        &format!("{}-{}", self.payg, self.top_up_refs),
+                        now,
+                    )
+                    .await;
+                match r {
+                    // The same ref for another amount: refused.
+                    Err(StoreError::PaymentRefConflict { .. }) if *reuse_ref => {}
+                    Ok(t) if t.created && t.account.balance.minor >= 0 => {
+                        // Back to zero or above ends arrears or suspension at once.
+                        assert_eq!(t.account.arrears_since, None);
+                        assert_eq!(t.account.phase, PostpaidPhase::Active);
+                    }
+                    other => {
+                        other?;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Drops the jobs that left the queue or stopped running by other hands (a
+    /// suspension, a termination, a failed start).
+    async fn resync(&mut self) {
+        let mut keep = Vec::new();
+        for j in std::mem::take(&mut self.queued) {
+            let job = self.store.get_job(None, &j.id).await.unwrap().unwrap();
+            if job.state == JobState::Queued {
+                keep.push(j);
+            }
+        }
+        self.queued = keep;
+        let mut keep = Vec::new();
+        for j in std::mem::take(&mut self.running) {
+            let job = self.store.get_job(None, &j.id).await.unwrap().unwrap();
+            if job.state == JobState::Running {
+                keep.push(j);
+            }
+        }
+        self.running = keep;
     }
 
     /// The invariants after every step.
@@ -279,6 +475,33 @@ impl World {
         assert_eq!(balance.total, live, "after step {step} ({op:?})");
         let held: i64 = report.jobs.values().map(|j| j.held).sum();
         assert_eq!(balance.held, held, "after step {step} ({op:?})");
+        // The postpaid balance is its top-ups less its usage charges, each succeeded
+        // postpaid job charged once and no other.
+        let money = self.store.verify_money(None).await.unwrap();
+        assert!(
+            money.is_clean(),
+            "after step {step} ({op:?}): {:#?}",
+            money.problems
+        );
+        // A suspended (or terminated) postpaid account has nothing queued.
+        let pp = self
+            .store
+            .postpaid_account(&self.payg)
+            .await
+            .unwrap()
+            .unwrap();
+        if pp.phase >= PostpaidPhase::Suspended {
+            let queued = self
+                .store
+                .list_jobs(&self.payg, &[JobState::Queued], i64::MAX, 100)
+                .await
+                .unwrap();
+            assert!(
+                queued.is_empty(),
+                "after step {step} ({op:?}): {pp:?} with {} queued",
+                queued.len()
+            );
+        }
     }
 }
 
@@ -302,6 +525,8 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
+        priority: JobPriority::Normal,
+        batch_key: None,
     }
 }
 
@@ -326,19 +551,29 @@ fn run(kind: common::Kind) {
             rt.block_on(async {
                 let db = common::TestDb::new(kind, StorePolicy::default()).await;
                 let account = db.store.create_account("prop", None, T0).await.unwrap().id;
+                let payg = db
+                    .store
+                    .create_account_with("payg", None, BillingMode::Postpaid, T0)
+                    .await
+                    .unwrap()
+                    .id;
                 let mut world = World {
                     store: db.store.clone(),
                     cat: catalogue(),
                     account,
+                    payg,
                     now: T0,
                     refs: 0,
+                    top_up_refs: 0,
                     queued: Vec::new(),
                     running: Vec::new(),
+                    prices: PriceModel::default(),
                 };
                 for (step, op) in ops.iter().enumerate() {
                     if let Err(e) = world.apply(op).await {
                         assert!(expected(&e), "step {step} ({op:?}): unexpected {e}");
                     }
+                    world.resync().await;
                     world.check(step, op).await;
                 }
                 db.finish().await;

@@ -117,20 +117,15 @@ fn job(account: &str) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 1,
+        priority: kinema_store::JobPriority::Normal,
+        batch_key: None,
     }
 }
 
 /// `cycles` hold -> debit -> refund cycles on one account: submit (HOLD), lease
 /// (DEBIT), fail (REFUND). The job leased may be another client's; each client ends
 /// what it leased.
-async fn cycles(store: Store, client: u32, cycles: u32) -> anyhow::Result<()> {
-    let account = store
-        .create_account(&format!("bench-{client}"), None, now_ms())
-        .await?
-        .id;
-    store
-        .grant_credits(&account, i64::from(cycles) + 1, None, "", "bench", now_ms())
-        .await?;
+async fn cycles(store: Store, account: String, client: u32, cycles: u32) -> anyhow::Result<()> {
     let owner = format!("bench-worker-{client}");
     let failure = Failure {
         code: "BENCH".into(),
@@ -181,6 +176,7 @@ async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
                 "raw_per_second": raw_rate,
                 "cycles": args.cycles,
                 "concurrency": args.concurrency,
+                "rounds": args.rounds,
                 "cycles_per_second": cycle_rate,
                 "ratio_to_raw": ratio,
                 "ledger_verified": ledger_ok,
@@ -195,11 +191,13 @@ async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
             raw_rate
         );
         println!(
-            "cycles       {} hold -> debit -> refund (3 transactions each, {} client(s)) in {:.3} s: {:.0}/s",
+            "cycles       {} hold -> debit -> refund (3 transactions each, {} client(s)) in {:.3} s: {:.0}/s \
+             (alternating with the raw commits in {} rounds)",
             args.cycles,
             args.concurrency,
             cyc.as_secs_f64(),
-            cycle_rate
+            cycle_rate,
+            args.rounds
         );
         println!(
             "ratio        {ratio:.2} x the raw rate (a cycle costs {:.1} raw transactions)",
@@ -216,18 +214,56 @@ async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raw commits and cycles measured in alternating rounds, so both see the same disk
+/// (a shared machine's fsync latency drifts within seconds); returns the total time of
+/// each.
 async fn measure(store: &Store, args: &BenchLedgerArgs) -> anyhow::Result<(Duration, Duration)> {
-    let raw = store.bench_raw_commits(args.raw).await?;
-    let per_client = args.cycles / args.concurrency;
-    let extra = args.cycles % args.concurrency;
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..args.concurrency {
-        let n = per_client + u32::from(c < extra);
-        tasks.spawn(cycles(store.clone(), c, n));
+    let rounds = args.rounds.clamp(1, args.raw.min(args.cycles));
+    let accounts = setup_clients(store, args).await?;
+    let (mut raw, mut cyc) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        raw += store
+            .bench_raw_commits(share(args.raw, rounds, round))
+            .await?;
+        let n = share(args.cycles, rounds, round);
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (c, account) in accounts.iter().enumerate() {
+            let k = share(n, args.concurrency, c as u32);
+            tasks.spawn(cycles(store.clone(), account.clone(), c as u32, k));
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.context("benchmark task")??;
+        }
+        cyc += start.elapsed();
     }
-    while let Some(r) = tasks.join_next().await {
-        r.context("benchmark task")??;
+    Ok((raw, cyc))
+}
+
+/// Part `i` of `total` split in `parts` (the first ones take the remainder).
+fn share(total: u32, parts: u32, i: u32) -> u32 {
+    total / parts + u32::from(i < total % parts)
+}
+
+/// One account per client, with credits for every cycle it may run.
+async fn setup_clients(store: &Store, args: &BenchLedgerArgs) -> anyhow::Result<Vec<String>> {
+    let mut accounts = Vec::new();
+    for client in 0..args.concurrency {
+        let account = store
+            .create_account(&format!("bench-{client}"), None, now_ms())
+            .await?
+            .id;
+        store
+            .grant_credits(
+                &account,
+                i64::from(args.cycles) + 1,
+                None,
+                "",
+                "bench",
+                now_ms(),
+            )
+            .await?;
+        accounts.push(account);
     }
-    Ok((raw, start.elapsed()))
+    Ok(accounts)
 }

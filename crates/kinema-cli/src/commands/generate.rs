@@ -5,7 +5,7 @@ use kinema_proto::v1 as pb;
 use tonic::Code;
 
 use super::follow;
-use crate::cli::{Connection, GenerateArgs};
+use crate::cli::{Connection, GenerateArgs, Priority};
 use crate::client::Clients;
 use crate::{embedded, print};
 
@@ -87,6 +87,11 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         guidance_scale: args.guidance,
         seed: args.seed,
         idempotency_key: args.idempotency_key.clone(),
+        priority: match args.priority {
+            Priority::Low => pb::JobPriority::Low,
+            Priority::Normal => pb::JobPriority::Normal,
+            Priority::High => pb::JobPriority::High,
+        } as i32,
         ..Default::default()
     };
     let estimate = c

@@ -14,6 +14,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.fault_injection = args.fault_injection;
     config.refund_on_cancel = !args.no_refund_on_cancel;
     config.max_attempts = args.max_attempts.max(1);
+    config.queue = kinema_store::QueueLimits {
+        per_account: args.max_queued_per_account,
+        total: args.max_queued,
+    };
+    config.lease = Duration::from_millis(args.lease_ms.max(300));
     config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.models = args
