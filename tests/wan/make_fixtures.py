@@ -8,7 +8,10 @@ CI never runs this script: its outputs are committed. Regenerate with
     python3 -m venv /root/.cache/kinema-py
     /root/.cache/kinema-py/bin/pip install torch diffusers transformers tokenizers \
         safetensors accelerate sentencepiece protobuf ftfy
-    /root/.cache/kinema-py/bin/python tests/wan/make_fixtures.py
+    /root/.cache/kinema-py/bin/python tests/wan/make_fixtures.py [NAME ...]
+
+NAME is a config (tiny, wide), `schedulers`, or `vae_encoder` (only the VAE encoder
+cases of every config, leaving the other fixtures as they are); none means all.
 
 Weights are not drawn from torch's RNG: every parameter is filled by a counter-based
 generator (splitmix64 over the parameter name and element index, see `det_values`) that
@@ -85,6 +88,7 @@ CONFIGS = {
         timestep=757,
         prompt="A  cat walks on the “grass” &amp; dances,\n realistic style.",
         negative_prompt="色调艳丽，过曝，静态，细节模糊不清，字幕，最差质量，低质量",
+        encoder_video=dict(height=24, width=40, num_frames=9),
     ),
     # the real Wan2.1-T2V-1.3B widths (dim 1536 = 12 heads x 128, freq dim 256) with one
     # layer, a narrow FFN and other text dims, sizes and frame counts.
@@ -116,6 +120,7 @@ CONFIGS = {
         timestep=421,
         prompt="一只猫在草地上散步，写实风格。 夕阳下的海滩！",
         negative_prompt="",
+        encoder_video=dict(height=32, width=16, num_frames=13),
     ),
 }
 
@@ -374,6 +379,40 @@ def make_config(name: str, cfg: dict, tokenizer_dir: str):
             indent=1,
         )
     print(f"{name}: frames {tuple(frames.shape)}, dit out {tuple(y.shape)}, video {tuple(video.shape)}")
+    make_vae_encoder(name, cfg)
+
+
+def make_vae_encoder(name: str, cfg: dict):
+    """VAE encode of a given video: the latent distribution's moments, its mode
+    normalised as the image-to-video pipeline does, and one sample with its noise.
+    Written beside the config's other fixtures without touching them (the weights come
+    from the same deterministic fill, so they equal the shipped / manifest ones)."""
+    out = os.path.join(FIXTURES, name)
+    vae = AutoencoderKLWan(**cfg["vae"]).eval()
+    fill_deterministic(vae)
+    v = cfg["encoder_video"]
+    gen = torch.Generator().manual_seed(4321)
+    with torch.no_grad():
+        video = torch.rand(1, 3, v["num_frames"], v["height"], v["width"], generator=gen) * 2.0 - 1.0
+        posterior = vae.encode(video, return_dict=False)[0]
+        mean = posterior.mean
+        latents_mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+        latents_inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+        normalized = (posterior.mode() - latents_mean) * latents_inv_std
+        noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(7))
+        sample = posterior.sample(generator=torch.Generator().manual_seed(7))
+    save(
+        os.path.join(out, "vae_encoder.safetensors"),
+        {
+            "video": video,
+            "mean": mean,
+            "logvar": posterior.logvar,
+            "latents_normalized": normalized,
+            "noise": noise,
+            "sample": sample,
+        },
+    )
+    print(f"{name}: vae encode {tuple(video.shape)} -> {tuple(mean.shape)}")
 
 
 # Scheduler-only cases: given model outputs per step, the samples each step produces.
@@ -425,6 +464,9 @@ def main():
     for name in names:
         if name == "schedulers":
             make_schedulers()
+        elif name == "vae_encoder":
+            for config, cfg in CONFIGS.items():
+                make_vae_encoder(config, cfg)
         else:
             make_config(name, CONFIGS[name], tokenizer_dir)
     shutil.rmtree(tokenizer_dir, ignore_errors=True)

@@ -228,6 +228,10 @@ pub struct GenerateArgs {
     /// Data directory of the embedded server (when no --server is given).
     #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
     pub data_dir: PathBuf,
+    /// Models file (TOML) the embedded server serves besides the built-in models
+    /// (default: the data dir's `models.toml`, if any).
+    #[arg(long, value_name = "FILE", conflicts_with = "model_dir")]
+    pub models_file: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -477,6 +477,20 @@ mod tests {
         }
     }
 
+    /// The quick start serves this file: it must stay loadable as the tree changes.
+    #[test]
+    fn bundled_models_file_serves_the_tiny_model() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/bundled.toml");
+        let specs = parse_models_file(&file).unwrap();
+        let registry = ModelRegistry::with_models(&specs).unwrap();
+        let m = registry.manifest("wan2.1-tiny").unwrap();
+        assert_eq!((m.defaults.width, m.defaults.height), (320, 192));
+        assert!(m.defaults.num_frames <= m.limits.max_frames);
+        assert!(Path::new(&specs[0].source)
+            .join("model_index.json")
+            .is_file());
+    }
+
     #[test]
     fn models_file_resolves_sources_beside_it() {
         let tmp = tempfile::tempdir().unwrap();

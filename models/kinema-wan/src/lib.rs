@@ -1,6 +1,6 @@
 //! Wan 2.1 text-to-video in candle, block for block as the diffusers reference:
 //! the umT5 text encoder ([`text_encoder`]), `WanTransformer3DModel`
-//! ([`transformer`]), the Wan-VAE decoder ([`vae`]) and the pipeline ([`pipeline`]).
+//! ([`transformer`]), the Wan-VAE ([`vae`]) and the pipeline ([`pipeline`]).
 
 pub mod error;
 pub mod info;

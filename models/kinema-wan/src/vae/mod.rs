@@ -1,20 +1,28 @@
-//! Wan-VAE (`AutoencoderKLWan`) decoder: causal 3D convolutions with a per-conv cache of
-//! the last two input frames, so a video decodes one latent frame at a time in bounded
-//! memory, exactly as the reference's `feat_cache` loop.
+//! Wan-VAE (`AutoencoderKLWan`): causal 3D convolutions with a per-conv cache of the
+//! last two input frames, so a video encodes (first frame, then 4 frames at a time) and
+//! decodes (one latent frame at a time) chunk by chunk in bounded memory, exactly as the
+//! reference's `feat_cache` loops.
+
+mod blocks;
+mod cache;
+mod decoder;
+mod distribution;
+mod encoder;
+mod resample;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use kinema_diffusion::attention::{attention, AttentionBudget};
-use kinema_diffusion::conv3d::{CausalConv3d, Conv2dSame};
-use kinema_diffusion::norm::l2_channel_norm;
+use kinema_diffusion::attention::AttentionBudget;
+use kinema_diffusion::conv3d::CausalConv3d;
 use kinema_diffusion::weights::{component_var_builder, read_json};
 
+use self::cache::{causal_conv, FeatCache};
+use self::decoder::WanDecoder3d;
+pub use self::distribution::DiagonalGaussianDistribution;
+use self::encoder::WanEncoder3d;
 use crate::error::{Result, WanError};
-
-/// Frames each causal conv keeps from the previous chunk.
-const CACHE_T: usize = 2;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct WanVaeConfig {
@@ -32,6 +40,8 @@ pub struct WanVaeConfig {
     pub latents_std: Vec<f64>,
     #[serde(default)]
     pub is_residual: bool,
+    #[serde(default = "default_in")]
+    pub in_channels: usize,
     #[serde(default = "default_out")]
     pub out_channels: usize,
     pub patch_size: Option<usize>,
@@ -46,6 +56,9 @@ fn default_base() -> usize {
 }
 fn default_z() -> usize {
     16
+}
+fn default_in() -> usize {
+    3
 }
 fn default_out() -> usize {
     3
@@ -84,382 +97,53 @@ impl WanVaeConfig {
     }
 }
 
-/// What a causal conv remembers between chunks (the reference's `feat_cache` slot).
+/// The encoder half: `WanEncoder3d` and `quant_conv`.
 #[derive(Debug, Clone)]
-enum Slot {
-    Empty,
-    /// First chunk seen by a temporal upsampler: its time conv was skipped.
-    Rep,
-    Frames(Tensor),
-}
-
-/// The decoder's cache: one slot per causal conv, visited in a fixed order per chunk.
-#[derive(Debug, Clone)]
-pub struct FeatCache {
-    slots: Vec<Slot>,
-    idx: usize,
-}
-
-impl FeatCache {
-    fn new() -> Self {
-        Self {
-            slots: Vec::new(),
-            idx: 0,
-        }
-    }
-
-    fn next(&mut self) -> usize {
-        if self.idx == self.slots.len() {
-            self.slots.push(Slot::Empty);
-        }
-        let i = self.idx;
-        self.idx += 1;
-        i
-    }
-}
-
-/// The last `CACHE_T` frames of `x`, topped up with the previous slot's last frame. A
-/// copy: a view would keep all of `x` alive until the next chunk (at 480p, GBs over the
-/// decoder's convs).
-fn cache_frames(x: &Tensor, old: &Slot) -> Result<Tensor> {
-    let t = x.dim(2)?;
-    let take = t.min(CACHE_T);
-    let mut c = x.narrow(2, t - take, take)?;
-    if take < 2 {
-        match old {
-            Slot::Frames(prev) => {
-                let pt = prev.dim(2)?;
-                c = Tensor::cat(&[&prev.narrow(2, pt - 1, 1)?, &c], 2)?;
-            }
-            Slot::Rep | Slot::Empty => {}
-        }
-    }
-    Ok(c.contiguous()?)
-}
-
-/// A causal conv applied with its cache slot.
-fn cached_conv(conv: &CausalConv3d, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-    let i = cache.next();
-    let new = cache_frames(x, &cache.slots[i])?;
-    let y = match &cache.slots[i] {
-        Slot::Frames(prev) => conv.forward(x, Some(prev))?,
-        _ => conv.forward(x, None)?,
-    };
-    cache.slots[i] = Slot::Frames(new);
-    Ok(y)
-}
-
-fn causal_conv(
-    vb: VarBuilder,
-    i: usize,
-    o: usize,
-    k: (usize, usize),
-    pad: (usize, usize),
-) -> Result<CausalConv3d> {
-    let w = vb.get((o, i, k.0, k.1, k.1), "weight")?;
-    let b = vb.get(o, "bias")?;
-    Ok(CausalConv3d::new(&w, Some(b), pad, 1)?)
-}
-
-fn silu(x: &Tensor) -> Result<Tensor> {
-    Ok(x.silu()?)
-}
-
-#[derive(Debug, Clone)]
-struct WanResidualBlock {
-    norm1: Tensor,
-    conv1: CausalConv3d,
-    norm2: Tensor,
-    conv2: CausalConv3d,
-    conv_shortcut: Option<CausalConv3d>,
-}
-
-impl WanResidualBlock {
-    fn new(vb: VarBuilder, i: usize, o: usize) -> Result<Self> {
-        Ok(Self {
-            norm1: vb.pp("norm1").get((i, 1, 1, 1), "gamma")?,
-            conv1: causal_conv(vb.pp("conv1"), i, o, (3, 3), (1, 1))?,
-            norm2: vb.pp("norm2").get((o, 1, 1, 1), "gamma")?,
-            conv2: causal_conv(vb.pp("conv2"), o, o, (3, 3), (1, 1))?,
-            conv_shortcut: if i != o {
-                Some(causal_conv(vb.pp("conv_shortcut"), i, o, (1, 1), (0, 0))?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let h = match &self.conv_shortcut {
-            Some(c) => c.forward(x, None)?,
-            None => x.clone(),
-        };
-        let y = silu(&l2_channel_norm(x, &self.norm1, 1)?)?;
-        let y = cached_conv(&self.conv1, &y, cache)?;
-        let y = silu(&l2_channel_norm(&y, &self.norm2, 1)?)?;
-        let y = cached_conv(&self.conv2, &y, cache)?;
-        Ok((y + h)?)
-    }
-}
-
-/// Single-head spatial self-attention per frame.
-#[derive(Debug, Clone)]
-struct WanAttentionBlock {
-    norm: Tensor,
-    to_qkv: Conv2dSame,
-    proj: Conv2dSame,
-}
-
-impl WanAttentionBlock {
-    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
-        let conv1x1 = |vb: VarBuilder, o: usize| -> Result<Conv2dSame> {
-            Ok(Conv2dSame::new(
-                vb.get((o, dim, 1, 1), "weight")?,
-                Some(vb.get(o, "bias")?),
-                0,
-            )?)
-        };
-        Ok(Self {
-            norm: vb.pp("norm").get((dim, 1, 1), "gamma")?,
-            to_qkv: conv1x1(vb.pp("to_qkv"), 3 * dim)?,
-            proj: conv1x1(vb.pp("proj"), dim)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, budget: AttentionBudget) -> Result<Tensor> {
-        let (b, c, t, h, w) = x.dims5()?;
-        let y = x
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((b * t, c, h, w))?;
-        let y = l2_channel_norm(&y, &self.norm, 1)?;
-        let qkv = self.to_qkv.forward(&y)?;
-        // [BT, 3C, HW] -> [BT, 1, HW, 3C]
-        let qkv = qkv
-            .reshape((b * t, 1, 3 * c, h * w))?
-            .permute((0, 1, 3, 2))?
-            .contiguous()?;
-        let q = qkv.narrow(3, 0, c)?;
-        let k = qkv.narrow(3, c, c)?;
-        let v = qkv.narrow(3, 2 * c, c)?;
-        let o = attention(&q, &k, &v, None, 1.0 / (c as f64).sqrt(), budget)?;
-        let o = o
-            .squeeze(1)?
-            .permute((0, 2, 1))?
-            .contiguous()?
-            .reshape((b * t, c, h, w))?;
-        let o = self.proj.forward(&o)?;
-        let o = o.reshape((b, t, c, h, w))?.permute((0, 2, 1, 3, 4))?;
-        Ok((o + x)?)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct WanMidBlock {
-    resnets: Vec<WanResidualBlock>,
-    attentions: Vec<WanAttentionBlock>,
-}
-
-impl WanMidBlock {
-    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
-        Ok(Self {
-            resnets: vec![
-                WanResidualBlock::new(vb.pp("resnets").pp(0), dim, dim)?,
-                WanResidualBlock::new(vb.pp("resnets").pp(1), dim, dim)?,
-            ],
-            attentions: vec![WanAttentionBlock::new(vb.pp("attentions").pp(0), dim)?],
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Tensor,
-        cache: &mut FeatCache,
-        budget: AttentionBudget,
-    ) -> Result<Tensor> {
-        let mut x = self.resnets[0].forward(x, cache)?;
-        for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
-            x = attn.forward(&x, budget)?;
-            x = resnet.forward(&x, cache)?;
-        }
-        Ok(x)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct WanResample {
-    /// `upsample3d` when true, else `upsample2d`.
-    temporal: bool,
-    resample: Conv2dSame,
-    time_conv: Option<CausalConv3d>,
-}
-
-impl WanResample {
-    fn new(vb: VarBuilder, dim: usize, temporal: bool) -> Result<Self> {
-        let out = dim / 2;
-        let r = vb.pp("resample").pp(1);
-        let resample = Conv2dSame::new(
-            r.get((out, dim, 3, 3), "weight")?,
-            Some(r.get(out, "bias")?),
-            1,
-        )?;
-        let time_conv = if temporal {
-            let tc = vb.pp("time_conv");
-            let w = tc.get((dim * 2, dim, 3, 1, 1), "weight")?;
-            Some(CausalConv3d::new(
-                &w,
-                Some(tc.get(dim * 2, "bias")?),
-                (1, 0),
-                1,
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            temporal,
-            resample,
-            time_conv,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let (b, c, t, h, w) = x.dims5()?;
-        let mut x = x.clone();
-        if let (true, Some(time_conv)) = (self.temporal, &self.time_conv) {
-            let i = cache.next();
-            match cache.slots[i].clone() {
-                Slot::Empty => cache.slots[i] = Slot::Rep,
-                old => {
-                    let mut new = cache_frames(&x, &old)?;
-                    if new.dim(2)? < 2 {
-                        if let Slot::Rep = old {
-                            new = Tensor::cat(&[&new.zeros_like()?, &new], 2)?;
-                        }
-                    }
-                    x = match &old {
-                        Slot::Frames(prev) => time_conv.forward(&x, Some(prev))?,
-                        _ => time_conv.forward(&x, None)?,
-                    };
-                    cache.slots[i] = Slot::Frames(new);
-                    // [B, 2, C, T, H, W] -> [B, C, T, 2, H, W]: the two halves interleave in time
-                    x = x
-                        .reshape(vec![b, 2, c, t, h, w])?
-                        .permute(vec![0, 2, 3, 1, 4, 5])?
-                        .contiguous()?
-                        .reshape((b, c, t * 2, h, w))?;
-                }
-            }
-        }
-        // nearest 2x upsampling, then the 3x3 conv, on every frame
-        Ok(self.resample.forward_frames(&x, 2)?)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct WanUpBlock {
-    resnets: Vec<WanResidualBlock>,
-    upsampler: Option<WanResample>,
-}
-
-impl WanUpBlock {
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let mut x = x.clone();
-        for r in &self.resnets {
-            x = r.forward(&x, cache)?;
-        }
-        if let Some(u) = &self.upsampler {
-            x = u.forward(&x, cache)?;
-        }
-        Ok(x)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct WanDecoder3d {
-    conv_in: CausalConv3d,
-    mid_block: WanMidBlock,
-    up_blocks: Vec<WanUpBlock>,
-    norm_out: Tensor,
-    conv_out: CausalConv3d,
-}
-
-impl WanDecoder3d {
-    fn new(vb: VarBuilder, c: &WanVaeConfig) -> Result<Self> {
-        let dim = c.decoder_base_dim.unwrap_or(c.base_dim);
-        let n = c.dim_mult.len();
-        let mut mults = vec![c.dim_mult[n - 1]];
-        mults.extend(c.dim_mult.iter().rev());
-        let dims: Vec<usize> = mults.iter().map(|m| dim * m).collect();
-        let temperal_upsample: Vec<bool> = c.temperal_downsample.iter().rev().copied().collect();
-        let mut up_blocks = Vec::with_capacity(n);
-        let mut out_dim = dims[0];
-        for i in 0..n {
-            let mut in_dim = dims[i];
-            out_dim = dims[i + 1];
-            if i > 0 {
-                in_dim /= 2;
-            }
-            let ub = vb.pp("up_blocks").pp(i);
-            let mut resnets = Vec::with_capacity(c.num_res_blocks + 1);
-            let mut cur = in_dim;
-            for j in 0..=c.num_res_blocks {
-                resnets.push(WanResidualBlock::new(ub.pp("resnets").pp(j), cur, out_dim)?);
-                cur = out_dim;
-            }
-            let upsampler = if i != n - 1 {
-                Some(WanResample::new(
-                    ub.pp("upsamplers").pp(0),
-                    out_dim,
-                    temperal_upsample[i],
-                )?)
-            } else {
-                None
-            };
-            up_blocks.push(WanUpBlock { resnets, upsampler });
-        }
-        Ok(Self {
-            conv_in: causal_conv(vb.pp("conv_in"), c.z_dim, dims[0], (3, 3), (1, 1))?,
-            mid_block: WanMidBlock::new(vb.pp("mid_block"), dims[0])?,
-            up_blocks,
-            norm_out: vb.pp("norm_out").get((out_dim, 1, 1, 1), "gamma")?,
-            conv_out: causal_conv(vb.pp("conv_out"), out_dim, c.out_channels, (3, 3), (1, 1))?,
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Tensor,
-        cache: &mut FeatCache,
-        budget: AttentionBudget,
-    ) -> Result<Tensor> {
-        let x = cached_conv(&self.conv_in, x, cache)?;
-        let mut x = self.mid_block.forward(&x, cache, budget)?;
-        for ub in &self.up_blocks {
-            x = ub.forward(&x, cache)?;
-        }
-        let x = silu(&l2_channel_norm(&x, &self.norm_out, 1)?)?;
-        cached_conv(&self.conv_out, &x, cache)
-    }
+struct EncoderHalf {
+    encoder: WanEncoder3d,
+    quant_conv: CausalConv3d,
 }
 
 #[derive(Debug, Clone)]
 pub struct AutoencoderKLWan {
     pub config: WanVaeConfig,
+    /// Absent when loaded for decoding only.
+    encoder: Option<EncoderHalf>,
     post_quant_conv: CausalConv3d,
     decoder: WanDecoder3d,
     pub budget: AttentionBudget,
 }
 
 impl AutoencoderKLWan {
+    /// Encoder and decoder, as diffusers loads the model.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config = WanVaeConfig::from_dir(dir)?;
         let vb = component_var_builder(dir, dtype, device)?;
         Self::new(config, vb)
     }
 
+    /// The decoder only (text-to-video needs no encoder; its weights stay unread).
+    pub fn load_decoder(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = WanVaeConfig::from_dir(dir)?;
+        let vb = component_var_builder(dir, dtype, device)?;
+        Self::new_decoder(config, vb)
+    }
+
     pub fn new(config: WanVaeConfig, vb: VarBuilder) -> Result<Self> {
+        let z2 = 2 * config.z_dim;
+        let encoder = EncoderHalf {
+            encoder: WanEncoder3d::new(vb.pp("encoder"), &config, z2)?,
+            quant_conv: causal_conv(vb.pp("quant_conv"), z2, z2, (1, 1), (0, 0))?,
+        };
+        let mut vae = Self::new_decoder(config, vb)?;
+        vae.encoder = Some(encoder);
+        Ok(vae)
+    }
+
+    pub fn new_decoder(config: WanVaeConfig, vb: VarBuilder) -> Result<Self> {
         let z = config.z_dim;
         Ok(Self {
+            encoder: None,
             post_quant_conv: causal_conv(vb.pp("post_quant_conv"), z, z, (1, 1), (0, 0))?,
             decoder: WanDecoder3d::new(vb.pp("decoder"), &config)?,
             budget: AttentionBudget::for_device(vb.device()),
@@ -467,25 +151,86 @@ impl AutoencoderKLWan {
         })
     }
 
-    /// Undoes the latent normalisation: `z = latents * std + mean` per channel.
-    pub fn denormalize(&self, latents: &Tensor) -> Result<Tensor> {
+    /// The per-channel `(latents_mean, 1 / latents_std)` as `[1, z_dim, 1, 1, 1]`
+    /// tensors; `1 / std` in f32, as the reference pipelines compute it.
+    fn latent_stats(&self, like: &Tensor) -> Result<(Tensor, Tensor)> {
         let z = self.config.z_dim;
-        let dev = latents.device();
-        let dt = latents.dtype();
-        let f = |v: &[f64]| -> candle_core::Result<Tensor> {
-            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            Tensor::from_vec(v, (1, z, 1, 1, 1), dev)?.to_dtype(dt)
+        let f = |v: Vec<f32>| -> candle_core::Result<Tensor> {
+            Tensor::from_vec(v, (1, z, 1, 1, 1), like.device())?.to_dtype(like.dtype())
         };
-        // the reference divides by 1/std; same value in f32 up to rounding
-        let inv_std: Vec<f64> = self
+        let mean = self.config.latents_mean.iter().map(|&m| m as f32).collect();
+        let inv_std = self
             .config
             .latents_std
             .iter()
-            .map(|s| (1.0f32 / *s as f32) as f64)
+            .map(|&s| 1.0f32 / s as f32)
             .collect();
-        Ok(latents
-            .broadcast_div(&f(&inv_std)?)?
-            .broadcast_add(&f(&self.config.latents_mean)?)?)
+        Ok((f(mean)?, f(inv_std)?))
+    }
+
+    /// The latent normalisation of the image-to-video pipelines:
+    /// `(z - latents_mean) * (1 / latents_std)` per channel.
+    pub fn normalize(&self, z: &Tensor) -> Result<Tensor> {
+        let (mean, inv_std) = self.latent_stats(z)?;
+        Ok(z.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?)
+    }
+
+    /// Encodes `x: [B, in_channels, 1 + 4k, H, W]` (values in [-1, 1], `H` and `W`
+    /// multiples of the spatial compression) chunk by chunk, as the reference: the first
+    /// frame, then 4 frames at a time, each causal conv carrying the last frames of the
+    /// previous chunk. Each chunk's moments (`[B, 2 z_dim, 1, h, w]`, after
+    /// `quant_conv`) go to `on_chunk` as soon as they are ready.
+    pub fn encode_chunks(
+        &self,
+        x: &Tensor,
+        on_chunk: &mut dyn FnMut(Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let half = self
+            .encoder
+            .as_ref()
+            .ok_or_else(|| WanError::Input("this VAE was loaded without its encoder".into()))?;
+        let (_, c, t, h, w) = x.dims5()?;
+        let spatial = 1usize << (self.config.dim_mult.len() - 1);
+        if c != self.config.in_channels
+            || t % 4 != 1
+            || h % spatial != 0
+            || w % spatial != 0
+            || h == 0
+            || w == 0
+        {
+            return Err(WanError::Input(format!(
+                "VAE encode wants [B, {}, 1 + 4k, H, W] with H and W multiples of {spatial}, got {:?}",
+                self.config.in_channels,
+                x.dims()
+            )));
+        }
+        let mut cache = FeatCache::new();
+        for i in 0..1 + (t - 1) / 4 {
+            let (start, len) = if i == 0 { (0, 1) } else { (1 + 4 * (i - 1), 4) };
+            cache.rewind();
+            let out = half
+                .encoder
+                .forward(&x.narrow(2, start, len)?, &mut cache, self.budget)?;
+            on_chunk(half.quant_conv.forward(&out, None)?)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes a whole video ([`Self::encode_chunks`]) into its latent distribution,
+    /// `[B, z_dim, 1 + k, H / 8, W / 8]` (not normalised; see [`Self::normalize`]).
+    pub fn encode(&self, x: &Tensor) -> Result<DiagonalGaussianDistribution> {
+        let mut chunks = Vec::new();
+        self.encode_chunks(x, &mut |c| {
+            chunks.push(c);
+            Ok(())
+        })?;
+        DiagonalGaussianDistribution::from_moments(&Tensor::cat(&chunks, 2)?)
+    }
+
+    /// Undoes the latent normalisation: `z = latents / (1 / std) + mean` per channel.
+    pub fn denormalize(&self, latents: &Tensor) -> Result<Tensor> {
+        let (mean, inv_std) = self.latent_stats(latents)?;
+        Ok(latents.broadcast_div(&inv_std)?.broadcast_add(&mean)?)
     }
 
     /// Decodes `z: [B, z_dim, T, h, w]` (already de-normalised) one latent frame at a
@@ -500,7 +245,7 @@ impl AutoencoderKLWan {
         let t = x.dim(2)?;
         let mut cache = FeatCache::new();
         for i in 0..t {
-            cache.idx = 0;
+            cache.rewind();
             let out = self
                 .decoder
                 .forward(&x.narrow(2, i, 1)?, &mut cache, self.budget)?;
