@@ -222,7 +222,7 @@ fn wan_model(
 ) -> Result<
     (
         ModelManifest,
-        impl Fn() -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
+        impl Fn(&str) -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
     ),
     CatalogError,
 > {
@@ -341,7 +341,12 @@ fn wan_model(
         memory_gib = memory_bytes as f64 / (1u64 << 30) as f64,
         "registered Wan model"
     );
-    let load = move || {
+    // Loads onto the device of the worker that runs it; `device` in the spec only
+    // decides the dtype default and the memory estimate when that is not given.
+    let dtype_override = spec.dtype.is_some().then_some(dtype);
+    let load = move |target: &str| {
+        let device = parse_device(target).map_err(PipelineError::Model)?;
+        let dtype = dtype_override.unwrap_or_else(|| default_dtype(&device));
         let mut p = WanPipeline::load(&dir, &device, dtype)
             .map_err(|e| PipelineError::Model(format!("loading {}: {e}", dir.display())))?;
         p.scheduler = p.scheduler.clone().with_shift(shift as f64);
@@ -554,7 +559,7 @@ tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
                 true,
             )
             .unwrap();
-        let p = registry.pipeline("wan-tiny").unwrap();
+        let p = registry.load("wan-tiny", "cpu").unwrap();
         let request = kinema_diffusion::GenerationRequest {
             prompt: "a cat".into(),
             negative_prompt: String::new(),

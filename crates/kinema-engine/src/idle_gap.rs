@@ -43,7 +43,10 @@ mod tests {
         gap.job_ended(1_000);
         assert!(gap.since(999).is_some(), "queued before the end");
         assert!(gap.since(1_000).is_some(), "queued at the end");
-        assert!(gap.since(1_001).is_none(), "arrived while the worker was idle");
+        assert!(
+            gap.since(1_001).is_none(),
+            "arrived while the worker was idle"
+        );
         let since = gap.since(500);
         std::thread::sleep(std::time::Duration::from_millis(3));
         let us = gap_us(since).unwrap();

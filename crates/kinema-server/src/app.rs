@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use kinema_artifacts::LocalArtifacts;
-use kinema_engine::{Clock, JobEvents, ModelRegistry, TestClock, Worker};
+use kinema_engine::{Clock, JobEvents, ModelRegistry, TestClock, WorkerPool};
 use kinema_store::Store;
 use tokio::sync::watch;
 
@@ -14,7 +14,8 @@ pub struct App {
     /// Set when the server runs with `--test-clock`.
     pub test_clock: Option<Arc<TestClock>>,
     pub events: JobEvents,
-    pub worker: Worker,
+    /// One worker per device.
+    pub worker: WorkerPool,
     pub fault_injection: bool,
     /// Flips to true on shutdown; open streams end.
     pub shutdown: watch::Receiver<bool>,

@@ -31,6 +31,17 @@ pub struct ServerConfig {
     /// The catalogue file (TOML: packs, plans, trial, postpaid pricing, policy); when
     /// none is given, `catalog.toml` in the data dir if it exists, else the built-in one.
     pub catalog_file: Option<PathBuf>,
+    /// Devices to run jobs on, one worker each (`--devices`); empty: every CUDA
+    /// device this build sees, else one CPU worker.
+    pub devices: Vec<kinema_engine::DeviceRequest>,
+    /// Memory each device's models may use (`--device-memory-gb`); default: the
+    /// device's memory.
+    pub device_memory_bytes: Option<u64>,
+    /// Models each device loads at start.
+    pub preload: Vec<String>,
+    pub timeouts: kinema_engine::Timeouts,
+    /// Serve Prometheus metrics on this address (`/metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -54,6 +65,11 @@ impl ServerConfig {
             models: Vec::new(),
             models_file: None,
             catalog_file: None,
+            devices: Vec::new(),
+            device_memory_bytes: None,
+            preload: Vec::new(),
+            timeouts: kinema_engine::Timeouts::default(),
+            metrics_listen: None,
         }
     }
 

@@ -38,6 +38,7 @@ pub mod reasons {
     pub const PLAN_ALREADY_QUEUED: &str = "PLAN_ALREADY_QUEUED";
     pub const ALREADY_SUBSCRIBED: &str = "ALREADY_SUBSCRIBED";
     pub const NO_PRICE_IN_EFFECT: &str = "NO_PRICE_IN_EFFECT";
+    pub const WORKER_NOT_FOUND: &str = "WORKER_NOT_FOUND";
     pub const QUEUE_FULL: &str = "QUEUE_FULL";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
@@ -106,6 +107,16 @@ impl ApiError {
             reasons::ROLE,
             format!("this call needs a {needed} key"),
         )
+    }
+}
+
+impl From<kinema_engine::DrainError> for ApiError {
+    fn from(e: kinema_engine::DrainError) -> Self {
+        match e {
+            kinema_engine::DrainError::UnknownWorker(_) => {
+                ApiError::status(Code::NotFound, reasons::WORKER_NOT_FOUND, e.to_string())
+            }
+        }
     }
 }
 
@@ -330,4 +341,13 @@ pub enum ServerError {
     Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
+    #[error("devices: {0}")]
+    Devices(#[from] kinema_engine::DeviceError),
+    #[error("--preload: {0}")]
+    Preload(String),
+    #[error("metrics exporter on {addr}: {message}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        message: String,
+    },
 }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use sqlx::AnyConnection;
 
+use crate::credits::Queued;
 use crate::db::Backend;
 use crate::{Job, Store, StoreError};
 
@@ -199,42 +200,24 @@ pub(crate) async fn mark_served(
     Ok(())
 }
 
-/// Refuses a submission that would exceed a queue bound. Called with the account
-/// locked, so the per-account bound is exact; the total is read without a lock and may
-/// be exceeded by as many jobs as replicas submit at the same instant.
-pub(crate) async fn check_limits(
-    conn: &mut AnyConnection,
-    b: Backend,
-    account_id: &str,
-    limits: &QueueLimits,
-) -> Result<(), StoreError> {
-    if limits.per_account > 0 {
-        let queued: i64 = sqlx::query_scalar(
-            &b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND account_id = ?"),
-        )
-        .bind(account_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if queued >= i64::from(limits.per_account) {
-            return Err(StoreError::QueueFull {
-                limit: QueueLimit::PerAccount,
-                max: limits.per_account,
-                queued: queued as u64,
-            });
-        }
+/// Refuses a submission that would exceed a queue bound, given the queue as read
+/// with the account locked (`lock_account_for_submit`), so the per-account bound is
+/// exact; the total is read without a lock and may be exceeded by as many jobs as
+/// replicas submit at the same instant.
+pub(crate) fn check_limits(queued: &Queued, limits: &QueueLimits) -> Result<(), StoreError> {
+    if limits.per_account > 0 && queued.account >= i64::from(limits.per_account) {
+        return Err(StoreError::QueueFull {
+            limit: QueueLimit::PerAccount,
+            max: limits.per_account,
+            queued: queued.account as u64,
+        });
     }
-    if limits.total > 0 {
-        let queued: i64 =
-            sqlx::query_scalar(&b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED'"))
-                .fetch_one(&mut *conn)
-                .await?;
-        if queued >= i64::from(limits.total) {
-            return Err(StoreError::QueueFull {
-                limit: QueueLimit::Total,
-                max: limits.total,
-                queued: queued as u64,
-            });
-        }
+    if limits.total > 0 && queued.total >= i64::from(limits.total) {
+        return Err(StoreError::QueueFull {
+            limit: QueueLimit::Total,
+            max: limits.total,
+            queued: queued.total as u64,
+        });
     }
     Ok(())
 }
