@@ -204,6 +204,8 @@ async fn workers_are_listed_drained_and_measured() {
         "2",
         "--metrics-listen",
         metrics_addr,
+        "--preload",
+        "testsrc",
     ]));
     let dir = TestDir::new();
     let server = Server::start(
@@ -216,6 +218,23 @@ async fn workers_are_listed_drained_and_measured() {
     )
     .await;
     let admin = server.admin().await;
+    // --preload: both workers load testsrc before any job asks for it.
+    bounded("preloaded", async {
+        loop {
+            let listed = workers(&admin).await;
+            if listed.iter().all(|w| {
+                w.resident_models
+                    .iter()
+                    .map(|r| r.model.as_str())
+                    .collect::<Vec<_>>()
+                    == ["testsrc"]
+            }) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let account = admin.create_account("measured").await;
     admin.grant(&account, 500).await;
     let ok = admin

@@ -105,14 +105,16 @@ impl Deadlines {
 }
 
 impl Worker {
+    /// Runs the job to its end. Returns it when it went back to the queue for an
+    /// out-of-memory retry (which should run on another device if one is free).
     /// `idle_since`: when this worker's previous job ended, if this job was already
     /// queued then (its scheduler gap is measured from there).
-    pub(crate) async fn run_job(&self, job: Job, idle_since: Option<Instant>) {
+    pub(crate) async fn run_job(&self, job: Job, idle_since: Option<Instant>) -> Option<Job> {
         let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
         self.run_job_inner(job, idle_since).instrument(span).await
     }
 
-    async fn run_job_inner(&self, job: Job, idle_since: Option<Instant>) {
+    async fn run_job_inner(&self, job: Job, idle_since: Option<Instant>) -> Option<Job> {
         let inner = &self.inner;
         let flags = Arc::new(StopFlags::default());
         if job.cancel_requested {
@@ -163,7 +165,7 @@ impl Worker {
         ] {
             meters::stage(&job.model, stage, ms);
         }
-        self.finish(&job, ending, &usage).await;
+        self.finish(&job, ending, &usage).await
     }
 
     async fn execute(&self, job: &Job, flags: &Arc<StopFlags>, usage: &mut Usage) -> Ending {
@@ -454,7 +456,7 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) {
+    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) -> Option<Job> {
         let inner = &self.inner;
         let owner = &inner.owner;
         let now = inner.clock.now_ms();
@@ -517,26 +519,36 @@ impl Worker {
             Ending::Interrupted => inner.store.requeue_job(&job.id, owner).await,
             Ending::LeaseLost => {
                 warn!("lease lost; another worker or recovery owns the job now");
-                return;
+                return None;
             }
         };
         match written {
             Ok(j) => {
                 info!(state = %j.state, debited = j.debited, refunded = j.refunded, ms = usage.total_ms, "job finished");
-                let code = if j.state == JobState::Failed {
+                let failed_code = if j.state == JobState::Failed {
                     code
                 } else {
                     ""
                 };
-                meters::job_finished(&inner.device.name, j.state.as_str(), code);
-                if j.state == JobState::Queued {
+                meters::job_finished(&inner.device.name, j.state.as_str(), failed_code);
+                let requeued = j.state == JobState::Queued;
+                if requeued {
                     // Back in the queue: any worker (this one too) may take it now.
                     inner.wake_all();
                 }
-                inner.events.publish(JobEventKind::StateChanged, j, now);
+                inner
+                    .events
+                    .publish(JobEventKind::StateChanged, j.clone(), now);
+                (requeued && code == FailureCode::OutOfMemory.as_str()).then_some(j)
             }
-            Err(StoreError::LeaseLost) => warn!("lease lost before the job's end was written"),
-            Err(e) => warn!(error = %e, "writing the job's end failed; recovery will retry it"),
+            Err(StoreError::LeaseLost) => {
+                warn!("lease lost before the job's end was written");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "writing the job's end failed; recovery will retry it");
+                None
+            }
         }
     }
 

@@ -242,7 +242,7 @@ async fn a_storage_error_is_retried_without_a_second_debit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_out_of_memory_is_retried_once() {
+async fn an_out_of_memory_is_retried_once_on_another_device() {
     let rig = Rig::start(Setup {
         budgets: vec![u64::MAX, u64::MAX],
         ..Setup::default()
@@ -258,15 +258,6 @@ async fn an_out_of_memory_is_retried_once() {
             ],
         )
         .await;
-    let always = rig
-        .submit(
-            3,
-            &[
-                ("kinema.fail_at", "decode"),
-                ("kinema.fail_code", "OUT_OF_MEMORY"),
-            ],
-        )
-        .await;
     let done = rig.terminal(&once.id).await;
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_eq!(done.attempts, 2);
@@ -276,6 +267,23 @@ async fn an_out_of_memory_is_retried_once() {
         [EntryKind::Hold, EntryKind::Debit]
     );
 
+    // Each worker ran it once: the retry went to the other (idle) device.
+    let status = rig.pool.status();
+    assert_eq!(
+        status.iter().map(|w| w.jobs_done).collect::<Vec<_>>(),
+        [1, 1],
+        "{status:?}"
+    );
+
+    let always = rig
+        .submit(
+            3,
+            &[
+                ("kinema.fail_at", "decode"),
+                ("kinema.fail_code", "OUT_OF_MEMORY"),
+            ],
+        )
+        .await;
     let done = rig.terminal(&always.id).await;
     assert_eq!(done.state, JobState::Failed, "{done:?}");
     assert_eq!(
