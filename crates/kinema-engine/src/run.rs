@@ -179,6 +179,7 @@ impl Worker {
             FaultPlan::default()
         };
 
+        let timeouts = self.timeouts_for(&job.model);
         let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
         let generation = {
             let models = inner.models.clone();
@@ -211,7 +212,7 @@ impl Worker {
                 .map(|(at, _)| tokio::time::Instant::from_std(*at));
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(Signal::Ready) => deadlines = Some(Deadlines::start(&inner.config.timeouts)),
+                    Some(Signal::Ready) => deadlines = Some(Deadlines::start(&timeouts)),
                     Some(Signal::Progress(p)) => {
                         let kind = if p.stage != current.stage { JobEventKind::StageChanged } else { JobEventKind::Progress };
                         current = p;
@@ -272,7 +273,8 @@ impl Worker {
         deadlines: Option<Deadlines>,
     ) -> Ending {
         let inner = &self.inner;
-        let mut deadlines = deadlines.unwrap_or_else(|| Deadlines::start(&inner.config.timeouts));
+        let mut deadlines =
+            deadlines.unwrap_or_else(|| Deadlines::start(&self.timeouts_for(&job.model)));
         deadlines.enter(Stage::EncodingVideo);
         if !self
             .report(
@@ -550,6 +552,20 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// The server's time limits, with the model's own job limit if its manifest has one.
+    fn timeouts_for(&self, model: &str) -> Timeouts {
+        let mut t = self.inner.config.timeouts.clone();
+        if let Some(limit) = self
+            .inner
+            .models
+            .manifest(model)
+            .and_then(|m| m.job_timeout)
+        {
+            t.job = Some(limit);
+        }
+        t
     }
 
     pub(crate) async fn publish(&self, kind: JobEventKind, job_id: &str) {

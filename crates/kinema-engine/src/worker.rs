@@ -501,8 +501,9 @@ impl Worker {
             }
             inner.pool.idle[inner.index].store(true, Ordering::SeqCst);
             self.heartbeat();
-            // Leases that lapsed (another replica died) go back to the queue.
-            if Instant::now() >= next_recovery {
+            // Leases that lapsed (another replica died) go back to the queue; one
+            // worker of the pool looks.
+            if inner.index == 0 && Instant::now() >= next_recovery {
                 let c = &inner.config;
                 let alive = format!("{}-w", c.owner);
                 if let Err(e) =
