@@ -67,6 +67,10 @@ impl ModelCache {
         }
     }
 
+    pub fn manifest(&self, model: &str) -> Option<&crate::ModelManifest> {
+        self.registry.manifest(model)
+    }
+
     pub fn budget(&self) -> u64 {
         self.budget
     }

@@ -29,6 +29,7 @@ struct Setup {
     max_attempts: u32,
     timeouts: Timeouts,
     drain_grace: Duration,
+    registry: Option<Arc<ModelRegistry>>,
 }
 
 impl Default for Setup {
@@ -38,6 +39,7 @@ impl Default for Setup {
             max_attempts: 3,
             timeouts: Timeouts::default(),
             drain_grace: Duration::from_secs(20),
+            registry: None,
         }
     }
 }
@@ -68,7 +70,9 @@ impl Rig {
             .collect();
         let pool = WorkerPool::new(
             store.clone(),
-            Arc::new(ModelRegistry::builtin()),
+            setup
+                .registry
+                .unwrap_or_else(|| Arc::new(ModelRegistry::builtin())),
             artifacts,
             clock,
             JobEvents::default(),
@@ -332,6 +336,33 @@ async fn time_limits_fail_the_job_with_a_refund() {
         [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
     );
     assert_eq!(rig.terminal(&quick.id).await.state, JobState::Succeeded);
+    rig.stop().await;
+
+    // A model's own job limit overrides the server's (none here).
+    let testsrc = ModelRegistry::builtin()
+        .manifest("testsrc")
+        .unwrap()
+        .clone();
+    let mut registry = ModelRegistry::empty();
+    registry.register(
+        ModelManifest {
+            job_timeout: Some(Duration::from_millis(300)),
+            ..testsrc
+        },
+        |_device| {
+            Ok(Arc::new(kinema_testsrc::TestSource::new()) as Arc<dyn kinema_diffusion::Pipeline>)
+        },
+    );
+    let rig = Rig::start(Setup {
+        registry: Some(Arc::new(registry)),
+        ..Setup::default()
+    })
+    .await;
+    let slow = rig.submit(200, &[("kinema.step_delay_ms", "20")]).await;
+    let done = rig.terminal(&slow.id).await;
+    let failure = done.failure.clone().unwrap();
+    assert_eq!(failure.code, "TIMEOUT", "{failure:?}");
+    assert!(failure.message.contains("the job exceeded"), "{failure:?}");
     rig.stop().await;
 
     // A stage limit: denoising alone.
