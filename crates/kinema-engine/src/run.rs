@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::faults::{FaultPlan, FaultStage};
+use crate::idle_gap;
 use crate::residency::ModelCache;
 use crate::worker::{StopFlags, NO_STEP};
 use crate::{meters, FailureCode, JobEventKind, JobFailure, Timeouts, Worker};
@@ -106,12 +107,14 @@ impl Deadlines {
 impl Worker {
     /// Runs the job to its end. Returns it when it went back to the queue for an
     /// out-of-memory retry (which should run on another device if one is free).
-    pub(crate) async fn run_job(&self, job: Job) -> Option<Job> {
+    /// `idle_since`: when this worker's previous job ended, if this job was already
+    /// queued then (its scheduler gap is measured from there).
+    pub(crate) async fn run_job(&self, job: Job, idle_since: Option<Instant>) -> Option<Job> {
         let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
-        self.run_job_inner(job).instrument(span).await
+        self.run_job_inner(job, idle_since).instrument(span).await
     }
 
-    async fn run_job_inner(&self, job: Job) -> Option<Job> {
+    async fn run_job_inner(&self, job: Job, idle_since: Option<Instant>) -> Option<Job> {
         let inner = &self.inner;
         let flags = Arc::new(StopFlags::default());
         if job.cancel_requested {
@@ -141,6 +144,10 @@ impl Worker {
             })
         };
 
+        usage.scheduler_gap_us = idle_gap::gap_us(idle_since);
+        if let Some(us) = usage.scheduler_gap_us {
+            meters::scheduler_gap(&inner.device.name, us);
+        }
         let ending = self.execute(&job, &flags, &mut usage).await;
         drain.abort();
         inner.lock_running().remove(&job.id);

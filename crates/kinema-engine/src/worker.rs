@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn, Instrument};
 
+use crate::idle_gap::IdleGap;
 use crate::{
     meters, Clock, DeviceInfo, DeviceSample, DeviceSampler, JobEventKind, JobEvents, ModelCache,
     ModelRegistry, ResidentModel, Timeouts,
@@ -493,6 +494,7 @@ impl Worker {
             models: inner.models.placeable_models(),
         };
         let mut next_recovery = Instant::now();
+        let mut idle = IdleGap::default();
         loop {
             if *stop.borrow() {
                 break;
@@ -531,7 +533,9 @@ impl Worker {
                         inner
                             .events
                             .publish(JobEventKind::StateChanged, job.clone(), now);
-                        let oom_retry = self.run_job(job).await;
+                        let idle_since = idle.since(job.created_at);
+                        let oom_retry = self.run_job(job, idle_since).await;
+                        idle.job_ended(inner.clock.now_ms());
                         inner.lock_activity().jobs_done += 1;
                         meters::busy(&inner.owner, false);
                         if let Some(job) = oom_retry {

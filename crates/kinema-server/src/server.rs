@@ -168,6 +168,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown: shutdown_rx.clone(),
         commerce: commerce.clone(),
         sweeper: sweeper.clone(),
+        rate_limit: crate::rate_limit::KeyRateLimit::new(
+            config.rate_limit_rps,
+            config.rate_limit_burst,
+        ),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
