@@ -222,6 +222,11 @@ pub(crate) fn check_limits(queued: &Queued, limits: &QueueLimits) -> Result<(), 
     Ok(())
 }
 
+/// Per account: (running jobs, last_served).
+type Standings = HashMap<String, (i64, i64)>;
+/// Per class: each account's queued jobs of it.
+type Classes = BTreeMap<i64, Vec<(String, i64)>>;
+
 /// Where an account stands for fair share: the sort key of `next_account`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Standing {
@@ -261,8 +266,8 @@ pub(crate) async fn queue_position(
     .bind(job.seq)
     .fetch_one(&mut *conn)
     .await?;
-    let mut standing = HashMap::new();
-    let mut classes: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    let mut standing = Standings::new();
+    let mut classes = Classes::new();
     for (account, priority, queued, last_served, running) in rows {
         standing.insert(account.clone(), (running, last_served));
         classes.entry(priority).or_default().push((account, queued));
@@ -276,8 +281,8 @@ pub(crate) async fn queue_position(
 /// Counts the leases before `account`'s job with `own_ahead` of its own jobs of
 /// `class` before it.
 fn replay_leases(
-    mut standing: HashMap<String, (i64, i64)>,
-    classes: &BTreeMap<i64, Vec<(String, i64)>>,
+    mut standing: Standings,
+    classes: &Classes,
     account: &str,
     class: i64,
     own_ahead: i64,
@@ -355,14 +360,11 @@ mod tests {
     use super::*;
 
     /// (account, running, last_served, [(class, queued)])
-    fn queue(
-        entries: &[(&str, i64, i64, &[(i64, i64)])],
-    ) -> (
-        HashMap<String, (i64, i64)>,
-        BTreeMap<i64, Vec<(String, i64)>>,
-    ) {
-        let mut standing = HashMap::new();
-        let mut classes: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    type Entry<'a> = (&'a str, i64, i64, &'a [(i64, i64)]);
+
+    fn queue(entries: &[Entry<'_>]) -> (Standings, Classes) {
+        let mut standing = Standings::new();
+        let mut classes = Classes::new();
         for &(id, running, served, queued) in entries {
             standing.insert(id.to_string(), (running, served));
             for &(class, n) in queued {
