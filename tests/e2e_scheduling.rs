@@ -213,3 +213,56 @@ async fn high_priority_needs_a_platform_or_admin_key() {
         assert_eq!(state(&done), JobState::Succeeded, "{}", describe_job(&done));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_is_resource_exhausted_until_the_delay_passes() {
+    let dir = TestDir::new();
+    let server = Server::start(
+        &dir,
+        Opts {
+            extra_args: &["--rate-limit-rps", "1", "--rate-limit-burst", "5"],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let admin = server.admin().await;
+    let account = admin.create_account("acme").await;
+    let busy = admin.with_key(Some(&admin.create_key(KeyRole::Account, &account).await));
+    let quiet = admin.with_key(Some(&admin.create_key(KeyRole::Account, &account).await));
+    let list = |c: &Client| {
+        let mut jobs = c.jobs();
+        async move {
+            jobs.list_models(pb::ListModelsRequest {})
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    for i in 0..5 {
+        list(&busy)
+            .await
+            .unwrap_or_else(|s| panic!("call {i} within the burst: {s:?}"));
+    }
+    let status = expect_err("a sixth call at once", list(&busy).await);
+    assert_status(&status, Code::ResourceExhausted, "RATE_LIMITED");
+    let details = status.get_error_details();
+    assert_eq!(
+        details
+            .error_info()
+            .and_then(|i| i.metadata.get("limit_rps").cloned())
+            .as_deref(),
+        Some("1")
+    );
+    let delay = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        delay > std::time::Duration::ZERO && delay <= std::time::Duration::from_secs(1),
+        "{delay:?}"
+    );
+    // Another key is not held back by this one.
+    list(&quiet).await.expect("another key");
+    // After the advised delay the key may call again.
+    tokio::time::sleep(delay).await;
+    list(&busy).await.expect("after the retry delay");
+}

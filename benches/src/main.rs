@@ -7,10 +7,12 @@
 //!   frames = 32,760 tokens), attention in bounded query chunks.
 //! - `transformer`: loads the whole 30-layer transformer and runs one forward.
 //! - `vae`: decodes a real-size video latent chunk by chunk.
+//! - `batch`: batched vs sequential denoising (default: the tiny test model).
 //!
 //! Every measurement prints a human line and a `RESULT {json}` line; timing thresholds
 //! never go into tests.
 
+mod batch;
 mod mem;
 mod weights;
 
@@ -115,6 +117,25 @@ enum Command {
         #[command(flatten)]
         size: VideoSize,
     },
+    /// Denoise --batch requests one after another, then as one batch; report the ratio.
+    Batch {
+        /// A Wan Diffusers folder (default: the tiny test model of tests/wan/fixtures).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 48)]
+        width: u32,
+        #[arg(long, default_value_t = 32)]
+        height: u32,
+        #[arg(long, default_value_t = 5)]
+        frames: u32,
+        #[arg(long, default_value_t = 10)]
+        steps: u32,
+        /// Rounds (each runs both ways once).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
 }
 
 fn det(name: &str, shape: &[usize], scale: f64) -> candle_core::Result<Tensor> {
@@ -175,6 +196,28 @@ fn main() -> anyhow::Result<()> {
             save,
         } => bench_transformer(&model_dir, size, score_mib, save)?,
         Command::Vae { model_dir, size } => bench_vae(&model_dir, size)?,
+        Command::Batch {
+            model_dir,
+            batch,
+            width,
+            height,
+            frames,
+            steps,
+            repeat,
+        } => {
+            let model_dir = model_dir.unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/wan/fixtures/tiny/model")
+            });
+            batch::run(&batch::BatchBench {
+                model_dir: &model_dir,
+                batch,
+                width,
+                height,
+                frames,
+                steps,
+                repeat,
+            })?
+        }
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub struct Connection {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server: gRPC API, embedded SQLite, local artifacts, in-process worker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate one video: submit, follow progress, download; or, with --model-dir,
     /// run the model offline in this process.
     Generate(Box<GenerateArgs>),
@@ -66,6 +66,25 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The server's workers, one per device (admin).
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkersCommand {
+    /// Each worker: device, memory, resident models, current jobs, state.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a worker leasing; its running job finishes within the drain grace or is
+    /// requeued.
+    Drain {
+        /// The worker's owner id, as `kinema workers list` shows it.
+        owner: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +175,13 @@ pub struct ServeArgs {
     /// Most jobs queued on the server (all accounts). 0: unlimited.
     #[arg(long, default_value_t = 100_000)]
     pub max_queued: u32,
+    /// Requests per second one API key may make; more are refused with
+    /// RESOURCE_EXHAUSTED (RATE_LIMITED) and a retry delay. 0: unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit_rps: u32,
+    /// Requests a key may make at once after a quiet spell (at least --rate-limit-rps).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit_burst: u32,
     /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
     /// renewing it this long (its replica died) goes back to the queue.
     #[arg(long, default_value_t = 60_000)]
@@ -184,6 +210,35 @@ pub struct ServeArgs {
     /// (`kinema catalog --print-default` shows it).
     #[arg(long, env = "KINEMA_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// Devices to run jobs on, one worker each: GPU indices (`0,1`, `cuda:0`) or
+    /// `cpu` slots (`cpu,cpu`). Default: every CUDA device, else one CPU worker.
+    #[arg(long, env = "KINEMA_DEVICES", conflicts_with = "cpu_workers")]
+    pub devices: Option<String>,
+    /// Run N CPU workers (the same as --devices cpu,cpu,... N times).
+    #[arg(long)]
+    pub cpu_workers: Option<u32>,
+    /// Memory each device's resident models may use, in GiB (default: the device's
+    /// memory). A model needing more is never placed on the device.
+    #[arg(long)]
+    pub device_memory_gb: Option<f64>,
+    /// Models each device loads at start (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub preload: Vec<String>,
+    /// Fail a job (TIMEOUT, refunded) that runs longer than this many seconds, not
+    /// counting model loading.
+    #[arg(long, value_name = "SECS")]
+    pub job_timeout: Option<String>,
+    /// Per-stage limit, STAGE=SECS (encode_text, denoise, decode, encode_video,
+    /// store); repeatable.
+    #[arg(long = "stage-timeout", value_name = "STAGE=SECS")]
+    pub stage_timeouts: Vec<String>,
+    /// How long a running job may finish on shutdown or drain before it is stopped
+    /// and requeued, in milliseconds.
+    #[arg(long, default_value_t = 20_000)]
+    pub drain_grace_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "KINEMA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +283,10 @@ pub struct GenerateArgs {
     /// Data directory of the embedded server (when no --server is given).
     #[arg(long, env = "KINEMA_DATA_DIR", default_value = "kinema-data")]
     pub data_dir: PathBuf,
+    /// Models file (TOML) the embedded server serves besides the built-in models
+    /// (default: the data dir's `models.toml`, if any).
+    #[arg(long, value_name = "FILE", conflicts_with = "model_dir")]
+    pub models_file: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -79,6 +79,10 @@ pub struct ModelSpec {
     /// model (weights + working memory) when not given.
     #[serde(default)]
     pub memory_gib: Option<f64>,
+    /// Seconds one job of this model may run (model loading not counted); overrides
+    /// the server's `--job-timeout`.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
 }
 
 fn default_family() -> String {
@@ -222,7 +226,7 @@ fn wan_model(
 ) -> Result<
     (
         ModelManifest,
-        impl Fn() -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
+        impl Fn(&str) -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
     ),
     CatalogError,
 > {
@@ -291,6 +295,10 @@ fn wan_model(
             .memory_estimate(dtype, defaults.width, defaults.height, defaults.num_frames)
             .total(),
     };
+    let job_timeout = match spec.timeout_secs {
+        Some(t) => Some(crate::parse_secs(&t.to_string()).map_err(|e| model_error(id, e))?),
+        None => None,
+    };
     let manifest = ModelManifest {
         id: id.to_string(),
         family: "wan".into(),
@@ -307,6 +315,7 @@ fn wan_model(
         defaults,
         price,
         memory_bytes,
+        job_timeout,
     };
     // The defaults must be a request the model accepts.
     manifest
@@ -341,7 +350,12 @@ fn wan_model(
         memory_gib = memory_bytes as f64 / (1u64 << 30) as f64,
         "registered Wan model"
     );
-    let load = move || {
+    // Loads onto the device of the worker that runs it; `device` in the spec only
+    // decides the dtype default and the memory estimate when that is not given.
+    let dtype_override = spec.dtype.is_some().then_some(dtype);
+    let load = move |target: &str| {
+        let device = parse_device(target).map_err(PipelineError::Model)?;
+        let dtype = dtype_override.unwrap_or_else(|| default_dtype(&device));
         let mut p = WanPipeline::load(&dir, &device, dtype)
             .map_err(|e| PipelineError::Model(format!("loading {}: {e}", dir.display())))?;
         p.scheduler = p.scheduler.clone().with_shift(shift as f64);
@@ -477,6 +491,20 @@ mod tests {
         }
     }
 
+    /// The quick start serves this file: it must stay loadable as the tree changes.
+    #[test]
+    fn bundled_models_file_serves_the_tiny_model() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/bundled.toml");
+        let specs = parse_models_file(&file).unwrap();
+        let registry = ModelRegistry::with_models(&specs).unwrap();
+        let m = registry.manifest("wan2.1-tiny").unwrap();
+        assert_eq!((m.defaults.width, m.defaults.height), (320, 192));
+        assert!(m.defaults.num_frames <= m.limits.max_frames);
+        assert!(Path::new(&specs[0].source)
+            .join("model_index.json")
+            .is_file());
+    }
+
     #[test]
     fn models_file_resolves_sources_beside_it() {
         let tmp = tempfile::tempdir().unwrap();
@@ -490,6 +518,7 @@ id = "wan-tiny"
 source = "tiny"
 description = "tiny random Wan"
 memory_gib = 0.5
+timeout_secs = 90
 [model.defaults]
 width = 48
 height = 32
@@ -517,6 +546,7 @@ tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
         let m = registry.manifest("wan-tiny").unwrap();
         assert_eq!(m.description, "tiny random Wan");
         assert_eq!(m.memory_bytes, 512 << 20);
+        assert_eq!(m.job_timeout, Some(std::time::Duration::from_secs(90)));
         assert_eq!(m.defaults.flow_shift, Some(5.0));
         assert_eq!(m.defaults.guidance_scale, 4.0);
         assert_eq!((m.limits.max_width, m.limits.max_frames), (64, 9));
@@ -540,7 +570,7 @@ tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
                 true,
             )
             .unwrap();
-        let p = registry.pipeline("wan-tiny").unwrap();
+        let p = registry.load("wan-tiny", "cpu").unwrap();
         let request = kinema_diffusion::GenerationRequest {
             prompt: "a cat".into(),
             negative_prompt: String::new(),

@@ -27,12 +27,24 @@ impl FailureCode {
     }
 
     /// Whether trying again could help (an OOM may fit alone or elsewhere; a lost
-    /// worker may come back); deterministic model and encoder errors will not.
+    /// worker may come back; storage may recover); deterministic model and encoder
+    /// errors will not, and a job that ran out of time would run out of it again.
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Self::OutOfMemory | Self::WorkerLost | Self::StorageError | Self::Timeout
+            Self::OutOfMemory | Self::WorkerLost | Self::StorageError
         )
+    }
+
+    /// How many attempts in all a job failing this way may have: an OOM is retried
+    /// once (alone: `already_alone` says the retry happened), other retryable
+    /// failures up to `max_attempts`.
+    pub fn attempts_allowed(self, max_attempts: u32, already_alone: bool) -> u32 {
+        match self {
+            Self::OutOfMemory if already_alone => 0,
+            c if c.retryable() => max_attempts,
+            _ => 0,
+        }
     }
 }
 
@@ -62,8 +74,12 @@ impl JobFailure {
 
 impl From<PipelineError> for JobFailure {
     fn from(e: PipelineError) -> Self {
-        let code = match e {
+        let code = match &e {
             PipelineError::OutOfMemory(_) => FailureCode::OutOfMemory,
+            // candle reports a CUDA allocation failure as a plain error.
+            PipelineError::Model(m) if m.to_ascii_lowercase().contains("out of memory") => {
+                FailureCode::OutOfMemory
+            }
             _ => FailureCode::ModelError,
         };
         JobFailure::new(code, e.to_string())

@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use crate::FailureCode;
+
 /// A stage where `--fault-injection` can make a job fail (CONTRACT.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultStage {
@@ -18,10 +20,17 @@ pub struct FaultPlan {
     /// Sleep after every denoising step, to give tests a window to watch, cancel or
     /// kill a running job.
     pub step_delay_ms: u64,
+    /// Report the injected failure as this code instead of the stage's own (an OOM
+    /// or a storage error at any stage, to exercise retries).
+    pub fail_code: Option<FailureCode>,
+    /// Inject the failure on the first N attempts only (then the job runs clean).
+    pub fail_times: Option<u32>,
 }
 
 pub const FAIL_AT_KEY: &str = "kinema.fail_at";
 pub const STEP_DELAY_KEY: &str = "kinema.step_delay_ms";
+pub const FAIL_CODE_KEY: &str = "kinema.fail_code";
+pub const FAIL_TIMES_KEY: &str = "kinema.fail_times";
 
 impl FaultPlan {
     /// Reads the plan from job metadata; an unparseable value is an error so a test
@@ -52,14 +61,60 @@ impl FaultPlan {
                     format!("{STEP_DELAY_KEY} must be 0..=60000 milliseconds; got {v:?}")
                 })?,
         };
+        let fail_code = match metadata.get(FAIL_CODE_KEY).map(String::as_str) {
+            None => None,
+            Some(text) => Some(
+                [
+                    FailureCode::OutOfMemory,
+                    FailureCode::ModelError,
+                    FailureCode::EncoderError,
+                    FailureCode::StorageError,
+                ]
+                .into_iter()
+                .find(|c| c.as_str() == text)
+                .ok_or_else(|| {
+                    format!(
+                        "{FAIL_CODE_KEY} must be OUT_OF_MEMORY, MODEL_ERROR, ENCODER_ERROR or STORAGE_ERROR; got {text:?}"
+                    )
+                })?,
+            ),
+        };
+        let fail_times = match metadata.get(FAIL_TIMES_KEY) {
+            None => None,
+            Some(v) => Some(
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("{FAIL_TIMES_KEY} must be a count >= 1; got {v:?}"))?,
+            ),
+        };
         Ok(FaultPlan {
             fail_at,
             step_delay_ms,
+            fail_code,
+            fail_times,
         })
+    }
+
+    /// The plan for one attempt (counted from 1): past `fail_times` nothing fails.
+    pub fn for_attempt(mut self, attempt: u32) -> FaultPlan {
+        if self.fail_times.is_some_and(|n| attempt > n) {
+            self.fail_at = None;
+        }
+        self
     }
 
     pub fn fails_at(&self, stage: FaultStage) -> bool {
         self.fail_at == Some(stage)
+    }
+
+    /// The failure injected at `stage`, classified as a real failure there would be
+    /// (`natural`) unless the plan names another code.
+    pub fn failure(&self, stage: &str, natural: FailureCode) -> crate::JobFailure {
+        crate::JobFailure::new(
+            self.fail_code.unwrap_or(natural),
+            format!("injected fault at {stage}"),
+        )
     }
 }
 
@@ -96,5 +151,24 @@ mod tests {
             assert!(FaultPlan::from_metadata(&meta(&[("kinema.fail_at", bad)])).is_err());
         }
         assert!(FaultPlan::from_metadata(&meta(&[("kinema.step_delay_ms", "-1")])).is_err());
+
+        let plan = FaultPlan::from_metadata(&meta(&[
+            ("kinema.fail_at", "decode"),
+            ("kinema.fail_code", "OUT_OF_MEMORY"),
+            ("kinema.fail_times", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            plan.failure("decode", FailureCode::ModelError).code,
+            FailureCode::OutOfMemory
+        );
+        assert!(plan.clone().for_attempt(2).fails_at(FaultStage::Decode));
+        assert!(!plan.for_attempt(3).fails_at(FaultStage::Decode));
+        for (k, v) in [("kinema.fail_code", "BOOM"), ("kinema.fail_times", "0")] {
+            assert!(
+                FaultPlan::from_metadata(&meta(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
+        }
     }
 }

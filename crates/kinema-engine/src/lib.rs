@@ -4,13 +4,18 @@
 
 mod catalog;
 mod clock;
+mod devices;
 mod events;
 mod failure;
 mod faults;
+mod idle_gap;
 mod manifest;
+mod meters;
 mod registry;
+mod residency;
 mod retention;
 mod run;
+mod timeouts;
 mod worker;
 
 pub use catalog::{
@@ -18,6 +23,10 @@ pub use catalog::{
     ModelSpec,
 };
 pub use clock::{Clock, SystemClock, TestClock};
+pub use devices::{
+    cpu_info, default_devices, discover, parse_devices, DeviceError, DeviceInfo, DeviceRequest,
+    DeviceSample, DeviceSampler,
+};
 pub use events::{JobEvent, JobEventKind, JobEvents};
 pub use failure::{FailureCode, JobFailure};
 pub use faults::{FaultPlan, FaultStage};
@@ -25,5 +34,9 @@ pub use manifest::{
     FieldViolation, JobSpec, ModelDefaults, ModelLimits, ModelManifest, ResolvedSpec,
 };
 pub use registry::{ModelRegistry, RegistryError};
+pub use residency::{ModelCache, ResidencyError, ResidentModel};
 pub use retention::RetentionSweeper;
-pub use worker::{Worker, WorkerConfig, WorkerHandle};
+pub use timeouts::{parse_secs, Timeouts};
+pub use worker::{
+    DeviceSlot, DrainError, PoolHandle, Worker, WorkerConfig, WorkerPool, WorkerState, WorkerStatus,
+};

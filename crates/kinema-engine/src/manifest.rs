@@ -43,6 +43,9 @@ pub struct ModelManifest {
     /// Memory a worker needs to run the model at its default size (weights plus peak
     /// working memory), in bytes; an estimate.
     pub memory_bytes: u64,
+    /// How long one job of this model may run (model loading not counted); overrides
+    /// the server's `--job-timeout`.
+    pub job_timeout: Option<std::time::Duration>,
 }
 
 /// A job's generation settings as requested: `None` means "the model's default".

@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kinema_diffusion::{Pipeline, PipelineError};
 use kinema_ledger::{ModelPrice, TierPrice};
 
 use crate::{ModelDefaults, ModelLimits, ModelManifest};
 
-type Constructor = Arc<dyn Fn() -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync>;
+/// Builds a model's pipeline on a device (`cpu`, `cuda:0`).
+type Constructor = Arc<dyn Fn(&str) -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -23,11 +24,11 @@ pub enum RegistryError {
 struct Entry {
     manifest: ModelManifest,
     construct: Constructor,
-    loaded: Mutex<Option<Arc<dyn Pipeline>>>,
 }
 
 /// Model ids to manifests and constructors. The engine never matches on a model name:
-/// it asks the registry. A model is constructed on first use and then kept.
+/// it asks the registry. Loaded models are kept per device by each worker's
+/// [`crate::ModelCache`], not here.
 pub struct ModelRegistry {
     models: BTreeMap<String, Entry>,
 }
@@ -42,7 +43,7 @@ impl ModelRegistry {
     /// The models built into this binary.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
-        registry.register(testsrc_manifest(), || {
+        registry.register(testsrc_manifest(), |_device| {
             Ok(Arc::new(kinema_testsrc::TestSource::new()) as Arc<dyn Pipeline>)
         });
         registry
@@ -51,14 +52,13 @@ impl ModelRegistry {
     pub fn register(
         &mut self,
         manifest: ModelManifest,
-        construct: impl Fn() -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
+        construct: impl Fn(&str) -> Result<Arc<dyn Pipeline>, PipelineError> + Send + Sync + 'static,
     ) {
         self.models.insert(
             manifest.id.clone(),
             Entry {
                 manifest,
                 construct: Arc::new(construct),
-                loaded: Mutex::new(None),
             },
         );
     }
@@ -71,24 +71,17 @@ impl ModelRegistry {
         self.models.values().map(|e| &e.manifest)
     }
 
-    /// The model's pipeline, constructing it on first use. Blocking (loading weights
-    /// is): call it off the async runtime.
-    pub fn pipeline(&self, id: &str) -> Result<Arc<dyn Pipeline>, RegistryError> {
+    /// Constructs the model's pipeline on `device`. Blocking (loading weights is):
+    /// call it off the async runtime. Every call loads anew.
+    pub fn load(&self, id: &str, device: &str) -> Result<Arc<dyn Pipeline>, RegistryError> {
         let entry = self
             .models
             .get(id)
             .ok_or_else(|| RegistryError::UnknownModel(id.to_string()))?;
-        // Held across construction so two jobs never load the same model twice.
-        let mut loaded = entry.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = loaded.as_ref() {
-            return Ok(p.clone());
-        }
-        let pipeline = (entry.construct)().map_err(|source| RegistryError::Load {
+        (entry.construct)(device).map_err(|source| RegistryError::Load {
             model: id.to_string(),
             source,
-        })?;
-        *loaded = Some(pipeline.clone());
-        Ok(pipeline)
+        })
     }
 }
 
@@ -146,6 +139,7 @@ fn testsrc_manifest() -> ModelManifest {
             default_steps: 8,
         },
         memory_bytes: 64 << 20,
+        job_timeout: None,
     }
 }
 
@@ -162,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn testsrc_defaults_resolve_and_load_once() {
+    fn testsrc_defaults_resolve_and_load() {
         let registry = ModelRegistry::builtin();
         let m = registry.manifest("testsrc").unwrap();
         let r = m.resolve(&spec(), true).unwrap();
@@ -170,11 +164,9 @@ mod tests {
             (r.width, r.height, r.num_frames, r.fps, r.steps),
             (320, 192, 33, 16, 8)
         );
-        let a = registry.pipeline("testsrc").unwrap();
-        let b = registry.pipeline("testsrc").unwrap();
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(registry.load("testsrc", "cpu").is_ok());
         assert!(matches!(
-            registry.pipeline("nope"),
+            registry.load("nope", "cpu"),
             Err(RegistryError::UnknownModel(_))
         ));
     }

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use kinema_diffusion::{GenerationRequest, PipelineError, StepControl, VideoFrames};
 use kinema_media::VideoSpec;
 use kinema_store::{Artifact, ArtifactKind, Job, JobState, Stage, StoreError, Usage};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::faults::{FaultPlan, FaultStage};
-use crate::worker::StopFlags;
-use crate::{FailureCode, JobEventKind, JobFailure, Worker};
+use crate::idle_gap;
+use crate::residency::ModelCache;
+use crate::worker::{StopFlags, NO_STEP};
+use crate::{meters, FailureCode, JobEventKind, JobFailure, Timeouts, Worker};
 
 /// How a job's run ended, before it is written down.
 enum Ending {
@@ -37,30 +39,103 @@ struct Progress {
     step: u32,
 }
 
-impl Worker {
-    pub(crate) async fn run_job(&self, job: Job, shutdown: watch::Receiver<bool>) {
-        let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
-        self.run_job_inner(job, shutdown).instrument(span).await
+/// What the blocking thread tells the async side.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// The model is resident: time limits start now.
+    Ready,
+    Progress(Progress),
+}
+
+/// The job's time limits as instants, once the model is ready.
+struct Deadlines {
+    timeouts: Timeouts,
+    job: Option<Instant>,
+    stage: Stage,
+    stage_started: Instant,
+}
+
+impl Deadlines {
+    fn start(timeouts: &Timeouts) -> Self {
+        let now = Instant::now();
+        Self {
+            timeouts: timeouts.clone(),
+            job: timeouts.job.map(|d| now + d),
+            stage: Stage::EncodingText,
+            stage_started: now,
+        }
     }
 
-    async fn run_job_inner(&self, job: Job, mut shutdown: watch::Receiver<bool>) {
+    fn enter(&mut self, stage: Stage) {
+        if stage != self.stage {
+            self.stage = stage;
+            self.stage_started = Instant::now();
+        }
+    }
+
+    /// The nearest limit and what it limits.
+    fn next(&self) -> Option<(Instant, String)> {
+        let stage = self.timeouts.stage(self.stage).map(|d| {
+            (
+                self.stage_started + d,
+                format!("stage {} exceeded its limit of {d:?}", self.stage),
+            )
+        });
+        let job = self.job.map(|at| {
+            (
+                at,
+                format!(
+                    "the job exceeded its limit of {:?}",
+                    self.timeouts.job.unwrap_or_default()
+                ),
+            )
+        });
+        match (stage, job) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why the limit has passed, if it has.
+    fn expired(&self) -> Option<String> {
+        self.next()
+            .filter(|(at, _)| Instant::now() >= *at)
+            .map(|(_, why)| why)
+    }
+}
+
+impl Worker {
+    /// Runs the job to its end. Returns it when it went back to the queue for an
+    /// out-of-memory retry (which should run on another device if one is free).
+    /// `idle_since`: when this worker's previous job ended, if this job was already
+    /// queued then (its scheduler gap is measured from there).
+    pub(crate) async fn run_job(&self, job: Job, idle_since: Option<Instant>) -> Option<Job> {
+        let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
+        self.run_job_inner(job, idle_since).instrument(span).await
+    }
+
+    async fn run_job_inner(&self, job: Job, idle_since: Option<Instant>) -> Option<Job> {
         let inner = &self.inner;
         let flags = Arc::new(StopFlags::default());
-        flags.cancel.store(job.cancel_requested, Ordering::SeqCst);
+        if job.cancel_requested {
+            flags.request_cancel();
+        }
         inner.lock_running().insert(job.id.clone(), flags.clone());
         let started = Instant::now();
         let mut usage = Usage {
-            device: inner.config.device.clone(),
+            device: inner.device.name.clone(),
             ..Usage::default()
         };
 
-        // Drain: after the grace period a job still running is stopped and requeued.
+        // Drain or shutdown: after the grace period a job still running is stopped
+        // and requeued.
         let drain = {
             let flags = flags.clone();
             let grace = inner.config.drain_grace;
+            let mut stop = self.stop_signal();
             tokio::spawn(async move {
-                while !*shutdown.borrow() {
-                    if shutdown.changed().await.is_err() {
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
                         return;
                     }
                 }
@@ -69,33 +144,51 @@ impl Worker {
             })
         };
 
+        usage.scheduler_gap_us = idle_gap::gap_us(idle_since);
+        if let Some(us) = usage.scheduler_gap_us {
+            meters::scheduler_gap(&inner.device.name, us);
+        }
         let ending = self.execute(&job, &flags, &mut usage).await;
         drain.abort();
         inner.lock_running().remove(&job.id);
         usage.total_ms = started.elapsed().as_millis() as u64;
-        self.finish(&job, ending, &usage).await;
+        let seen = flags.cancel_seen_at.load(Ordering::SeqCst);
+        usage.cancel_seen_at_step = (seen != NO_STEP).then_some(seen);
+        let stopped = flags.stopped_at.load(Ordering::SeqCst);
+        usage.stopped_at_step = (stopped != NO_STEP).then_some(stopped);
+        for (stage, ms) in [
+            ("encode_text", usage.encode_text_ms),
+            ("denoise", usage.denoise_ms),
+            ("decode", usage.decode_ms),
+            ("encode_video", usage.encode_video_ms),
+            ("store", usage.store_ms),
+        ] {
+            meters::stage(&job.model, stage, ms);
+        }
+        self.finish(&job, ending, &usage).await
     }
 
     async fn execute(&self, job: &Job, flags: &Arc<StopFlags>, usage: &mut Usage) -> Ending {
         let inner = &self.inner;
         let plan = if inner.config.fault_injection {
             match FaultPlan::from_metadata(&job.metadata) {
-                Ok(plan) => plan,
+                Ok(plan) => plan.for_attempt(job.attempts),
                 Err(e) => return Ending::Failed(JobFailure::new(FailureCode::Internal, e)),
             }
         } else {
             FaultPlan::default()
         };
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+        let timeouts = self.timeouts_for(&job.model);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
         let generation = {
-            let registry = inner.registry.clone();
+            let models = inner.models.clone();
             let request = generation_request(job);
             let model = job.model.clone();
             let flags = flags.clone();
             let plan = plan.clone();
             tokio::task::spawn_blocking(move || {
-                generate(&registry, &model, &request, &plan, &flags, &tx)
+                generate(&models, &model, &request, &plan, &flags, &tx)
             })
         };
         // Persist and publish progress as it comes; the lease is renewed by each report
@@ -107,21 +200,40 @@ impl Worker {
         };
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.tick().await;
+        let mut deadlines: Option<Deadlines> = None;
         loop {
+            // The nearest time limit, once the model is ready and until one fires.
+            let limit = deadlines
+                .as_ref()
+                .filter(|_| flags.timed_out.get().is_none())
+                .and_then(Deadlines::next);
+            let limit_at = limit
+                .as_ref()
+                .map(|(at, _)| tokio::time::Instant::from_std(*at));
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(p) => {
+                    Some(Signal::Ready) => deadlines = Some(Deadlines::start(&timeouts)),
+                    Some(Signal::Progress(p)) => {
                         let kind = if p.stage != current.stage { JobEventKind::StageChanged } else { JobEventKind::Progress };
                         current = p;
+                        if let Some(d) = deadlines.as_mut() {
+                            d.enter(p.stage);
+                        }
                         if !self.report(job, current, flags, Some(kind)).await {
-                            flags.cancel.store(true, Ordering::SeqCst);
+                            flags.request_cancel();
                         }
                     }
                     None => break,
                 },
                 _ = heartbeat.tick() => {
                     if !self.report(job, current, flags, None).await {
-                        flags.cancel.store(true, Ordering::SeqCst);
+                        flags.request_cancel();
+                    }
+                }
+                _ = sleep_until_opt(limit_at) => {
+                    if let Some((_, why)) = limit {
+                        warn!(%why, "time limit reached; stopping the job");
+                        flags.time_out(why);
                     }
                 }
             }
@@ -143,7 +255,7 @@ impl Worker {
         usage.decode_ms = timings[2];
 
         let ending = self
-            .encode_and_store(job, frames, &plan, flags, usage)
+            .encode_and_store(job, frames, &plan, flags, usage, deadlines)
             .await;
         if let Ending::Failed(_) | Ending::Cancelled | Ending::Interrupted = ending {
             let _ = inner.artifacts.delete_job(&job.id).await;
@@ -158,8 +270,12 @@ impl Worker {
         plan: &FaultPlan,
         flags: &Arc<StopFlags>,
         usage: &mut Usage,
+        deadlines: Option<Deadlines>,
     ) -> Ending {
         let inner = &self.inner;
+        let mut deadlines =
+            deadlines.unwrap_or_else(|| Deadlines::start(&self.timeouts_for(&job.model)));
+        deadlines.enter(Stage::EncodingVideo);
         if !self
             .report(
                 job,
@@ -179,10 +295,17 @@ impl Worker {
         let encoded = {
             let scratch = scratch.clone();
             let fps = job.fps;
-            let fail = plan.fails_at(FaultStage::EncodeVideo);
+            let fail = plan
+                .fails_at(FaultStage::EncodeVideo)
+                .then(|| plan.failure("encode_video", FailureCode::EncoderError));
             tokio::task::spawn_blocking(move || encode_outputs(&frames, fps, &scratch, fail)).await
         };
         usage.encode_video_ms = t.elapsed().as_millis() as u64;
+        // The encoder cannot be interrupted: a limit it passed fails the job now.
+        if let Some(why) = deadlines.expired() {
+            remove_scratch(&scratch).await;
+            return Ending::Failed(JobFailure::new(FailureCode::Timeout, why));
+        }
         let files = match encoded {
             Ok(Ok(files)) => files,
             Ok(Err(f)) => {
@@ -213,7 +336,16 @@ impl Worker {
             return self.stop_ending(job, flags).await;
         }
         let t = Instant::now();
-        let stored = self.store_outputs(job, &files, plan).await;
+        deadlines.enter(Stage::Storing);
+        let stored = match deadlines.next() {
+            Some((at, why)) => tokio::time::timeout_at(
+                tokio::time::Instant::from_std(at),
+                self.store_outputs(job, &files, plan),
+            )
+            .await
+            .unwrap_or_else(|_| Err(JobFailure::new(FailureCode::Timeout, why))),
+            None => self.store_outputs(job, &files, plan).await,
+        };
         usage.store_ms = t.elapsed().as_millis() as u64;
         remove_scratch(&scratch).await;
         match stored {
@@ -230,10 +362,7 @@ impl Worker {
     ) -> Result<Vec<Artifact>, JobFailure> {
         let inner = &self.inner;
         if plan.fails_at(FaultStage::Store) {
-            return Err(JobFailure::new(
-                FailureCode::StorageError,
-                "injected fault at store",
-            ));
+            return Err(plan.failure("store", FailureCode::StorageError));
         }
         let expires_at = inner
             .clock
@@ -277,11 +406,12 @@ impl Worker {
     ) -> bool {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
+        self.heartbeat();
         match inner
             .store
             .report_progress(
                 &job.id,
-                &inner.config.owner,
+                &inner.owner,
                 p.stage,
                 p.step,
                 inner.config.lease_ms,
@@ -305,10 +435,15 @@ impl Worker {
         }
     }
 
-    /// Why a job stopped early: shutdown, a lost lease, or a cancel.
+    /// Why a job stopped early: a time limit, shutdown, a lost lease, or a cancel.
     async fn stop_ending(&self, job: &Job, flags: &StopFlags) -> Ending {
-        if flags.interrupt.load(Ordering::SeqCst) && !flags.cancel.load(Ordering::SeqCst) {
-            return Ending::Interrupted;
+        if !flags.cancel.load(Ordering::SeqCst) {
+            if let Some(why) = flags.timed_out.get() {
+                return Ending::Failed(JobFailure::new(FailureCode::Timeout, why.clone()));
+            }
+            if flags.interrupt.load(Ordering::SeqCst) {
+                return Ending::Interrupted;
+            }
         }
         match self.inner.store.get_job(None, &job.id).await {
             Ok(Some(j)) if j.state == JobState::Running && j.cancel_requested => Ending::Cancelled,
@@ -323,10 +458,14 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) {
+    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) -> Option<Job> {
         let inner = &self.inner;
-        let owner = &inner.config.owner;
+        let owner = &inner.owner;
         let now = inner.clock.now_ms();
+        let code = match &ending {
+            Ending::Failed(f) => f.code.as_str(),
+            _ => "",
+        };
         let written = match ending {
             Ending::Succeeded { artifacts } => {
                 let result = inner
@@ -340,6 +479,31 @@ impl Worker {
                     }
                 }
                 result
+            }
+            Ending::Failed(failure) if failure.code.retryable() => {
+                let oom = failure.code == FailureCode::OutOfMemory;
+                let allowed = failure
+                    .code
+                    .attempts_allowed(inner.config.max_attempts, job.run_alone);
+                warn!(code = failure.code.as_str(), message = %failure.message, attempt = job.attempts, allowed, "job failed; retryable");
+                let written = inner
+                    .store
+                    .retry_job(
+                        &job.id,
+                        owner,
+                        &failure.to_record(),
+                        allowed,
+                        oom,
+                        usage,
+                        now,
+                    )
+                    .await;
+                if let Ok(j) = &written {
+                    if j.state == JobState::Queued {
+                        meters::retried(failure.code.as_str());
+                    }
+                }
+                written
             }
             Ending::Failed(failure) => {
                 warn!(code = failure.code.as_str(), message = %failure.message, "job failed");
@@ -357,17 +521,51 @@ impl Worker {
             Ending::Interrupted => inner.store.requeue_job(&job.id, owner).await,
             Ending::LeaseLost => {
                 warn!("lease lost; another worker or recovery owns the job now");
-                return;
+                return None;
             }
         };
         match written {
             Ok(j) => {
                 info!(state = %j.state, debited = j.debited, refunded = j.refunded, ms = usage.total_ms, "job finished");
-                inner.events.publish(JobEventKind::StateChanged, j, now);
+                let failed_code = if j.state == JobState::Failed {
+                    code
+                } else {
+                    ""
+                };
+                meters::job_finished(&inner.device.name, j.state.as_str(), failed_code);
+                let requeued = j.state == JobState::Queued;
+                if requeued {
+                    // Back in the queue: any worker (this one too) may take it now.
+                    inner.wake_all();
+                }
+                inner
+                    .events
+                    .publish(JobEventKind::StateChanged, j.clone(), now);
+                (requeued && code == FailureCode::OutOfMemory.as_str()).then_some(j)
             }
-            Err(StoreError::LeaseLost) => warn!("lease lost before the job's end was written"),
-            Err(e) => warn!(error = %e, "writing the job's end failed; recovery will retry it"),
+            Err(StoreError::LeaseLost) => {
+                warn!("lease lost before the job's end was written");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "writing the job's end failed; recovery will retry it");
+                None
+            }
         }
+    }
+
+    /// The server's time limits, with the model's own job limit if its manifest has one.
+    fn timeouts_for(&self, model: &str) -> Timeouts {
+        let mut t = self.inner.config.timeouts.clone();
+        if let Some(limit) = self
+            .inner
+            .models
+            .manifest(model)
+            .and_then(|m| m.job_timeout)
+        {
+            t.job = Some(limit);
+        }
+        t
     }
 
     pub(crate) async fn publish(&self, kind: JobEventKind, job_id: &str) {
@@ -404,25 +602,28 @@ enum GenerateError {
 /// The model's three stages, on a blocking thread. Returns the frames and the
 /// milliseconds each stage took.
 fn generate(
-    registry: &crate::ModelRegistry,
+    models: &ModelCache,
     model: &str,
     request: &GenerationRequest,
     plan: &FaultPlan,
     flags: &StopFlags,
-    progress: &mpsc::UnboundedSender<Progress>,
+    signals: &mpsc::UnboundedSender<Signal>,
 ) -> Result<(VideoFrames, [u64; 3]), GenerateError> {
-    let stopped = || flags.cancel.load(Ordering::SeqCst) || flags.interrupt.load(Ordering::SeqCst);
-    let pipeline = registry.pipeline(model).map_err(|e| {
+    let stopped = || flags.stopped();
+    let progress = |p: Progress| {
+        let _ = signals.send(Signal::Progress(p));
+    };
+    let pipeline = models.get(model).map_err(|e| {
         GenerateError::Failed(JobFailure::new(FailureCode::ModelError, e.to_string()))
     })?;
+    let _ = signals.send(Signal::Ready);
     let mut timings = [0u64; 3];
 
     let t = Instant::now();
     if plan.fails_at(FaultStage::EncodeText) {
-        return Err(GenerateError::Failed(JobFailure::new(
-            FailureCode::ModelError,
-            "injected fault at encode_text",
-        )));
+        return Err(GenerateError::Failed(
+            plan.failure("encode_text", FailureCode::ModelError),
+        ));
     }
     let conditioning = pipeline.encode_prompt(request).map_err(pipeline_failure)?;
     timings[0] = t.elapsed().as_millis() as u64;
@@ -431,7 +632,7 @@ fn generate(
     }
 
     let t = Instant::now();
-    let _ = progress.send(Progress {
+    progress(Progress {
         stage: Stage::Denoising,
         step: 0,
     });
@@ -441,7 +642,8 @@ fn generate(
             injected = Some(p.step);
             return StepControl::Cancel;
         }
-        let _ = progress.send(Progress {
+        flags.step.store(p.step, Ordering::SeqCst);
+        progress(Progress {
             stage: Stage::Denoising,
             step: p.step,
         });
@@ -458,26 +660,27 @@ fn generate(
     timings[1] = t.elapsed().as_millis() as u64;
     let latents = match (latents, injected) {
         (_, Some(step)) => {
-            return Err(GenerateError::Failed(JobFailure::new(
-                FailureCode::ModelError,
-                format!("injected fault at step:{step}"),
-            )))
+            return Err(GenerateError::Failed(
+                plan.failure(&format!("step:{step}"), FailureCode::ModelError),
+            ))
         }
-        (Err(PipelineError::Cancelled { .. }), None) => return Err(GenerateError::Stopped),
+        (Err(PipelineError::Cancelled { step }), None) => {
+            flags.stopped_at.store(step, Ordering::SeqCst);
+            return Err(GenerateError::Stopped);
+        }
         (Err(e), None) => return Err(pipeline_failure(e)),
         (Ok(l), None) => l,
     };
 
     let t = Instant::now();
-    let _ = progress.send(Progress {
+    progress(Progress {
         stage: Stage::Decoding,
         step: request.steps,
     });
     if plan.fails_at(FaultStage::Decode) {
-        return Err(GenerateError::Failed(JobFailure::new(
-            FailureCode::ModelError,
-            "injected fault at decode",
-        )));
+        return Err(GenerateError::Failed(
+            plan.failure("decode", FailureCode::ModelError),
+        ));
     }
     let frames = pipeline
         .decode(request, latents)
@@ -505,15 +708,12 @@ fn encode_outputs(
     frames: &VideoFrames,
     fps: u32,
     dir: &Path,
-    fail: bool,
+    injected: Option<JobFailure>,
 ) -> Result<EncodedFiles, JobFailure> {
     let encoder_error =
         |e: &dyn std::fmt::Display| JobFailure::new(FailureCode::EncoderError, e.to_string());
-    if fail {
-        return Err(JobFailure::new(
-            FailureCode::EncoderError,
-            "injected fault at encode_video",
-        ));
+    if let Some(failure) = injected {
+        return Err(failure);
     }
     if frames.num_frames == 0 {
         return Err(JobFailure::new(
@@ -545,5 +745,13 @@ async fn remove_scratch(dir: &Path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             warn!(error = %e, dir = %dir.display(), "removing scratch files failed");
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no limit.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -264,6 +264,34 @@ impl AdminService for Admin {
             now: Some(convert::timestamp(now)),
         }))
     }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let caller = authenticate(&self.app, &request).await?;
+        caller.require_admin()?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: self
+                .app
+                .worker
+                .status()
+                .iter()
+                .map(convert::worker)
+                .collect(),
+        }))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::Worker>, Status> {
+        let caller = authenticate(&self.app, &request).await?;
+        caller.require_admin()?;
+        let owner = request.into_inner().owner;
+        let status = self.app.worker.drain(&owner).map_err(ApiError::from)?;
+        Ok(Response::new(convert::worker(&status)))
+    }
 }
 
 impl Admin {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use kinema_artifacts::LocalArtifacts;
-use kinema_engine::{Clock, JobEvents, ModelRegistry, TestClock, Worker};
+use kinema_engine::{Clock, JobEvents, ModelRegistry, TestClock, WorkerPool};
 use kinema_store::Store;
 use tokio::sync::watch;
 
@@ -14,7 +14,8 @@ pub struct App {
     /// Set when the server runs with `--test-clock`.
     pub test_clock: Option<Arc<TestClock>>,
     pub events: JobEvents,
-    pub worker: Worker,
+    /// One worker per device.
+    pub worker: WorkerPool,
     pub fault_injection: bool,
     /// Flips to true on shutdown; open streams end.
     pub shutdown: watch::Receiver<bool>,
@@ -22,6 +23,8 @@ pub struct App {
     pub commerce: Arc<crate::commerce::CommerceConfig>,
     /// Time-driven housekeeping; AdvanceClock runs it at once.
     pub sweeper: Arc<crate::sweeper::Sweeper>,
+    /// Requests per second per API key; `None`: unlimited.
+    pub rate_limit: Option<crate::rate_limit::KeyRateLimit>,
 }
 
 impl App {

@@ -17,6 +17,9 @@ pub struct ServerConfig {
     pub max_attempts: u32,
     /// Queue bounds (per account and overall; 0 unlimited).
     pub queue: kinema_store::QueueLimits,
+    /// Requests per second per API key (0: unlimited), and the burst allowed.
+    pub rate_limit_rps: u32,
+    pub rate_limit_burst: u32,
     pub artifact_ttl: Duration,
     pub lease: Duration,
     /// How long a running job may finish on shutdown before it is requeued.
@@ -31,6 +34,17 @@ pub struct ServerConfig {
     /// The catalogue file (TOML: packs, plans, trial, postpaid pricing, policy); when
     /// none is given, `catalog.toml` in the data dir if it exists, else the built-in one.
     pub catalog_file: Option<PathBuf>,
+    /// Devices to run jobs on, one worker each (`--devices`); empty: every CUDA
+    /// device this build sees, else one CPU worker.
+    pub devices: Vec<kinema_engine::DeviceRequest>,
+    /// Memory each device's models may use (`--device-memory-gb`); default: the
+    /// device's memory.
+    pub device_memory_bytes: Option<u64>,
+    /// Models each device loads at start.
+    pub preload: Vec<String>,
+    pub timeouts: kinema_engine::Timeouts,
+    /// Serve Prometheus metrics on this address (`/metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -47,6 +61,8 @@ impl ServerConfig {
             refund_on_cancel: true,
             max_attempts: 3,
             queue: kinema_store::QueueLimits::default(),
+            rate_limit_rps: 0,
+            rate_limit_burst: 0,
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),
@@ -54,6 +70,11 @@ impl ServerConfig {
             models: Vec::new(),
             models_file: None,
             catalog_file: None,
+            devices: Vec::new(),
+            device_memory_bytes: None,
+            preload: Vec::new(),
+            timeouts: kinema_engine::Timeouts::default(),
+            metrics_listen: None,
         }
     }
 

@@ -525,3 +525,42 @@ pub fn api_key(k: &store::ApiKey) -> pb::ApiKey {
         revoked_at: k.revoked_at.map(timestamp),
     }
 }
+
+pub fn worker(w: &kinema_engine::WorkerStatus) -> pb::Worker {
+    let state = match w.state {
+        kinema_engine::WorkerState::Idle => pb::WorkerState::Idle,
+        kinema_engine::WorkerState::Busy => pb::WorkerState::Busy,
+        kinema_engine::WorkerState::Draining => pb::WorkerState::Draining,
+    };
+    pb::Worker {
+        owner: w.owner.clone(),
+        device: w.device.name.clone(),
+        device_model: w.device.model.clone(),
+        memory_total_bytes: w.device.total_bytes,
+        memory_free_bytes: w.device.free_bytes,
+        memory_budget_bytes: w.memory_budget,
+        compute_capability: w
+            .device
+            .compute_capability
+            .map(|(major, minor)| format!("{major}.{minor}"))
+            .unwrap_or_default(),
+        resident_models: w
+            .resident
+            .iter()
+            .map(|r| pb::ResidentModel {
+                model: r.model.clone(),
+                bytes: r.bytes,
+            })
+            .collect(),
+        current_job_ids: w.current_jobs.clone(),
+        state: state as i32,
+        jobs_done: w.jobs_done,
+        last_heartbeat: (w.last_heartbeat_ms > 0).then(|| timestamp(w.last_heartbeat_ms)),
+        evictions: w.evictions,
+        sample: w.sample.map(|s| pb::DeviceSample {
+            memory_used_bytes: s.used_bytes,
+            memory_total_bytes: s.total_bytes,
+            utilization_percent: s.utilization_percent,
+        }),
+    }
+}

@@ -38,6 +38,7 @@ pub mod reasons {
     pub const PLAN_ALREADY_QUEUED: &str = "PLAN_ALREADY_QUEUED";
     pub const ALREADY_SUBSCRIBED: &str = "ALREADY_SUBSCRIBED";
     pub const NO_PRICE_IN_EFFECT: &str = "NO_PRICE_IN_EFFECT";
+    pub const WORKER_NOT_FOUND: &str = "WORKER_NOT_FOUND";
     pub const QUEUE_FULL: &str = "QUEUE_FULL";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
@@ -100,12 +101,35 @@ impl ApiError {
         Self::status(Code::NotFound, reasons::JOB_NOT_FOUND, "job not found")
     }
 
+    /// The key is over its requests-per-second allowance (CONTRACT.md §5).
+    pub fn rate_limited(rps: u32, retry_delay: std::time::Duration) -> Self {
+        ApiError::Exhausted {
+            reason: reasons::RATE_LIMITED,
+            message: format!(
+                "rate limited: at most {rps} requests per second per key; retry in {} ms",
+                retry_delay.as_millis().max(1)
+            ),
+            metadata: [("limit_rps".to_string(), rps.to_string())].into(),
+            retry_delay,
+        }
+    }
+
     pub fn role(needed: &str) -> Self {
         Self::status(
             Code::PermissionDenied,
             reasons::ROLE,
             format!("this call needs a {needed} key"),
         )
+    }
+}
+
+impl From<kinema_engine::DrainError> for ApiError {
+    fn from(e: kinema_engine::DrainError) -> Self {
+        match e {
+            kinema_engine::DrainError::UnknownWorker(_) => {
+                ApiError::status(Code::NotFound, reasons::WORKER_NOT_FOUND, e.to_string())
+            }
+        }
     }
 }
 
@@ -330,4 +354,13 @@ pub enum ServerError {
     Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
+    #[error("devices: {0}")]
+    Devices(#[from] kinema_engine::DeviceError),
+    #[error("--preload: {0}")]
+    Preload(String),
+    #[error("metrics exporter on {addr}: {message}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        message: String,
+    },
 }

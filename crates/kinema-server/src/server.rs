@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kinema_artifacts::LocalArtifacts;
 use kinema_engine::{
-    Clock, JobEvents, ModelRegistry, SystemClock, TestClock, Worker, WorkerConfig,
+    Clock, DeviceSlot, JobEvents, ModelRegistry, SystemClock, TestClock, WorkerConfig, WorkerPool,
 };
 use kinema_proto::v1::admin_service_server::AdminServiceServer;
 use kinema_proto::v1::billing_service_server::BillingServiceServer;
@@ -91,8 +91,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (admin_key_file, admin_key_created) =
         ensure_admin_key(&store, &dir, clock.now_ms()).await?;
 
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| ServerError::Metrics {
+                addr,
+                message: e.to_string(),
+            })?;
+        info!(%addr, "serving Prometheus metrics at /metrics");
+    }
+    let devices = device_slots(&config)?;
+    for p in &config.preload {
+        if registry.manifest(p).is_none() {
+            return Err(ServerError::Preload(format!("unknown model {p:?}")));
+        }
+    }
+
     let events = JobEvents::default();
-    let worker = Worker::new(
+    let worker = WorkerPool::new(
         store.clone(),
         registry.clone(),
         artifacts.clone(),
@@ -100,7 +117,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         events.clone(),
         WorkerConfig {
             owner: format!("local-{}-{:08x}", std::process::id(), rand::random::<u32>()),
-            device: "cpu".into(),
             lease_ms: config.lease.as_millis() as i64,
             max_attempts: config.max_attempts,
             fault_injection: config.fault_injection,
@@ -108,7 +124,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             scratch_dir: dir.join(data_dir::SCRATCH),
             poll_interval: std::time::Duration::from_millis(500),
             drain_grace: config.drain_grace,
+            timeouts: config.timeouts.clone(),
+            preload: config.preload.clone(),
+            sample_interval: std::time::Duration::from_secs(5),
         },
+        devices,
     );
     let recovered = worker.recover_after_restart().await?;
     if !(recovered.requeued.is_empty()
@@ -143,6 +163,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown: shutdown_rx.clone(),
         commerce: commerce.clone(),
         sweeper: sweeper.clone(),
+        rate_limit: crate::rate_limit::KeyRateLimit::new(
+            config.rate_limit_rps,
+            config.rate_limit_burst,
+        ),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -209,6 +233,31 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// The devices to run on, each with the memory its models may use.
+fn device_slots(config: &ServerConfig) -> Result<Vec<DeviceSlot>, ServerError> {
+    let requests = if config.devices.is_empty() {
+        kinema_engine::default_devices()
+    } else {
+        config.devices.clone()
+    };
+    let devices = kinema_engine::discover(&requests)?;
+    Ok(devices
+        .into_iter()
+        .map(|info| {
+            let memory_budget = config.device_memory_bytes.unwrap_or(if info.total_bytes > 0 {
+                info.total_bytes
+            } else {
+                u64::MAX
+            });
+            info!(device = %info.name, model = %info.model, total_bytes = info.total_bytes, free_bytes = info.free_bytes, compute_capability = ?info.compute_capability, memory_budget, "device");
+            DeviceSlot {
+                info,
+                memory_budget,
+            }
+        })
+        .collect())
 }
 
 /// On first start (no live admin key), creates one and writes it to the data dir.

@@ -181,69 +181,88 @@ impl CreditPosition {
     }
 }
 
+/// Jobs waiting in the queue, the account's and everyone's (for the queue bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Queued {
+    pub account: i64,
+    pub total: i64,
+}
+
 /// Lots whose `expires_at` has passed without their EXPIRE entry yet.
 const DUE_LOTS: &str =
     "CAST((SELECT COUNT(*) FROM lots WHERE account_id = ? AND expired_at IS NULL \
      AND expires_at IS NOT NULL AND expires_at <= ?) AS BIGINT)";
 
-/// [`lock_account`], and for a prepaid account its [`CreditPosition`]. On SQLite (one
-/// writer, no row locks) both come from one statement; PostgreSQL reads the position
-/// in a statement of its own after the lock is granted, so it sees every write
-/// committed before.
-pub(crate) async fn lock_account_with_position(
+/// The account's queued jobs and the whole queue's.
+const QUEUED: &str = "CAST((SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND account_id = ?) \
+     AS BIGINT), CAST((SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED') AS BIGINT)";
+
+/// What a submission needs to know, read under the account lock: [`lock_account`],
+/// for a prepaid account its [`CreditPosition`], and the queue's [`Queued`] counts.
+/// On SQLite (one writer, no row locks) all of it comes from one statement;
+/// PostgreSQL reads the rest in a statement of its own after the lock is granted, so
+/// it sees every write committed before.
+pub(crate) async fn lock_account_for_submit(
     conn: &mut AnyConnection,
     b: Backend,
     account_id: &str,
     now: UnixMillis,
-) -> Result<(LockedAccount, Option<CreditPosition>), StoreError> {
-    let (locked, position) = match b {
+) -> Result<(LockedAccount, Option<CreditPosition>, Queued), StoreError> {
+    type Rest = (i64, Credits, Credits, i64, i64);
+    let (locked, rest): (LockedAccount, Rest) = match b {
         Backend::Postgres => {
             let locked = lock_account(conn, b, account_id).await?;
-            if locked.billing != crate::BillingMode::Prepaid {
-                return Ok((locked, None));
-            }
-            let (due, live, held): (i64, Credits, Credits) =
-                sqlx::query_as(&b.sql(&format!("SELECT {DUE_LOTS}, {BALANCE_AND_HELD}")))
+            let rest: Rest =
+                sqlx::query_as(&b.sql(&format!("SELECT {DUE_LOTS}, {BALANCE_AND_HELD}, {QUEUED}")))
                     .bind(account_id)
                     .bind(now)
                     .bind(account_id)
                     .bind(now)
+                    .bind(account_id)
                     .bind(account_id)
                     .fetch_one(&mut *conn)
                     .await?;
-            (locked, (due, live, held))
+            (locked, rest)
         }
         Backend::Sqlite => {
-            let row: Option<(String, String, i64, i64, Credits, Credits)> =
-                sqlx::query_as(&b.sql(&format!(
-                    "SELECT status, billing, created_at, {DUE_LOTS}, {BALANCE_AND_HELD} \
-                     FROM accounts WHERE id = ?"
-                )))
-                .bind(account_id)
-                .bind(now)
-                .bind(account_id)
-                .bind(now)
-                .bind(account_id)
-                .bind(account_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let (status, billing, created_at, due, live, held) =
+            type Row = (String, String, i64, i64, Credits, Credits, i64, i64);
+            let row: Option<Row> = sqlx::query_as(&b.sql(&format!(
+                "SELECT status, billing, created_at, {DUE_LOTS}, {BALANCE_AND_HELD}, {QUEUED} \
+                 FROM accounts WHERE id = ?"
+            )))
+            .bind(account_id)
+            .bind(now)
+            .bind(account_id)
+            .bind(now)
+            .bind(account_id)
+            .bind(account_id)
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let (status, billing, created_at, due, live, held, mine, total) =
                 row.ok_or(StoreError::NotFound("account"))?;
             let locked = LockedAccount {
                 status: status.parse()?,
                 billing: billing.parse()?,
                 created_at,
             };
-            (locked, (due, live, held))
+            (locked, (due, live, held, mine, total))
         }
     };
-    let (due, live, held) = position;
+    let (due, live, held, mine, total) = rest;
     let position = (locked.billing == crate::BillingMode::Prepaid).then_some(CreditPosition {
         due_lots: due > 0,
         live,
         held,
     });
-    Ok((locked, position))
+    Ok((
+        locked,
+        position,
+        Queued {
+            account: mine,
+            total,
+        },
+    ))
 }
 
 /// What [`lock_account`] read of the locked account.

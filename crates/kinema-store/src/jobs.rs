@@ -3,7 +3,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::credits::{
-    append_entry_known, expire_due_lots, lock_account_with_position, lock_job_account, refund_job,
+    append_entry_known, expire_due_lots, lock_account_for_submit, lock_job_account, refund_job,
     release_hold, EntryDraft,
 };
 use crate::db::new_id;
@@ -27,8 +27,8 @@ impl Store {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
         let mut tx = self.write.begin().await?;
-        let (account, position) =
-            lock_account_with_position(&mut tx, b, &new.account_id, now).await?;
+        let (account, position, queued) =
+            lock_account_for_submit(&mut tx, b, &new.account_id, now).await?;
         if account.status != AccountStatus::Active {
             return Err(StoreError::AccountNotActive {
                 status: account.status.to_string(),
@@ -91,7 +91,7 @@ impl Store {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
-        crate::queue::check_limits(&mut tx, b, &new.account_id, &self.policy.queue).await?;
+        crate::queue::check_limits(&queued, &self.policy.queue)?;
         let position = match (price, position) {
             (None, Some(position)) => {
                 if position.due_lots {

@@ -11,6 +11,7 @@ use std::fmt;
 
 use sqlx::AnyConnection;
 
+use crate::credits::Queued;
 use crate::db::Backend;
 use crate::{Job, Store, StoreError};
 
@@ -199,45 +200,32 @@ pub(crate) async fn mark_served(
     Ok(())
 }
 
-/// Refuses a submission that would exceed a queue bound. Called with the account
-/// locked, so the per-account bound is exact; the total is read without a lock and may
-/// be exceeded by as many jobs as replicas submit at the same instant.
-pub(crate) async fn check_limits(
-    conn: &mut AnyConnection,
-    b: Backend,
-    account_id: &str,
-    limits: &QueueLimits,
-) -> Result<(), StoreError> {
-    if limits.per_account > 0 {
-        let queued: i64 = sqlx::query_scalar(
-            &b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND account_id = ?"),
-        )
-        .bind(account_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if queued >= i64::from(limits.per_account) {
-            return Err(StoreError::QueueFull {
-                limit: QueueLimit::PerAccount,
-                max: limits.per_account,
-                queued: queued as u64,
-            });
-        }
+/// Refuses a submission that would exceed a queue bound, given the queue as read
+/// with the account locked (`lock_account_for_submit`), so the per-account bound is
+/// exact; the total is read without a lock and may be exceeded by as many jobs as
+/// replicas submit at the same instant.
+pub(crate) fn check_limits(queued: &Queued, limits: &QueueLimits) -> Result<(), StoreError> {
+    if limits.per_account > 0 && queued.account >= i64::from(limits.per_account) {
+        return Err(StoreError::QueueFull {
+            limit: QueueLimit::PerAccount,
+            max: limits.per_account,
+            queued: queued.account as u64,
+        });
     }
-    if limits.total > 0 {
-        let queued: i64 =
-            sqlx::query_scalar(&b.sql("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED'"))
-                .fetch_one(&mut *conn)
-                .await?;
-        if queued >= i64::from(limits.total) {
-            return Err(StoreError::QueueFull {
-                limit: QueueLimit::Total,
-                max: limits.total,
-                queued: queued as u64,
-            });
-        }
+    if limits.total > 0 && queued.total >= i64::from(limits.total) {
+        return Err(StoreError::QueueFull {
+            limit: QueueLimit::Total,
+            max: limits.total,
+            queued: queued.total as u64,
+        });
     }
     Ok(())
 }
+
+/// Per account: (running jobs, last_served).
+type Standings = HashMap<String, (i64, i64)>;
+/// Per class: each account's queued jobs of it.
+type Classes = BTreeMap<i64, Vec<(String, i64)>>;
 
 /// Where an account stands for fair share: the sort key of `next_account`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -278,8 +266,8 @@ pub(crate) async fn queue_position(
     .bind(job.seq)
     .fetch_one(&mut *conn)
     .await?;
-    let mut standing = HashMap::new();
-    let mut classes: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    let mut standing = Standings::new();
+    let mut classes = Classes::new();
     for (account, priority, queued, last_served, running) in rows {
         standing.insert(account.clone(), (running, last_served));
         classes.entry(priority).or_default().push((account, queued));
@@ -293,8 +281,8 @@ pub(crate) async fn queue_position(
 /// Counts the leases before `account`'s job with `own_ahead` of its own jobs of
 /// `class` before it.
 fn replay_leases(
-    mut standing: HashMap<String, (i64, i64)>,
-    classes: &BTreeMap<i64, Vec<(String, i64)>>,
+    mut standing: Standings,
+    classes: &Classes,
     account: &str,
     class: i64,
     own_ahead: i64,
@@ -372,14 +360,11 @@ mod tests {
     use super::*;
 
     /// (account, running, last_served, [(class, queued)])
-    fn queue(
-        entries: &[(&str, i64, i64, &[(i64, i64)])],
-    ) -> (
-        HashMap<String, (i64, i64)>,
-        BTreeMap<i64, Vec<(String, i64)>>,
-    ) {
-        let mut standing = HashMap::new();
-        let mut classes: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    type Entry<'a> = (&'a str, i64, i64, &'a [(i64, i64)]);
+
+    fn queue(entries: &[Entry<'_>]) -> (Standings, Classes) {
+        let mut standing = Standings::new();
+        let mut classes = Classes::new();
         for &(id, running, served, queued) in entries {
             standing.insert(id.to_string(), (running, served));
             for &(class, n) in queued {

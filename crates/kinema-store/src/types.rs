@@ -205,6 +205,12 @@ pub struct Usage {
     /// Microseconds the worker sat idle between its previous job's end and this job's
     /// pipeline start, when this job was already queued at that end (else `None`).
     pub scheduler_gap_us: Option<u64>,
+    /// The denoising step last completed when a cancel reached the worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_seen_at_step: Option<u32>,
+    /// The step after which denoising stopped early (cancel, shutdown, time limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at_step: Option<u32>,
 }
 
 /// What a submission asks for, after validation and quoting.

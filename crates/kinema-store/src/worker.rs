@@ -364,6 +364,58 @@ impl Store {
         Ok(job)
     }
 
+    /// A retryable failure: back to the queue while the job has attempts left (its
+    /// debit stands and the next lease does not debit again; the attempt stays
+    /// counted), else FAILED with `failure` and refunded once, as [`Store::fail_job`].
+    /// One transaction either way; the returned job's state says which. `run_alone`
+    /// marks the requeued job to run unbatched (an out-of-memory retry).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &Failure,
+        max_attempts: u32,
+        run_alone: bool,
+        usage: &Usage,
+        now: UnixMillis,
+    ) -> Result<Job, StoreError> {
+        let b = self.backend;
+        let mut tx = self.write.begin().await?;
+        let job = running_job(&mut tx, b, id, owner).await?;
+        save_usage(&mut tx, b, id, usage).await?;
+        if job.cancel_requested {
+            self.cancel_running(&mut tx, &job, now).await?;
+        } else if job.attempts < max_attempts {
+            sqlx::query(&b.sql(
+                "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+                 lease_owner = NULL, lease_expires_at = NULL, \
+                 run_alone = CASE WHEN ? = 1 THEN 1 ELSE run_alone END WHERE id = ?",
+            ))
+            .bind(i64::from(run_alone))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            set_terminal(&mut tx, b, id, JobState::Failed, Some(failure), now).await?;
+            refund_job(
+                &mut tx,
+                b,
+                &job.account_id,
+                id,
+                self.policy.refund_grace_ms,
+                WORKER,
+                now,
+            )
+            .await?;
+        }
+        let job = load_job(&mut tx, b, id)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
     /// The worker stopped a job whose cancel was requested: CANCELLED, refunded under
     /// `refund_on_cancel`.
     pub async fn finish_cancelled(
@@ -411,8 +463,9 @@ impl Store {
     /// cancelled if its cancel was requested, requeued while it has attempts left (its
     /// debit stands; it is not debited again), or failed with `WORKER_LOST` and refunded.
     ///
-    /// `alive_owner` is the caller's own lease owner: its jobs are running right there,
-    /// whatever their lease says (a test clock moved past it, say), and are left alone.
+    /// `alive_owner` is the caller's own lease owner, or the prefix its workers' owners
+    /// share: their jobs are running right there, whatever their lease says (a test
+    /// clock moved past it, say), and are left alone.
     pub async fn recover_lost_jobs(
         &self,
         all: bool,
@@ -421,15 +474,19 @@ impl Store {
         now: UnixMillis,
     ) -> Result<RecoveryReport, StoreError> {
         let b = self.backend;
-        let ids: Vec<String> = sqlx::query_scalar(&b.sql(
-            "SELECT id FROM jobs WHERE state = 'RUNNING' AND (? = 1 OR lease_expires_at <= ?) \
-             AND COALESCE(lease_owner, '') <> ? ORDER BY seq",
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&b.sql(
+            "SELECT id, lease_owner FROM jobs WHERE state = 'RUNNING' \
+             AND (? = 1 OR lease_expires_at <= ?) ORDER BY seq",
         ))
         .bind(i64::from(all))
         .bind(now)
-        .bind(alive_owner)
         .fetch_all(&self.read)
         .await?;
+        let ids = rows.into_iter().filter_map(|(id, owner)| {
+            let alive = !alive_owner.is_empty()
+                && owner.as_deref().is_some_and(|o| o.starts_with(alive_owner));
+            (!alive).then_some(id)
+        });
         let mut report = RecoveryReport::default();
         for id in ids {
             let mut tx = self.write.begin().await?;

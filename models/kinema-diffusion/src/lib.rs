@@ -17,5 +17,6 @@ pub mod weights;
 
 pub use frames::VideoFrames;
 pub use pipeline::{
-    Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl, StepProgress,
+    batch_key, check_batch, BatchItem, BatchKey, Conditioning, GenerationRequest, Latents,
+    Pipeline, PipelineError, StepControl, StepProgress,
 };

@@ -29,13 +29,56 @@ pub enum StepControl {
     Cancel,
 }
 
+/// Which requests may share one batched denoise: the same video shape and step count
+/// (a model has one scheduler, so the model id completes the key). Requests with equal
+/// keys can be handed to [`Pipeline::denoise_batch`] together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    pub width: u32,
+    pub height: u32,
+    pub num_frames: u32,
+    pub steps: u32,
+}
+
+impl BatchKey {
+    pub fn of(request: &GenerationRequest) -> Self {
+        Self {
+            width: request.width,
+            height: request.height,
+            num_frames: request.num_frames,
+            steps: request.steps,
+        }
+    }
+
+    /// The key as stored with a job: `<model>/<W>x<H>x<F>/<steps>`.
+    pub fn for_model(&self, model_id: &str) -> String {
+        format!(
+            "{model_id}/{}x{}x{}/{}",
+            self.width, self.height, self.num_frames, self.steps
+        )
+    }
+}
+
+/// The stored batch key of a request for a model (see [`BatchKey::for_model`]).
+pub fn batch_key(model_id: &str, request: &GenerationRequest) -> String {
+    BatchKey::of(request).for_model(model_id)
+}
+
+/// One member of a batched denoise: its request (own seed, guidance) and its own
+/// prompt encoding.
+#[derive(Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub request: &'a GenerationRequest,
+    pub conditioning: &'a Conditioning,
+}
+
 /// A model's prompt encoding, opaque to the engine (each model downcasts its own).
 pub struct Conditioning(pub Box<dyn Any + Send>);
 
 /// A model's denoised latents, opaque to the engine.
 pub struct Latents(pub Box<dyn Any + Send>);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {
     #[error("cancelled at step {step}")]
     Cancelled { step: u32 },
@@ -69,4 +112,89 @@ pub trait Pipeline: Send + Sync {
         request: &GenerationRequest,
         latents: Latents,
     ) -> Result<VideoFrames, PipelineError>;
+
+    /// How many requests [`Self::denoise_batch`] runs as one batch; 1 means the model
+    /// does not batch (its `denoise_batch` runs the items one after another).
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Denoises several requests with equal [`BatchKey`]s, each with its own seed,
+    /// prompt encoding and guidance. `on_step(item, progress)` is called for every live
+    /// item after every step; when it answers [`StepControl::Cancel`] for an item, that
+    /// item leaves the batch (its result is [`PipelineError::Cancelled`]) and the others
+    /// go on. Returns one result per item, in order. A model error in the shared work
+    /// fails every item still running.
+    ///
+    /// The default runs the items one after another through [`Self::denoise`].
+    fn denoise_batch(
+        &self,
+        items: &[BatchItem<'_>],
+        on_step: &mut dyn FnMut(usize, StepProgress) -> StepControl,
+    ) -> Vec<Result<Latents, PipelineError>> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.denoise(item.request, item.conditioning, &mut |p| on_step(i, p)))
+            .collect()
+    }
+}
+
+/// Checks that every item of a batch has the first one's [`BatchKey`].
+pub fn check_batch(items: &[BatchItem<'_>]) -> Result<(), PipelineError> {
+    let Some(first) = items.first() else {
+        return Ok(());
+    };
+    let key = BatchKey::of(first.request);
+    match items.iter().find(|i| BatchKey::of(i.request) != key) {
+        Some(other) => Err(PipelineError::InvalidRequest(format!(
+            "batch mixes {:?} with {:?}",
+            key,
+            BatchKey::of(other.request)
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> GenerationRequest {
+        GenerationRequest {
+            prompt: "a".into(),
+            negative_prompt: "b".into(),
+            width: 832,
+            height: 480,
+            num_frames: 81,
+            steps: 50,
+            guidance_scale: 5.0,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn batch_key_ignores_prompt_seed_and_guidance_only() {
+        let a = request();
+        let b = GenerationRequest {
+            prompt: "other".into(),
+            negative_prompt: String::new(),
+            guidance_scale: 1.0,
+            seed: 9,
+            ..a.clone()
+        };
+        assert_eq!(batch_key("wan", &a), batch_key("wan", &b));
+        assert_eq!(batch_key("wan", &a), "wan/832x480x81/50");
+        assert_ne!(batch_key("wan", &a), batch_key("wan-14b", &a));
+        for change in [
+            |r: &mut GenerationRequest| r.width = 480,
+            |r: &mut GenerationRequest| r.height = 832,
+            |r: &mut GenerationRequest| r.num_frames = 49,
+            |r: &mut GenerationRequest| r.steps = 30,
+        ] {
+            let mut c = a.clone();
+            change(&mut c);
+            assert_ne!(BatchKey::of(&a), BatchKey::of(&c));
+        }
+    }
 }

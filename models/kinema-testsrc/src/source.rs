@@ -1,8 +1,8 @@
 //! [`TestSource`]: the [`Pipeline`] implementation tying the stages together.
 
 use kinema_diffusion::{
-    Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl, StepProgress,
-    VideoFrames,
+    check_batch, BatchItem, Conditioning, GenerationRequest, Latents, Pipeline, PipelineError,
+    StepControl, StepProgress, VideoFrames,
 };
 
 use crate::canvas::Canvas;
@@ -80,6 +80,47 @@ fn latent_shape(d: &Dims) -> LatentShape {
     LatentShape::for_video(d.frames, d.height, d.width)
 }
 
+/// The batch size `denoise_batch` accepts at once.
+pub const MAX_BATCH: usize = 8;
+
+/// One request being denoised: its noise walking toward its target.
+struct Walk {
+    encoding: PromptEncoding,
+    shape: LatentShape,
+    target: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl Walk {
+    fn start(
+        request: &GenerationRequest,
+        conditioning: &Conditioning,
+    ) -> Result<Self, PipelineError> {
+        let shape = latent_shape(&dims(request)?);
+        let encoding =
+            conditioning
+                .0
+                .downcast_ref::<PromptEncoding>()
+                .ok_or(PipelineError::WrongInput {
+                    expected: "testsrc conditioning",
+                })?;
+        Ok(Self {
+            target: latent::target(shape, request.seed, encoding),
+            x: latent::noise(shape, request.seed),
+            encoding: encoding.clone(),
+            shape,
+        })
+    }
+
+    fn finish(self) -> Latents {
+        Latents(Box::new(TestLatents {
+            encoding: self.encoding,
+            shape: self.shape,
+            data: self.x,
+        }))
+    }
+}
+
 impl Pipeline for TestSource {
     fn encode_prompt(&self, request: &GenerationRequest) -> Result<Conditioning, PipelineError> {
         dims(request)?;
@@ -93,29 +134,63 @@ impl Pipeline for TestSource {
         conditioning: &Conditioning,
         on_step: &mut dyn FnMut(StepProgress) -> StepControl,
     ) -> Result<Latents, PipelineError> {
-        let shape = latent_shape(&dims(request)?);
-        let encoding =
-            conditioning
-                .0
-                .downcast_ref::<PromptEncoding>()
-                .ok_or(PipelineError::WrongInput {
-                    expected: "testsrc conditioning",
-                })?;
-        let target = latent::target(shape, request.seed, encoding);
-        let mut x = latent::noise(shape, request.seed);
-        let total = request.steps;
-        for i in 0..total {
-            latent::step_toward(&mut x, &target, total - i);
-            let step = i + 1;
-            if on_step(StepProgress { step, total }) == StepControl::Cancel {
-                return Err(PipelineError::Cancelled { step });
+        let item = BatchItem {
+            request,
+            conditioning,
+        };
+        let mut results = self.denoise_batch(&[item], &mut |_, p| on_step(p));
+        results
+            .pop()
+            .unwrap_or(Err(PipelineError::Model("empty batch result".to_owned())))
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// Steps every live item once per round, so progress interleaves as in a real
+    /// batched model; a cancelled item leaves at its step.
+    fn denoise_batch(
+        &self,
+        items: &[BatchItem<'_>],
+        on_step: &mut dyn FnMut(usize, StepProgress) -> StepControl,
+    ) -> Vec<Result<Latents, PipelineError>> {
+        if let Err(e) = check_batch(items) {
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut results: Vec<Option<Result<Latents, PipelineError>>> =
+            items.iter().map(|_| None).collect();
+        let mut walks: Vec<Option<Walk>> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match Walk::start(item.request, item.conditioning) {
+                Ok(w) => walks.push(Some(w)),
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    walks.push(None);
+                }
             }
         }
-        Ok(Latents(Box::new(TestLatents {
-            encoding: encoding.clone(),
-            shape,
-            data: x,
-        })))
+        let total = items.first().map_or(0, |i| i.request.steps);
+        for k in 0..total {
+            let step = k + 1;
+            for (i, slot) in walks.iter_mut().enumerate() {
+                let Some(walk) = slot else { continue };
+                latent::step_toward(&mut walk.x, &walk.target, total - k);
+                if on_step(i, StepProgress { step, total }) == StepControl::Cancel {
+                    *slot = None;
+                    results[i] = Some(Err(PipelineError::Cancelled { step }));
+                }
+            }
+        }
+        for (i, walk) in walks.into_iter().enumerate() {
+            if let Some(walk) = walk {
+                results[i] = Some(Ok(walk.finish()));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(PipelineError::Model("item left no result".to_owned()))))
+            .collect()
     }
 
     fn decode(

@@ -1,8 +1,8 @@
 //! End-to-end tests of the three stages through the `Pipeline` trait.
 
 use kinema_diffusion::{
-    Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl, StepProgress,
-    VideoFrames,
+    BatchItem, Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl,
+    StepProgress, VideoFrames,
 };
 
 use crate::overlay::{counter_box, hash_box};
@@ -243,4 +243,75 @@ fn timing_832x480x81() {
         t_total - t_denoise
     );
     assert_eq!(v.data.len(), 81 * 480 * 832 * 3);
+}
+
+#[test]
+fn a_batch_gives_each_item_its_solo_video_and_cancels_one_alone() {
+    let src = TestSource::new();
+    let reqs: Vec<GenerationRequest> = (0..3)
+        .map(|i| GenerationRequest {
+            prompt: format!("prompt {i}"),
+            seed: 100 + i,
+            ..request(40, 24, 3)
+        })
+        .collect();
+    let conds: Vec<Conditioning> = reqs.iter().map(|r| src.encode_prompt(r).unwrap()).collect();
+    let items: Vec<BatchItem> = reqs
+        .iter()
+        .zip(&conds)
+        .map(|(request, conditioning)| BatchItem {
+            request,
+            conditioning,
+        })
+        .collect();
+    assert!(src.max_batch() > 1);
+    let mut calls = Vec::new();
+    let out = src.denoise_batch(&items, &mut |item, p| {
+        calls.push((item, p.step));
+        if item == 1 && p.step == 2 {
+            StepControl::Cancel
+        } else {
+            StepControl::Continue
+        }
+    });
+    // one round per step over the live items; item 1 leaves after step 2
+    assert_eq!(
+        calls,
+        vec![
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (0, 2),
+            (1, 2),
+            (2, 2),
+            (0, 3),
+            (2, 3),
+            (0, 4),
+            (2, 4)
+        ]
+    );
+    let mut out = out.into_iter();
+    for (i, r) in [(0, out.next()), (1, out.next()), (2, out.next())] {
+        let r = r.unwrap();
+        if i == 1 {
+            assert!(matches!(r, Err(PipelineError::Cancelled { step: 2 })));
+        } else {
+            let frames = src.decode(&reqs[i], r.unwrap()).unwrap();
+            assert_eq!(bits(&frames), bits(&generate(&reqs[i])), "item {i}");
+        }
+    }
+
+    let mut other = reqs[2].clone();
+    other.steps = 5;
+    let mixed = [
+        items[0],
+        BatchItem {
+            request: &other,
+            conditioning: &conds[2],
+        },
+    ];
+    let out = src.denoise_batch(&mixed, &mut |_, _| panic!("no step may run"));
+    assert!(out
+        .iter()
+        .all(|r| matches!(r, Err(PipelineError::InvalidRequest(_)))));
 }

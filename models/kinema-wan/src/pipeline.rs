@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use kinema_diffusion::scheduler::{cfg_combine, SchedulerConfig};
+use kinema_diffusion::scheduler::{cfg_combine, FlowScheduler, SchedulerConfig};
 use kinema_diffusion::weights::{read_json, LoadError};
 use kinema_diffusion::{
-    Conditioning, GenerationRequest, Latents, Pipeline, PipelineError, StepControl, StepProgress,
-    VideoFrames,
+    check_batch, BatchItem, Conditioning, GenerationRequest, Latents, Pipeline, PipelineError,
+    StepControl, StepProgress, VideoFrames,
 };
 
 use crate::error::{Result, WanError};
@@ -69,13 +69,59 @@ pub struct WanPipeline {
     pub scheduler: SchedulerConfig,
     pub device: Device,
     pub dtype: DType,
+    /// The largest batch [`Pipeline::denoise_batch`] is offered (the engine may use less).
+    pub max_batch: usize,
 }
+
+/// [`WanPipeline::max_batch`] after `load`.
+pub const DEFAULT_MAX_BATCH: usize = 8;
 
 /// Prompt embeddings the denoiser consumes.
 pub struct WanConditioning {
     pub prompt_embeds: Tensor,
     /// Present when guidance > 1.
     pub negative_prompt_embeds: Option<Tensor>,
+}
+
+/// One request of a batched denoise: its prompt embeddings, initial latents
+/// (`[1, 16, T, h, w]`) and guidance scale.
+pub struct BatchMember<'a> {
+    pub cond: &'a WanConditioning,
+    pub latents: Tensor,
+    pub guidance: f32,
+}
+
+/// An item still in the batch: its own scheduler state and latents.
+struct LiveMember {
+    index: usize,
+    sched: FlowScheduler,
+    latents: Tensor,
+    ctx: Tensor,
+    neg_ctx: Option<Tensor>,
+    guidance: f32,
+}
+
+/// `[B + G, L_text, dim]`: the live items' contexts, then the negative contexts of
+/// those with guidance (all of one length: see [`pad_text`]).
+fn stack_contexts(live: &[LiveMember]) -> Result<Tensor> {
+    let all: Vec<Tensor> = live
+        .iter()
+        .map(|l| l.ctx.clone())
+        .chain(live.iter().filter_map(|l| l.neg_ctx.clone()))
+        .collect();
+    Ok(Tensor::cat(&all, 0)?)
+}
+
+/// Prompt embeddings `[1, L, text_dim]` zero-padded to [`MAX_SEQUENCE_LENGTH`] tokens
+/// (what `encode_text` already gives), so every item of a batch has one text length.
+fn pad_text(embeds: &Tensor) -> Result<Tensor> {
+    let l = embeds.dim(1)?;
+    if l > MAX_SEQUENCE_LENGTH {
+        return Err(WanError::Input(format!(
+            "prompt embeddings of {l} tokens, at most {MAX_SEQUENCE_LENGTH}"
+        )));
+    }
+    Ok(embeds.pad_with_zeros(1, 0, MAX_SEQUENCE_LENGTH - l)?)
 }
 
 /// Deterministic standard normal noise (splitmix64 + Box-Muller). Not torch's
@@ -120,6 +166,7 @@ impl WanPipeline {
             model_dir: model_dir.to_path_buf(),
             device: device.clone(),
             dtype,
+            max_batch: DEFAULT_MAX_BATCH,
         })
     }
 
@@ -174,41 +221,159 @@ impl WanPipeline {
         guidance: f32,
         on_step: &mut dyn FnMut(usize, usize, &Tensor) -> StepControl,
     ) -> std::result::Result<Tensor, PipelineError> {
-        let mut sched = self
-            .scheduler
-            .build(steps)
-            .map_err(PipelineError::InvalidRequest)?;
-        let timesteps = sched.timesteps();
-        let model_err = |e: WanError| PipelineError::Model(e.to_string());
-        let candle_err = |e: candle_core::Error| PipelineError::Model(e.to_string());
-        let tr = &self.transformer;
-        let ctx = tr.embed_text(&cond.prompt_embeds).map_err(model_err)?;
-        let neg_ctx = match (&cond.negative_prompt_embeds, guidance > 1.0) {
-            (Some(n), true) => Some(tr.embed_text(n).map_err(model_err)?),
-            _ => None,
+        let member = BatchMember {
+            cond,
+            latents,
+            guidance,
         };
-        let mut latents = latents.to_dtype(DType::F32).map_err(candle_err)?;
-        let total = sched.num_steps();
-        for (i, &ts) in timesteps.iter().enumerate() {
-            let t = [ts];
-            let x = latents.to_dtype(self.dtype).map_err(candle_err)?;
-            let cond_pred = tr.forward_with_context(&x, &t, &ctx).map_err(model_err)?;
-            let pred = match &neg_ctx {
-                Some(nc) => {
-                    let un = tr.forward_with_context(&x, &t, nc).map_err(model_err)?;
-                    cfg_combine(&cond_pred, &un, guidance as f64).map_err(candle_err)?
-                }
-                None => cond_pred,
-            };
-            let pred = pred.to_dtype(DType::F32).map_err(candle_err)?;
-            latents = sched.step(&pred, &latents).map_err(candle_err)?;
-            if on_step(i + 1, total, &latents) == StepControl::Cancel {
-                return Err(PipelineError::Cancelled {
-                    step: (i + 1) as u32,
-                });
+        let mut out = self.denoise_batch_latents(vec![member], steps, &mut |_, step, total, l| {
+            on_step(step, total, l)
+        });
+        out.pop()
+            .unwrap_or_else(|| Err(PipelineError::Model("empty batch result".into())))
+    }
+
+    /// Denoises several same-shape latents together: every step runs the transformer
+    /// once over `[B + G, 16, T, h, w]` (each item with its own text context, then the
+    /// negative contexts of the G items with guidance > 1), combines guidance per item
+    /// and advances each item's own scheduler (UniPC keeps a history per item).
+    /// `on_step(item, step, total, latents)` is called for each live item after each
+    /// step; [`StepControl::Cancel`] drops that item (it returns `Cancelled`) and the
+    /// others go on. A transformer error fails every item still running.
+    pub fn denoise_batch_latents(
+        &self,
+        members: Vec<BatchMember<'_>>,
+        steps: usize,
+        on_step: &mut dyn FnMut(usize, usize, usize, &Tensor) -> StepControl,
+    ) -> Vec<std::result::Result<Tensor, PipelineError>> {
+        let n = members.len();
+        let mut results: Vec<Option<std::result::Result<Tensor, PipelineError>>> = vec![None; n];
+        let fail_all = |e: PipelineError| (0..n).map(|_| Err(e.clone())).collect();
+        let sched = match self.scheduler.build(steps) {
+            Ok(s) => s,
+            Err(m) => return fail_all(PipelineError::InvalidRequest(m)),
+        };
+        if let Some(first) = members.first() {
+            let dims = first.latents.dims().to_vec();
+            if dims.first() != Some(&1) || members.iter().any(|m| m.latents.dims() != dims) {
+                return fail_all(PipelineError::InvalidRequest(format!(
+                    "batched latents must all be [1, ...] of one shape (first is {dims:?})"
+                )));
             }
         }
-        Ok(latents)
+        let timesteps = sched.timesteps();
+        let total = sched.num_steps();
+        let tr = &self.transformer;
+        let mut live = Vec::with_capacity(n);
+        for (index, m) in members.into_iter().enumerate() {
+            match self.start_member(index, m, &sched) {
+                Ok(l) => live.push(l),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        // the stacked text contexts, rebuilt when an item leaves
+        let mut contexts: Option<Tensor> = None;
+        for (i, &ts) in timesteps.iter().enumerate() {
+            if live.is_empty() {
+                break;
+            }
+            let shared = (|| -> std::result::Result<Tensor, WanError> {
+                let ctx = match &contexts {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = stack_contexts(&live)?;
+                        contexts = Some(c.clone());
+                        c
+                    }
+                };
+                let mut xs = Vec::with_capacity(ctx.dim(0)?);
+                for l in &live {
+                    xs.push(l.latents.to_dtype(self.dtype)?);
+                }
+                for l in live.iter().filter(|l| l.neg_ctx.is_some()) {
+                    xs.push(l.latents.to_dtype(self.dtype)?);
+                }
+                let x = Tensor::cat(&xs, 0)?;
+                let t = vec![ts; xs.len()];
+                tr.forward_with_context(&x, &t, &ctx)
+            })();
+            let pred = match shared {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = to_pipeline_error(e);
+                    for l in live.drain(..) {
+                        results[l.index] = Some(Err(e.clone()));
+                    }
+                    break;
+                }
+            };
+            let mut uncond_row = live.len();
+            let mut still = Vec::with_capacity(live.len());
+            for (row, mut l) in live.drain(..).enumerate() {
+                let uncond = l.neg_ctx.is_some().then(|| {
+                    uncond_row += 1;
+                    uncond_row - 1
+                });
+                let stepped = (|| -> candle_core::Result<Tensor> {
+                    let cond = pred.narrow(0, row, 1)?;
+                    let guided = match uncond {
+                        Some(u) => cfg_combine(&cond, &pred.narrow(0, u, 1)?, l.guidance as f64)?,
+                        None => cond,
+                    };
+                    l.sched.step(&guided.to_dtype(DType::F32)?, &l.latents)
+                })();
+                match stepped {
+                    Ok(next) => l.latents = next,
+                    Err(e) => {
+                        results[l.index] = Some(Err(PipelineError::Model(e.to_string())));
+                        contexts = None;
+                        continue;
+                    }
+                }
+                if on_step(l.index, i + 1, total, &l.latents) == StepControl::Cancel {
+                    results[l.index] = Some(Err(PipelineError::Cancelled {
+                        step: (i + 1) as u32,
+                    }));
+                    contexts = None;
+                } else {
+                    still.push(l);
+                }
+            }
+            live = still;
+        }
+        for l in live {
+            results[l.index] = Some(Ok(l.latents));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(PipelineError::Model("item left no result".into()))))
+            .collect()
+    }
+
+    fn start_member(
+        &self,
+        index: usize,
+        m: BatchMember<'_>,
+        sched: &FlowScheduler,
+    ) -> std::result::Result<LiveMember, PipelineError> {
+        let tr = &self.transformer;
+        let embed = |t: &Tensor| tr.embed_text(&pad_text(t)?);
+        let ctx = embed(&m.cond.prompt_embeds).map_err(to_pipeline_error)?;
+        let neg_ctx = match (&m.cond.negative_prompt_embeds, m.guidance > 1.0) {
+            (Some(neg), true) => Some(embed(neg).map_err(to_pipeline_error)?),
+            _ => None,
+        };
+        Ok(LiveMember {
+            index,
+            sched: sched.clone(),
+            latents: m
+                .latents
+                .to_dtype(DType::F32)
+                .map_err(|e| PipelineError::Model(e.to_string()))?,
+            ctx,
+            neg_ctx,
+            guidance: m.guidance,
+        })
     }
 
     /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
@@ -334,6 +499,66 @@ impl Pipeline for WanPipeline {
             },
         )?;
         Ok(Latents(Box::new(out)))
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn denoise_batch(
+        &self,
+        items: &[BatchItem<'_>],
+        on_step: &mut dyn FnMut(usize, StepProgress) -> StepControl,
+    ) -> Vec<std::result::Result<Latents, PipelineError>> {
+        if let Err(e) = check_batch(items) {
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
+        let Some(first) = items.first() else {
+            return Vec::new();
+        };
+        let mut results: Vec<Option<std::result::Result<Latents, PipelineError>>> =
+            items.iter().map(|_| None).collect();
+        // members that could start, and the item index of each
+        let mut members = Vec::with_capacity(items.len());
+        let mut index_of = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let member = match item.conditioning.0.downcast_ref::<WanConditioning>() {
+                None => Err(PipelineError::WrongInput {
+                    expected: "WanConditioning",
+                }),
+                Some(cond) => self
+                    .initial_latents(item.request, None)
+                    .map(|latents| BatchMember {
+                        cond,
+                        latents,
+                        guidance: item.request.guidance_scale,
+                    }),
+            };
+            match member {
+                Ok(m) => {
+                    members.push(m);
+                    index_of.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let steps = first.request.steps as usize;
+        let out = self.denoise_batch_latents(members, steps, &mut |m, step, total, _| {
+            on_step(
+                index_of[m],
+                StepProgress {
+                    step: step as u32,
+                    total: total as u32,
+                },
+            )
+        });
+        for (m, r) in out.into_iter().enumerate() {
+            results[index_of[m]] = Some(r.map(|t| Latents(Box::new(t))));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(PipelineError::Model("item left no result".into()))))
+            .collect()
     }
 
     fn decode(

@@ -27,7 +27,8 @@ pub async fn run(conn: &Connection, args: GenerateArgs) -> anyhow::Result<()> {
             generate(&mut c, &args, false).await
         }
         None => {
-            let (server, admin_key) = embedded::start(&args.data_dir).await?;
+            let (server, admin_key) =
+                embedded::start(&args.data_dir, args.models_file.clone()).await?;
             eprintln!(
                 "embedded server on {} (data in {})",
                 server.addr,

@@ -9,6 +9,7 @@ mod keys;
 mod ledger;
 mod plans;
 mod serve;
+mod workers;
 
 pub use bench_load::BenchLoadArgs;
 
@@ -17,7 +18,7 @@ use crate::client::Clients;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Generate(args) => generate::run(&cli.conn, *args).await,
         Command::Jobs(cmd) => jobs::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Credits(cmd) => credits::run(Clients::from_flags(&cli.conn).await?, cmd).await,
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             plans::catalog(Clients::from_flags(&cli.conn).await?, args).await
         }
         Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
+        Command::Workers(cmd) => workers::run(Clients::from_flags(&cli.conn).await?, cmd).await,
     }
 }
 

@@ -18,6 +18,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         per_account: args.max_queued_per_account,
         total: args.max_queued,
     };
+    config.rate_limit_rps = args.rate_limit_rps;
+    config.rate_limit_burst = args.rate_limit_burst;
     config.lease = Duration::from_millis(args.lease_ms.max(300));
     config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
@@ -29,6 +31,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("--model")?;
     config.models_file = args.models_file.clone();
     config.catalog_file = args.catalog.clone();
+    config.devices = match (&args.devices, args.cpu_workers) {
+        (Some(d), _) => kinema_engine::parse_devices(d)?,
+        (None, Some(n)) => vec![kinema_engine::DeviceRequest::Cpu; n.max(1) as usize],
+        (None, None) => Vec::new(),
+    };
+    config.device_memory_bytes = match args.device_memory_gb {
+        Some(g) if g.is_finite() && g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
+        Some(g) => anyhow::bail!("--device-memory-gb {g}: must be positive"),
+        None => None,
+    };
+    config.preload = args.preload.clone();
+    if let Some(t) = &args.job_timeout {
+        config.timeouts.job = Some(
+            kinema_engine::parse_secs(t)
+                .map_err(anyhow::Error::msg)
+                .context("--job-timeout")?,
+        );
+    }
+    for t in &args.stage_timeouts {
+        config
+            .timeouts
+            .set_stage(t)
+            .map_err(anyhow::Error::msg)
+            .context("--stage-timeout")?;
+    }
+    config.drain_grace = Duration::from_millis(args.drain_grace_ms);
+    config.metrics_listen = args.metrics_listen;
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.
