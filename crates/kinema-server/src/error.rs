@@ -354,7 +354,7 @@ pub enum ServerError {
     Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
-    #[error("devices: {0}")]
+    #[error("devices")]
     Devices(#[from] kinema_engine::DeviceError),
     #[error("--preload: {0}")]
     Preload(String),
