@@ -269,7 +269,19 @@ fn closed_loop_report_is_consistent() {
     accounts.sort_unstable();
     accounts.dedup();
     assert_eq!(accounts.len(), 2);
+    // One worker, three clients: from the second job on work was queued when the
+    // worker finished a job, so the worker measured its gap.
+    assert!(
+        n(&runs[0]["scheduler_overhead"]["jobs_measured"]) >= 1,
+        "{}",
+        runs[0]["scheduler_overhead"]
+    );
     assert!(run.stdout.contains("jobs/hour"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("scheduler overhead median"),
+        "{}",
+        run.stdout
+    );
     check_svg(&run.svg);
 }
 

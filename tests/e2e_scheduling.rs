@@ -10,18 +10,32 @@ use kinema_proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-/// The CPU server runs one device (one worker loop).
-const DEVICES: usize = 1;
-
 fn millis(ts: &Option<prost_types::Timestamp>) -> i64 {
     let t = ts.as_ref().expect("timestamp");
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_job_starts_before_a_flooding_accounts_backlog() {
+async fn a_single_job_starts_before_a_flooding_accounts_backlog_on_one_device() {
+    single_job_against_a_flood(&["--cpu-workers", "1"], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_job_starts_before_a_flooding_accounts_backlog_on_two_devices() {
+    single_job_against_a_flood(&["--cpu-workers", "2"], 2).await;
+}
+
+async fn single_job_against_a_flood(devices_args: &'static [&'static str], devices: usize) {
     let dir = TestDir::new();
-    let server = Server::start(&dir, Opts::faults()).await;
+    let server = Server::start(
+        &dir,
+        Opts {
+            fault_injection: true,
+            extra_args: devices_args,
+            ..Opts::default()
+        },
+    )
+    .await;
     let admin = server.admin().await;
     let flood = admin.create_account("flood").await;
     let single = admin.create_account("single").await;
@@ -60,7 +74,7 @@ async fn a_single_job_starts_before_a_flooding_accounts_backlog() {
         }
     }
     assert!(
-        overtaking.len() <= DEVICES,
+        overtaking.len() <= devices,
         "after the single job was queued, {} of the flooding account's jobs started \
          before it ({overtaking:?}); at most one per device may",
         overtaking.len()
@@ -86,7 +100,14 @@ async fn a_full_queue_is_resource_exhausted_with_a_retry_delay_and_holds_nothing
         &dir,
         Opts {
             fault_injection: true,
-            extra_args: &["--max-queued-per-account", "3", "--max-queued", "5"],
+            extra_args: &[
+                "--max-queued-per-account",
+                "3",
+                "--max-queued",
+                "5",
+                "--cpu-workers",
+                "1",
+            ],
             ..Opts::default()
         },
     )
@@ -212,4 +233,57 @@ async fn high_priority_needs_a_platform_or_admin_key() {
         let (_, done) = admin.wait_terminal(&account, id).await;
         assert_eq!(state(&done), JobState::Succeeded, "{}", describe_job(&done));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_is_resource_exhausted_until_the_delay_passes() {
+    let dir = TestDir::new();
+    let server = Server::start(
+        &dir,
+        Opts {
+            extra_args: &["--rate-limit-rps", "1", "--rate-limit-burst", "5"],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let admin = server.admin().await;
+    let account = admin.create_account("acme").await;
+    let busy = admin.with_key(Some(&admin.create_key(KeyRole::Account, &account).await));
+    let quiet = admin.with_key(Some(&admin.create_key(KeyRole::Account, &account).await));
+    let list = |c: &Client| {
+        let mut jobs = c.jobs();
+        async move {
+            jobs.list_models(pb::ListModelsRequest {})
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    for i in 0..5 {
+        list(&busy)
+            .await
+            .unwrap_or_else(|s| panic!("call {i} within the burst: {s:?}"));
+    }
+    let status = expect_err("a sixth call at once", list(&busy).await);
+    assert_status(&status, Code::ResourceExhausted, "RATE_LIMITED");
+    let details = status.get_error_details();
+    assert_eq!(
+        details
+            .error_info()
+            .and_then(|i| i.metadata.get("limit_rps").cloned())
+            .as_deref(),
+        Some("1")
+    );
+    let delay = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        delay > std::time::Duration::ZERO && delay <= std::time::Duration::from_secs(1),
+        "{delay:?}"
+    );
+    // Another key is not held back by this one.
+    list(&quiet).await.expect("another key");
+    // After the advised delay the key may call again.
+    tokio::time::sleep(delay).await;
+    list(&busy).await.expect("after the retry delay");
 }

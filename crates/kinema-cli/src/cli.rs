@@ -179,6 +179,13 @@ pub struct ServeArgs {
     /// Most jobs queued on the server (all accounts). 0: unlimited.
     #[arg(long, default_value_t = 100_000)]
     pub max_queued: u32,
+    /// Requests per second one API key may make; more are refused with
+    /// RESOURCE_EXHAUSTED (RATE_LIMITED) and a retry delay. 0: unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit_rps: u32,
+    /// Requests a key may make at once after a quiet spell (at least --rate-limit-rps).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit_burst: u32,
     /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
     /// renewing it this long (its replica died) goes back to the queue.
     #[arg(long, default_value_t = 60_000)]

@@ -83,6 +83,10 @@ pub struct ModelSpec {
     /// and the server's `--max-batch` caps it.
     #[serde(default)]
     pub max_batch: Option<u32>,
+    /// Seconds one job of this model may run (model loading not counted); overrides
+    /// the server's `--job-timeout`.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
 }
 
 fn default_family() -> String {
@@ -295,6 +299,10 @@ fn wan_model(
         Some(g) => return Err(model_error(id, format!("memory_gib {g} must be positive"))),
         None => estimate.total(),
     };
+    let job_timeout = match spec.timeout_secs {
+        Some(t) => Some(crate::parse_secs(&t.to_string()).map_err(|e| model_error(id, e))?),
+        None => None,
+    };
     let manifest = ModelManifest {
         id: id.to_string(),
         family: "wan".into(),
@@ -316,6 +324,7 @@ fn wan_model(
         defaults,
         price,
         memory_bytes,
+        job_timeout,
     };
     // The defaults must be a request the model accepts.
     manifest
@@ -534,6 +543,7 @@ id = "wan-tiny"
 source = "tiny"
 description = "tiny random Wan"
 memory_gib = 0.5
+timeout_secs = 90
 [model.defaults]
 width = 48
 height = 32
@@ -561,6 +571,7 @@ tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
         let m = registry.manifest("wan-tiny").unwrap();
         assert_eq!(m.description, "tiny random Wan");
         assert_eq!(m.memory_bytes, 512 << 20);
+        assert_eq!(m.job_timeout, Some(std::time::Duration::from_secs(90)));
         assert_eq!(m.defaults.flow_shift, Some(5.0));
         assert_eq!(m.defaults.guidance_scale, 4.0);
         assert_eq!((m.limits.max_width, m.limits.max_frames), (64, 9));

@@ -47,7 +47,7 @@ pub enum DeviceError {
         "--devices {0:?}: expected a comma-separated list of GPU indices (0,1), cuda:N or cpu"
     )]
     Parse(String),
-    #[error("device cuda:{0}: this build has no CUDA support (build with the `cuda` feature) ")]
+    #[error("device cuda:{0}: this build has no CUDA support (build with the `cuda` feature)")]
     NoCuda(usize),
     #[error("device cuda:{ordinal}: {message}")]
     Cuda { ordinal: usize, message: String },

@@ -48,6 +48,9 @@ pub struct ModelManifest {
     /// Memory each job beyond the first of a batch adds at the default size (its rows
     /// of the denoiser's activations), in bytes; an estimate.
     pub batch_item_bytes: u64,
+    /// How long one job of this model may run (model loading not counted); overrides
+    /// the server's `--job-timeout`.
+    pub job_timeout: Option<std::time::Duration>,
 }
 
 /// A job's generation settings as requested: `None` means "the model's default".

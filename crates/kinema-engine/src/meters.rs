@@ -20,6 +20,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "From submission (or requeue) to the lease that started the job"
     );
+    describe_histogram!(
+        "kinema_scheduler_gap_seconds",
+        metrics::Unit::Seconds,
+        "Worker idle time between the end of a job and the start of the next one's pipeline, for jobs already queued at that end"
+    );
     describe_counter!("kinema_leases_total", "Jobs leased by a worker");
     describe_counter!(
         "kinema_retries_total",
@@ -73,6 +78,11 @@ pub fn stage(model: &str, stage: &str, ms: u64) {
 
 pub fn queue_wait(ms: i64) {
     histogram!("kinema_queue_wait_seconds").record(ms.max(0) as f64 / 1000.0);
+}
+
+pub fn scheduler_gap(device: &str, us: u64) {
+    histogram!("kinema_scheduler_gap_seconds", "device" => device.to_string())
+        .record(us as f64 / 1e6);
 }
 
 pub fn leased(device: &str) {

@@ -142,6 +142,7 @@ fn testsrc_manifest() -> ModelManifest {
             default_steps: 8,
         },
         memory_bytes: 64 << 20,
+        job_timeout: None,
     }
 }
 

@@ -15,6 +15,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::batch::{generate_batch, Generated, Member};
 use crate::faults::{FaultPlan, FaultStage};
+use crate::idle_gap;
 use crate::worker::{StopFlags, NO_STEP};
 use crate::{meters, FailureCode, JobEventKind, JobFailure, Timeouts, Worker};
 
@@ -105,14 +106,27 @@ impl Deadlines {
     }
 }
 
+/// A batch member's side of its run: its stop switches, fault plan, and the
+/// channels from the model thread.
+struct Seat {
+    flags: Arc<StopFlags>,
+    plan: FaultPlan,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    generated: oneshot::Receiver<Generated>,
+}
+
 impl Worker {
     /// Runs jobs leased together (one model and batch key; a job alone is a batch of
     /// one): one blocking thread generates for all of them (`batch.rs`), and each job
-    /// follows its own progress, time limits, encoding, storing and ending.
-    pub(crate) async fn run_batch(&self, jobs: Vec<Job>) {
+    /// follows its own progress, time limits, encoding, storing and ending. Returns
+    /// the jobs that went back to the queue for an out-of-memory retry (which should
+    /// run on another device if one is free). `idle_since`: when this worker's previous
+    /// job ended, if the first job was already queued then (its scheduler gap).
+    pub(crate) async fn run_batch(&self, jobs: Vec<Job>, idle_since: Option<Instant>) -> Vec<Job> {
         let Some(model) = jobs.first().map(|j| j.model.clone()) else {
-            return;
+            return Vec::new();
         };
+        let mut idle_since = idle_since;
         let mut members = Vec::with_capacity(jobs.len());
         let mut runs = tokio::task::JoinSet::new();
         for job in jobs {
@@ -144,23 +158,36 @@ impl Worker {
             };
             let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
             let worker = self.clone();
+            // the gap before the batch counts once, on its first job
+            let gap_since = idle_since.take();
             runs.spawn(
-                async move { worker.run_job(job, flags, plan, rx, generated).await }
-                    .instrument(span),
+                async move {
+                    let seat = Seat {
+                        flags,
+                        plan,
+                        signals: rx,
+                        generated,
+                    };
+                    worker.run_job(job, seat, gap_since).await
+                }
+                .instrument(span),
             );
         }
         let generation = {
             let models = self.inner.models.clone();
             tokio::task::spawn_blocking(move || generate_batch(&models, &model, members))
         };
+        let mut retries = Vec::new();
         while let Some(joined) = runs.join_next().await {
-            if let Err(e) = joined {
-                error!(error = %e, "a job's task ended abnormally");
+            match joined {
+                Ok(retry) => retries.extend(retry),
+                Err(e) => error!(error = %e, "a job's task ended abnormally"),
             }
         }
         if let Err(e) = generation.await {
             error!(error = %e, "the model thread ended abnormally");
         }
+        retries
     }
 
     fn fault_plan(&self, job: &Job) -> Result<FaultPlan, String> {
@@ -171,14 +198,13 @@ impl Worker {
         }
     }
 
-    async fn run_job(
-        &self,
-        job: Job,
-        flags: Arc<StopFlags>,
-        plan: FaultPlan,
-        signals: mpsc::UnboundedReceiver<Signal>,
-        generated: oneshot::Receiver<Generated>,
-    ) {
+    async fn run_job(&self, job: Job, seat: Seat, idle_since: Option<Instant>) -> Option<Job> {
+        let Seat {
+            flags,
+            plan,
+            signals,
+            generated,
+        } = seat;
         let inner = &self.inner;
         let started = Instant::now();
         let mut usage = Usage {
@@ -203,6 +229,10 @@ impl Worker {
             })
         };
 
+        usage.scheduler_gap_us = idle_gap::gap_us(idle_since);
+        if let Some(us) = usage.scheduler_gap_us {
+            meters::scheduler_gap(&inner.device.name, us);
+        }
         let ending = self
             .execute(&job, &flags, &plan, signals, generated, &mut usage)
             .await;
@@ -222,7 +252,7 @@ impl Worker {
         ] {
             meters::stage(&job.model, stage, ms);
         }
-        self.finish(&job, ending, &usage).await;
+        self.finish(&job, ending, &usage).await
     }
 
     async fn execute(
@@ -235,6 +265,7 @@ impl Worker {
         usage: &mut Usage,
     ) -> Ending {
         let inner = &self.inner;
+        let timeouts = self.timeouts_for(&job.model);
         // Persist and publish progress as it comes; the lease is renewed by each report
         // and by a heartbeat while a long stage reports nothing.
         let heartbeat_every = Duration::from_millis((inner.config.lease_ms / 3).max(100) as u64);
@@ -256,7 +287,7 @@ impl Worker {
                 .map(|(at, _)| tokio::time::Instant::from_std(*at));
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(Signal::Ready) => deadlines = Some(Deadlines::start(&inner.config.timeouts)),
+                    Some(Signal::Ready) => deadlines = Some(Deadlines::start(&timeouts)),
                     Some(Signal::Batched(n)) => usage.batch_size = n,
                     Some(Signal::Progress(p)) => {
                         let kind = if p.stage != current.stage { JobEventKind::StageChanged } else { JobEventKind::Progress };
@@ -317,7 +348,8 @@ impl Worker {
         deadlines: Option<Deadlines>,
     ) -> Ending {
         let inner = &self.inner;
-        let mut deadlines = deadlines.unwrap_or_else(|| Deadlines::start(&inner.config.timeouts));
+        let mut deadlines =
+            deadlines.unwrap_or_else(|| Deadlines::start(&self.timeouts_for(&job.model)));
         deadlines.enter(Stage::EncodingVideo);
         if !self
             .report(
@@ -501,7 +533,7 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) {
+    async fn finish(&self, job: &Job, ending: Ending, usage: &Usage) -> Option<Job> {
         let inner = &self.inner;
         let owner = &inner.owner;
         let now = inner.clock.now_ms();
@@ -564,27 +596,51 @@ impl Worker {
             Ending::Interrupted => inner.store.requeue_job(&job.id, owner).await,
             Ending::LeaseLost => {
                 warn!("lease lost; another worker or recovery owns the job now");
-                return;
+                return None;
             }
         };
         match written {
             Ok(j) => {
                 info!(state = %j.state, debited = j.debited, refunded = j.refunded, ms = usage.total_ms, "job finished");
-                let code = if j.state == JobState::Failed {
+                let failed_code = if j.state == JobState::Failed {
                     code
                 } else {
                     ""
                 };
-                meters::job_finished(&inner.device.name, j.state.as_str(), code);
-                if j.state == JobState::Queued {
+                meters::job_finished(&inner.device.name, j.state.as_str(), failed_code);
+                let requeued = j.state == JobState::Queued;
+                if requeued {
                     // Back in the queue: any worker (this one too) may take it now.
                     inner.wake_all();
                 }
-                inner.events.publish(JobEventKind::StateChanged, j, now);
+                inner
+                    .events
+                    .publish(JobEventKind::StateChanged, j.clone(), now);
+                (requeued && code == FailureCode::OutOfMemory.as_str()).then_some(j)
             }
-            Err(StoreError::LeaseLost) => warn!("lease lost before the job's end was written"),
-            Err(e) => warn!(error = %e, "writing the job's end failed; recovery will retry it"),
+            Err(StoreError::LeaseLost) => {
+                warn!("lease lost before the job's end was written");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "writing the job's end failed; recovery will retry it");
+                None
+            }
         }
+    }
+
+    /// The server's time limits, with the model's own job limit if its manifest has one.
+    fn timeouts_for(&self, model: &str) -> Timeouts {
+        let mut t = self.inner.config.timeouts.clone();
+        if let Some(limit) = self
+            .inner
+            .models
+            .manifest(model)
+            .and_then(|m| m.job_timeout)
+        {
+            t.job = Some(limit);
+        }
+        t
     }
 
     pub(crate) async fn publish(&self, kind: JobEventKind, job_id: &str) {

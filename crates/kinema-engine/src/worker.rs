@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn, Instrument};
 
+use crate::idle_gap::IdleGap;
 use crate::{
     meters, Clock, DeviceInfo, DeviceSample, DeviceSampler, JobEventKind, JobEvents, ModelCache,
     ModelRegistry, ResidentModel, Timeouts,
@@ -161,12 +162,31 @@ pub(crate) struct Inner {
     pub device: DeviceInfo,
     pub models: Arc<ModelCache>,
     wake: Arc<Notify>,
-    /// Every worker's wake-up, this one's included.
-    all_wakes: Arc<Vec<Arc<Notify>>>,
+    /// This worker's place in the pool.
+    index: usize,
+    pool: Arc<PoolShared>,
     /// Flips to true when the worker must stop leasing (drain or shutdown).
     stop: watch::Sender<bool>,
     pub running: Mutex<HashMap<String, Arc<StopFlags>>>,
     activity: Mutex<Activity>,
+}
+
+/// What the workers of one pool know of each other.
+struct PoolShared {
+    wakes: Vec<Arc<Notify>>,
+    /// True while the worker looks for or waits for work (not running a job, not
+    /// draining).
+    idle: Vec<AtomicBool>,
+    caches: Vec<Arc<ModelCache>>,
+}
+
+impl PoolShared {
+    /// Whether another worker is idle and could hold `model`.
+    fn idle_peer_for(&self, me: usize, model: &str) -> bool {
+        (0..self.idle.len()).any(|i| {
+            i != me && self.idle[i].load(Ordering::SeqCst) && self.caches[i].can_hold(model)
+        })
+    }
 }
 
 /// One device's worker: leases queued jobs one at a time and runs them.
@@ -216,8 +236,20 @@ impl WorkerPool {
         devices: Vec<DeviceSlot>,
     ) -> Self {
         meters::describe();
-        let wakes: Arc<Vec<Arc<Notify>>> =
-            Arc::new(devices.iter().map(|_| Arc::new(Notify::new())).collect());
+        let shared = Arc::new(PoolShared {
+            wakes: devices.iter().map(|_| Arc::new(Notify::new())).collect(),
+            idle: devices.iter().map(|_| AtomicBool::new(false)).collect(),
+            caches: devices
+                .iter()
+                .map(|slot| {
+                    Arc::new(ModelCache::new(
+                        registry.clone(),
+                        slot.info.name.clone(),
+                        slot.memory_budget,
+                    ))
+                })
+                .collect(),
+        });
         let workers = devices
             .into_iter()
             .enumerate()
@@ -231,14 +263,11 @@ impl WorkerPool {
                         events: events.clone(),
                         config: config.clone(),
                         owner: format!("{}-w{i}", config.owner),
-                        models: Arc::new(ModelCache::new(
-                            registry.clone(),
-                            slot.info.name.clone(),
-                            slot.memory_budget,
-                        )),
+                        models: shared.caches[i].clone(),
                         device: slot.info,
-                        wake: wakes[i].clone(),
-                        all_wakes: wakes.clone(),
+                        wake: shared.wakes[i].clone(),
+                        index: i,
+                        pool: shared.clone(),
                         stop,
                         running: Mutex::new(HashMap::new()),
                         activity: Mutex::new(Activity::default()),
@@ -467,13 +496,16 @@ impl Worker {
             models: inner.models.placeable_models(),
         };
         let mut next_recovery = Instant::now();
+        let mut idle = IdleGap::default();
         loop {
             if *stop.borrow() {
                 break;
             }
+            inner.pool.idle[inner.index].store(true, Ordering::SeqCst);
             self.heartbeat();
-            // Leases that lapsed (another replica died) go back to the queue.
-            if Instant::now() >= next_recovery {
+            // Leases that lapsed (another replica died) go back to the queue; one
+            // worker of the pool looks.
+            if inner.index == 0 && Instant::now() >= next_recovery {
                 let c = &inner.config;
                 let alive = format!("{}-w", c.owner);
                 if let Err(e) =
@@ -498,15 +530,21 @@ impl Worker {
                     if let Some(job) = leased.job {
                         meters::leased(&inner.device.name);
                         meters::queue_wait(now - job.created_at);
+                        inner.pool.idle[inner.index].store(false, Ordering::SeqCst);
                         meters::busy(&inner.owner, true);
                         inner
                             .events
                             .publish(JobEventKind::StateChanged, job.clone(), now);
+                        let idle_since = idle.since(job.created_at);
                         let jobs = self.with_companions(job).await;
                         let n = jobs.len() as u64;
-                        self.run_batch(jobs).await;
+                        let oom_retries = self.run_batch(jobs, idle_since).await;
+                        idle.job_ended(inner.clock.now_ms());
                         inner.lock_activity().jobs_done += n;
                         meters::busy(&inner.owner, false);
+                        for job in &oom_retries {
+                            self.hand_off(job).await;
+                        }
                         continue;
                     }
                 }
@@ -518,7 +556,26 @@ impl Worker {
                 _ = stop.changed() => {}
             }
         }
+        inner.pool.idle[inner.index].store(false, Ordering::SeqCst);
         info!("worker stopped leasing");
+    }
+
+    /// An out-of-memory retry runs elsewhere if it can: while another worker that can
+    /// hold the model is idle, this one leases nothing until the job has left the
+    /// queue (bounded, so a lost wake-up cannot stall it).
+    async fn hand_off(&self, job: &kinema_store::Job) {
+        let inner = &self.inner;
+        if !inner.pool.idle_peer_for(inner.index, &job.model) {
+            return;
+        }
+        inner.wake_all();
+        for _ in 0..100 {
+            match inner.store.get_job(None, &job.id).await {
+                Ok(Some(j)) if j.state == kinema_store::JobState::Queued => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -581,7 +638,7 @@ impl Inner {
 
     /// Wakes every worker of the pool (a job went back to the queue).
     pub(crate) fn wake_all(&self) {
-        for w in self.all_wakes.iter() {
+        for w in &self.pool.wakes {
             w.notify_one();
         }
     }

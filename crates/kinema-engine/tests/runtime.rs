@@ -30,6 +30,7 @@ struct Setup {
     timeouts: Timeouts,
     drain_grace: Duration,
     max_batch: usize,
+    registry: Option<Arc<ModelRegistry>>,
 }
 
 impl Default for Setup {
@@ -40,6 +41,7 @@ impl Default for Setup {
             timeouts: Timeouts::default(),
             drain_grace: Duration::from_secs(20),
             max_batch: 4,
+            registry: None,
         }
     }
 }
@@ -70,7 +72,9 @@ impl Rig {
             .collect();
         let pool = WorkerPool::new(
             store.clone(),
-            Arc::new(ModelRegistry::builtin()),
+            setup
+                .registry
+                .unwrap_or_else(|| Arc::new(ModelRegistry::builtin())),
             artifacts,
             clock,
             JobEvents::default(),
@@ -245,7 +249,7 @@ async fn a_storage_error_is_retried_without_a_second_debit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_out_of_memory_is_retried_once() {
+async fn an_out_of_memory_is_retried_once_on_another_device() {
     let rig = Rig::start(Setup {
         budgets: vec![u64::MAX, u64::MAX],
         ..Setup::default()
@@ -261,15 +265,6 @@ async fn an_out_of_memory_is_retried_once() {
             ],
         )
         .await;
-    let always = rig
-        .submit(
-            3,
-            &[
-                ("kinema.fail_at", "decode"),
-                ("kinema.fail_code", "OUT_OF_MEMORY"),
-            ],
-        )
-        .await;
     let done = rig.terminal(&once.id).await;
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_eq!(done.attempts, 2);
@@ -279,6 +274,23 @@ async fn an_out_of_memory_is_retried_once() {
         [EntryKind::Hold, EntryKind::Debit]
     );
 
+    // Each worker ran it once: the retry went to the other (idle) device.
+    let status = rig.pool.status();
+    assert_eq!(
+        status.iter().map(|w| w.jobs_done).collect::<Vec<_>>(),
+        [1, 1],
+        "{status:?}"
+    );
+
+    let always = rig
+        .submit(
+            3,
+            &[
+                ("kinema.fail_at", "decode"),
+                ("kinema.fail_code", "OUT_OF_MEMORY"),
+            ],
+        )
+        .await;
     let done = rig.terminal(&always.id).await;
     assert_eq!(done.state, JobState::Failed, "{done:?}");
     assert_eq!(
@@ -327,6 +339,33 @@ async fn time_limits_fail_the_job_with_a_refund() {
         [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
     );
     assert_eq!(rig.terminal(&quick.id).await.state, JobState::Succeeded);
+    rig.stop().await;
+
+    // A model's own job limit overrides the server's (none here).
+    let testsrc = ModelRegistry::builtin()
+        .manifest("testsrc")
+        .unwrap()
+        .clone();
+    let mut registry = ModelRegistry::empty();
+    registry.register(
+        ModelManifest {
+            job_timeout: Some(Duration::from_millis(300)),
+            ..testsrc
+        },
+        |_device| {
+            Ok(Arc::new(kinema_testsrc::TestSource::new()) as Arc<dyn kinema_diffusion::Pipeline>)
+        },
+    );
+    let rig = Rig::start(Setup {
+        registry: Some(Arc::new(registry)),
+        ..Setup::default()
+    })
+    .await;
+    let slow = rig.submit(200, &[("kinema.step_delay_ms", "20")]).await;
+    let done = rig.terminal(&slow.id).await;
+    let failure = done.failure.clone().unwrap();
+    assert_eq!(failure.code, "TIMEOUT", "{failure:?}");
+    assert!(failure.message.contains("the job exceeded"), "{failure:?}");
     rig.stop().await;
 
     // A stage limit: denoising alone.

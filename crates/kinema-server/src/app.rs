@@ -23,6 +23,8 @@ pub struct App {
     pub commerce: Arc<crate::commerce::CommerceConfig>,
     /// Time-driven housekeeping; AdvanceClock runs it at once.
     pub sweeper: Arc<crate::sweeper::Sweeper>,
+    /// Requests per second per API key; `None`: unlimited.
+    pub rate_limit: Option<crate::rate_limit::KeyRateLimit>,
 }
 
 impl App {

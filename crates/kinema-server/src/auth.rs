@@ -100,5 +100,10 @@ pub async fn authenticate<T>(app: &App, request: &Request<T>) -> Result<Caller, 
                 "unknown or revoked api key",
             )
         })?;
+    if let Some(limit) = &app.rate_limit {
+        limit
+            .check(&key.id)
+            .map_err(|wait| ApiError::rate_limited(limit.rps, wait))?;
+    }
     Ok(Caller { key })
 }

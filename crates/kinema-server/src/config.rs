@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Queue bounds (per account and overall; 0 unlimited).
     pub queue: kinema_store::QueueLimits,
+    /// Requests per second per API key (0: unlimited), and the burst allowed.
+    pub rate_limit_rps: u32,
+    pub rate_limit_burst: u32,
     pub artifact_ttl: Duration,
     pub lease: Duration,
     /// How long a running job may finish on shutdown before it is requeued.
@@ -61,6 +64,8 @@ impl ServerConfig {
             max_attempts: 3,
             max_batch: 4,
             queue: kinema_store::QueueLimits::default(),
+            rate_limit_rps: 0,
+            rate_limit_burst: 0,
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),

@@ -101,6 +101,19 @@ impl ApiError {
         Self::status(Code::NotFound, reasons::JOB_NOT_FOUND, "job not found")
     }
 
+    /// The key is over its requests-per-second allowance (CONTRACT.md §5).
+    pub fn rate_limited(rps: u32, retry_delay: std::time::Duration) -> Self {
+        ApiError::Exhausted {
+            reason: reasons::RATE_LIMITED,
+            message: format!(
+                "rate limited: at most {rps} requests per second per key; retry in {} ms",
+                retry_delay.as_millis().max(1)
+            ),
+            metadata: [("limit_rps".to_string(), rps.to_string())].into(),
+            retry_delay,
+        }
+    }
+
     pub fn role(needed: &str) -> Self {
         Self::status(
             Code::PermissionDenied,
@@ -341,7 +354,7 @@ pub enum ServerError {
     Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
-    #[error("devices: {0}")]
+    #[error("devices")]
     Devices(#[from] kinema_engine::DeviceError),
     #[error("--preload: {0}")]
     Preload(String),

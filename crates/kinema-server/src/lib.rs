@@ -12,6 +12,7 @@ mod convert;
 mod data_dir;
 mod error;
 mod jobs_service;
+mod rate_limit;
 mod server;
 mod sweeper;
 

@@ -63,6 +63,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     // Model folders are read now, so a wrong path fails the start; weights load on
     // the first job.
     let registry = Arc::new(ModelRegistry::with_models(&config.model_specs()?)?);
+    let devices = device_slots(&config)?;
+    for p in &config.preload {
+        if registry.manifest(p).is_none() {
+            return Err(ServerError::Preload(format!("unknown model {p:?}")));
+        }
+    }
+    for m in registry.manifests() {
+        if !devices.iter().any(|d| m.memory_bytes <= d.memory_budget) {
+            tracing::warn!(model = %m.id, memory_bytes = m.memory_bytes, "no device's memory budget holds this model: its jobs stay queued");
+        }
+    }
 
     let system_clock = SystemClock;
     let test_clock = config
@@ -100,12 +111,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 message: e.to_string(),
             })?;
         info!(%addr, "serving Prometheus metrics at /metrics");
-    }
-    let devices = device_slots(&config)?;
-    for p in &config.preload {
-        if registry.manifest(p).is_none() {
-            return Err(ServerError::Preload(format!("unknown model {p:?}")));
-        }
     }
 
     let events = JobEvents::default();
@@ -164,6 +169,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown: shutdown_rx.clone(),
         commerce: commerce.clone(),
         sweeper: sweeper.clone(),
+        rate_limit: crate::rate_limit::KeyRateLimit::new(
+            config.rate_limit_rps,
+            config.rate_limit_burst,
+        ),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

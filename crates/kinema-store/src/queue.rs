@@ -222,6 +222,11 @@ pub(crate) fn check_limits(queued: &Queued, limits: &QueueLimits) -> Result<(), 
     Ok(())
 }
 
+/// Per account: (running jobs, last_served).
+type Standings = HashMap<String, (i64, i64)>;
+/// Per class: each account's queued jobs of it.
+type Classes = BTreeMap<i64, Vec<(String, i64)>>;
+
 /// Where an account stands for fair share: the sort key of `next_account`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Standing {
@@ -241,29 +246,28 @@ pub(crate) async fn queue_position(
     job: &Job,
 ) -> Result<u32, StoreError> {
     let class = job.priority.rank();
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&b.sql(
-        "SELECT q.account_id, q.priority, q.n, a.last_served, COALESCE(r.n, 0) FROM \
-         (SELECT account_id, priority, COUNT(*) AS n FROM jobs WHERE state = 'QUEUED' \
-          AND priority >= ? GROUP BY account_id, priority) q \
+    // One statement: each account's queued jobs per class, and how many of them are
+    // older than this job (this job's account's count is its own jobs ahead).
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(&b.sql(
+        "SELECT q.account_id, q.priority, q.n, q.older, a.last_served, COALESCE(r.n, 0) FROM \
+         (SELECT account_id, priority, COUNT(*) AS n, \
+           SUM(CASE WHEN seq < ? THEN 1 ELSE 0 END) AS older FROM jobs \
+          WHERE state = 'QUEUED' AND priority >= ? GROUP BY account_id, priority) q \
          JOIN accounts a ON a.id = q.account_id \
          LEFT JOIN (SELECT account_id, COUNT(*) AS n FROM jobs WHERE state = 'RUNNING' \
           GROUP BY account_id) r ON r.account_id = q.account_id",
     ))
+    .bind(job.seq)
     .bind(class)
     .fetch_all(&mut *conn)
     .await?;
-    let own_ahead: i64 = sqlx::query_scalar(&b.sql(
-        "SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND account_id = ? \
-         AND priority = ? AND seq < ?",
-    ))
-    .bind(&job.account_id)
-    .bind(class)
-    .bind(job.seq)
-    .fetch_one(&mut *conn)
-    .await?;
-    let mut standing = HashMap::new();
-    let mut classes: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
-    for (account, priority, queued, last_served, running) in rows {
+    let own_ahead = rows
+        .iter()
+        .find(|r| r.0 == job.account_id && r.1 == class)
+        .map_or(0, |r| r.3);
+    let mut standing = Standings::new();
+    let mut classes = Classes::new();
+    for (account, priority, queued, _, last_served, running) in rows {
         standing.insert(account.clone(), (running, last_served));
         classes.entry(priority).or_default().push((account, queued));
     }
@@ -276,8 +280,8 @@ pub(crate) async fn queue_position(
 /// Counts the leases before `account`'s job with `own_ahead` of its own jobs of
 /// `class` before it.
 fn replay_leases(
-    mut standing: HashMap<String, (i64, i64)>,
-    classes: &BTreeMap<i64, Vec<(String, i64)>>,
+    mut standing: Standings,
+    classes: &Classes,
     account: &str,
     class: i64,
     own_ahead: i64,
@@ -355,14 +359,11 @@ mod tests {
     use super::*;
 
     /// (account, running, last_served, [(class, queued)])
-    fn queue(
-        entries: &[(&str, i64, i64, &[(i64, i64)])],
-    ) -> (
-        HashMap<String, (i64, i64)>,
-        BTreeMap<i64, Vec<(String, i64)>>,
-    ) {
-        let mut standing = HashMap::new();
-        let mut classes: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    type Entry<'a> = (&'a str, i64, i64, &'a [(i64, i64)]);
+
+    fn queue(entries: &[Entry<'_>]) -> (Standings, Classes) {
+        let mut standing = Standings::new();
+        let mut classes = Classes::new();
         for &(id, running, served, queued) in entries {
             standing.insert(id.to_string(), (running, served));
             for &(class, n) in queued {

@@ -19,6 +19,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         per_account: args.max_queued_per_account,
         total: args.max_queued,
     };
+    config.rate_limit_rps = args.rate_limit_rps;
+    config.rate_limit_burst = args.rate_limit_burst;
     config.lease = Duration::from_millis(args.lease_ms.max(300));
     config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));

@@ -1,5 +1,6 @@
 //! Device utilisation and memory over the run, as the server reports them.
 
+use kinema_proto::v1 as pb;
 use serde::Serialize;
 
 use super::stats::Summary;
@@ -36,7 +37,7 @@ impl DeviceReport {
     pub fn print(&self) {
         if !self.reported {
             println!(
-                "devices     not reported ({})",
+                "devices     utilisation and memory not reported ({})",
                 self.note.as_deref().unwrap_or("")
             );
             return;
@@ -114,9 +115,37 @@ impl Sampler {
 type AdminClient =
     kinema_proto::v1::admin_service_client::AdminServiceClient<crate::client::Authed>;
 
-/// The server's devices now; `Err` says why there are no figures.
-async fn read_devices(_admin: &mut AdminClient) -> Result<Vec<Sample>, String> {
-    Err("the server has no ListWorkers RPC yet".to_string())
+/// The server's devices now, one reading per device (workers sharing a device
+/// report the same figures); `Err` says why there are no figures.
+async fn read_devices(admin: &mut AdminClient) -> Result<Vec<Sample>, String> {
+    let workers = match admin.list_workers(pb::ListWorkersRequest {}).await {
+        Ok(r) => r.into_inner().workers,
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            return Err("the server has no ListWorkers".to_string())
+        }
+        Err(s) if s.code() == tonic::Code::PermissionDenied => {
+            return Err("ListWorkers needs an admin key".to_string())
+        }
+        Err(s) => return Err(format!("ListWorkers failed: {}", s.message())),
+    };
+    let mut samples: Vec<Sample> = Vec::new();
+    for w in workers {
+        if samples.iter().any(|s| s.device == w.device) {
+            continue;
+        }
+        samples.push(Sample {
+            utilisation_pct: w.sample.map(|s| f64::from(s.utilization_percent)),
+            memory_used_bytes: w.sample.map(|s| s.memory_used_bytes as f64),
+            memory_total_bytes: w
+                .sample
+                .map(|s| s.memory_total_bytes)
+                .filter(|t| *t > 0)
+                .or((w.memory_total_bytes > 0).then_some(w.memory_total_bytes)),
+            device: w.device,
+            name: w.device_model,
+        });
+    }
+    Ok(samples)
 }
 
 fn summarise(samples: &[Sample]) -> DeviceReport {
@@ -140,9 +169,59 @@ fn summarise(samples: &[Sample]) -> DeviceReport {
     if stats.is_empty() {
         return DeviceReport::not_reported("the server listed no devices");
     }
+    let sampled = stats
+        .iter()
+        .any(|d| d.utilisation_pct.is_some() || d.memory_used_bytes.is_some());
+    let names: Vec<&str> = stats.iter().map(|d| d.device.as_str()).collect();
     DeviceReport {
-        reported: true,
-        note: None,
+        reported: sampled,
+        note: (!sampled).then(|| {
+            format!(
+                "ListWorkers lists {} but no utilisation or memory samples (no NVML: CPU workers)",
+                names.join(", ")
+            )
+        }),
         devices: stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(device: &str, util: Option<f64>, used: Option<f64>) -> Sample {
+        Sample {
+            device: device.into(),
+            name: format!("{device} model"),
+            utilisation_pct: util,
+            memory_used_bytes: used,
+            memory_total_bytes: used.map(|_| 80 << 30),
+        }
+    }
+
+    #[test]
+    fn summarises_per_device() {
+        let r = summarise(&[
+            sample("cuda:0", Some(50.0), Some(10.0)),
+            sample("cuda:1", None, None),
+            sample("cuda:0", Some(100.0), Some(30.0)),
+        ]);
+        assert!(r.reported && r.note.is_none());
+        assert_eq!(r.devices.len(), 2);
+        let d0 = &r.devices[0];
+        assert_eq!((d0.device.as_str(), d0.samples), ("cuda:0", 2));
+        assert_eq!(d0.utilisation_pct.unwrap().mean, 75.0);
+        assert_eq!(d0.memory_used_bytes.unwrap().max, 30.0);
+        assert_eq!(d0.memory_total_bytes, Some(80 << 30));
+        assert!(r.devices[1].utilisation_pct.is_none());
+    }
+
+    #[test]
+    fn cpu_workers_are_listed_but_not_reported() {
+        let r = summarise(&[sample("cpu", None, None), sample("cpu", None, None)]);
+        assert!(!r.reported);
+        assert!(r.note.as_deref().unwrap().contains("cpu"), "{:?}", r.note);
+        assert_eq!(r.devices.len(), 1);
+        assert!(!summarise(&[]).reported);
     }
 }
