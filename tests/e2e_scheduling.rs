@@ -10,18 +10,32 @@ use kinema_proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-/// The CPU server runs one device (one worker loop).
-const DEVICES: usize = 1;
-
 fn millis(ts: &Option<prost_types::Timestamp>) -> i64 {
     let t = ts.as_ref().expect("timestamp");
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_job_starts_before_a_flooding_accounts_backlog() {
+async fn a_single_job_starts_before_a_flooding_accounts_backlog_on_one_device() {
+    single_job_against_a_flood(&["--cpu-workers", "1"], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_job_starts_before_a_flooding_accounts_backlog_on_two_devices() {
+    single_job_against_a_flood(&["--cpu-workers", "2"], 2).await;
+}
+
+async fn single_job_against_a_flood(devices_args: &'static [&'static str], devices: usize) {
     let dir = TestDir::new();
-    let server = Server::start(&dir, Opts::faults()).await;
+    let server = Server::start(
+        &dir,
+        Opts {
+            fault_injection: true,
+            extra_args: devices_args,
+            ..Opts::default()
+        },
+    )
+    .await;
     let admin = server.admin().await;
     let flood = admin.create_account("flood").await;
     let single = admin.create_account("single").await;
@@ -60,7 +74,7 @@ async fn a_single_job_starts_before_a_flooding_accounts_backlog() {
         }
     }
     assert!(
-        overtaking.len() <= DEVICES,
+        overtaking.len() <= devices,
         "after the single job was queued, {} of the flooding account's jobs started \
          before it ({overtaking:?}); at most one per device may",
         overtaking.len()
@@ -86,7 +100,14 @@ async fn a_full_queue_is_resource_exhausted_with_a_retry_delay_and_holds_nothing
         &dir,
         Opts {
             fault_injection: true,
-            extra_args: &["--max-queued-per-account", "3", "--max-queued", "5"],
+            extra_args: &[
+                "--max-queued-per-account",
+                "3",
+                "--max-queued",
+                "5",
+                "--cpu-workers",
+                "1",
+            ],
             ..Opts::default()
         },
     )

@@ -246,29 +246,28 @@ pub(crate) async fn queue_position(
     job: &Job,
 ) -> Result<u32, StoreError> {
     let class = job.priority.rank();
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&b.sql(
-        "SELECT q.account_id, q.priority, q.n, a.last_served, COALESCE(r.n, 0) FROM \
-         (SELECT account_id, priority, COUNT(*) AS n FROM jobs WHERE state = 'QUEUED' \
-          AND priority >= ? GROUP BY account_id, priority) q \
+    // One statement: each account's queued jobs per class, and how many of them are
+    // older than this job (this job's account's count is its own jobs ahead).
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(&b.sql(
+        "SELECT q.account_id, q.priority, q.n, q.older, a.last_served, COALESCE(r.n, 0) FROM \
+         (SELECT account_id, priority, COUNT(*) AS n, \
+           SUM(CASE WHEN seq < ? THEN 1 ELSE 0 END) AS older FROM jobs \
+          WHERE state = 'QUEUED' AND priority >= ? GROUP BY account_id, priority) q \
          JOIN accounts a ON a.id = q.account_id \
          LEFT JOIN (SELECT account_id, COUNT(*) AS n FROM jobs WHERE state = 'RUNNING' \
           GROUP BY account_id) r ON r.account_id = q.account_id",
     ))
+    .bind(job.seq)
     .bind(class)
     .fetch_all(&mut *conn)
     .await?;
-    let own_ahead: i64 = sqlx::query_scalar(&b.sql(
-        "SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND account_id = ? \
-         AND priority = ? AND seq < ?",
-    ))
-    .bind(&job.account_id)
-    .bind(class)
-    .bind(job.seq)
-    .fetch_one(&mut *conn)
-    .await?;
+    let own_ahead = rows
+        .iter()
+        .find(|r| r.0 == job.account_id && r.1 == class)
+        .map_or(0, |r| r.3);
     let mut standing = Standings::new();
     let mut classes = Classes::new();
-    for (account, priority, queued, last_served, running) in rows {
+    for (account, priority, queued, _, last_served, running) in rows {
         standing.insert(account.clone(), (running, last_served));
         classes.entry(priority).or_default().push((account, queued));
     }

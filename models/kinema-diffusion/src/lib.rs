@@ -7,6 +7,7 @@ pub mod attention;
 pub mod conv3d;
 pub mod flash_cpu;
 mod frames;
+mod mmap_release;
 pub mod norm;
 mod pipeline;
 pub mod rope;

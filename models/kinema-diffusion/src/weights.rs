@@ -5,9 +5,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
+
+use crate::mmap_release::ReleasingMmaps;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -163,7 +166,9 @@ pub fn parameter_count(dir: &Path) -> Result<u64, LoadError> {
 }
 
 /// A [`VarBuilder`] over a component folder's (memory-mapped) safetensors, converting
-/// tensors to `dtype` on `device` as they are fetched.
+/// tensors to `dtype` on `device` as they are fetched; each tensor's mapped pages are
+/// released once it is copied out, so loading peaks near the weights' size, not twice
+/// it (`mmap_release`).
 pub fn component_var_builder(
     dir: &Path,
     dtype: DType,
@@ -172,12 +177,16 @@ pub fn component_var_builder(
     let files = safetensors_files(dir)?;
     // SAFETY: the files are memory-mapped read-only; like every safetensors loader we
     // rely on nobody truncating them while the model is alive.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|source| {
-        LoadError::Candle {
+    let mmaps =
+        unsafe { MmapedSafetensors::multi(&files) }.map_err(|source| LoadError::Candle {
             path: dir.to_path_buf(),
             source,
-        }
-    })
+        })?;
+    Ok(VarBuilder::from_backend(
+        Box::new(ReleasingMmaps(mmaps)),
+        dtype,
+        device.clone(),
+    ))
 }
 
 /// Where a model comes from: a local Diffusers folder, or a Hugging Face repo id
