@@ -222,7 +222,16 @@ async fn follow(
         )
         .await
         .ok()?;
-        if let Ok(stream) = opened {
+        let stream = match opened {
+            Ok(stream) => Some(stream),
+            // The job is not ours to watch: waiting would not change that.
+            Err(status) if !transient(&status) => {
+                rec.code = Some(reason(&status));
+                return None;
+            }
+            Err(_) => None,
+        };
+        if let Some(stream) = stream {
             let mut stream = stream.into_inner();
             while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, stream.next()).await {
                 let Some(job) = event.job else { continue };
@@ -240,6 +249,20 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Worth opening the watch again (the server restarting, a dropped connection).
+fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::Cancelled
+    )
 }
 
 /// The ErrorInfo reason of a refusal, else its gRPC code.

@@ -11,7 +11,8 @@ pub enum Outcome {
     Succeeded,
     Failed,
     Cancelled,
-    /// Accepted but not ended within the job timeout (then cancelled).
+    /// Accepted but not ended within the job timeout (then cancelled), or no longer
+    /// watchable (`code` says why).
     Unfinished,
     /// `CreateJob` refused it (`code` says why).
     Rejected,
