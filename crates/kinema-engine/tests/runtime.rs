@@ -107,6 +107,10 @@ impl Rig {
     }
 
     async fn submit(&self, steps: u32, meta: &[(&str, &str)]) -> Job {
+        self.submit_keyed(steps, meta, None).await
+    }
+
+    async fn submit_keyed(&self, steps: u32, meta: &[(&str, &str)], key: Option<&str>) -> Job {
         let metadata: BTreeMap<String, String> = meta
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -131,7 +135,7 @@ impl Rig {
             metadata,
             quote: QUOTE,
             priority: JobPriority::Normal,
-            batch_key: None,
+            batch_key: key.map(str::to_string),
         };
         let job = self
             .store
@@ -452,5 +456,98 @@ async fn a_drained_worker_finishes_its_job_and_leases_nothing_more() {
     assert_eq!(drained[0].jobs_done, 1, "{status:?}");
     assert_eq!(drained[0].state, WorkerState::Draining);
     assert_eq!(other[0].jobs_done, 3, "{status:?}");
+    rig.stop().await;
+}
+
+/// The test source, except that a shared denoise of more than one job fails.
+struct FailingBatch(kinema_testsrc::TestSource);
+
+impl kinema_diffusion::Pipeline for FailingBatch {
+    fn encode_prompt(
+        &self,
+        r: &kinema_diffusion::GenerationRequest,
+    ) -> Result<kinema_diffusion::Conditioning, kinema_diffusion::PipelineError> {
+        self.0.encode_prompt(r)
+    }
+    fn denoise(
+        &self,
+        r: &kinema_diffusion::GenerationRequest,
+        c: &kinema_diffusion::Conditioning,
+        on_step: &mut dyn FnMut(kinema_diffusion::StepProgress) -> kinema_diffusion::StepControl,
+    ) -> Result<kinema_diffusion::Latents, kinema_diffusion::PipelineError> {
+        self.0.denoise(r, c, on_step)
+    }
+    fn decode(
+        &self,
+        r: &kinema_diffusion::GenerationRequest,
+        l: kinema_diffusion::Latents,
+    ) -> Result<kinema_diffusion::VideoFrames, kinema_diffusion::PipelineError> {
+        self.0.decode(r, l)
+    }
+    fn max_batch(&self) -> usize {
+        4
+    }
+    fn denoise_batch(
+        &self,
+        items: &[kinema_diffusion::BatchItem<'_>],
+        on_step: &mut dyn FnMut(
+            usize,
+            kinema_diffusion::StepProgress,
+        ) -> kinema_diffusion::StepControl,
+    ) -> Vec<Result<kinema_diffusion::Latents, kinema_diffusion::PipelineError>> {
+        if items.len() == 1 {
+            return self.0.denoise_batch(items, on_step);
+        }
+        let e = kinema_diffusion::PipelineError::Model("the shared denoise failed".into());
+        items.iter().map(|_| Err(e.clone())).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_error_in_a_batch_fails_each_member_with_one_refund() {
+    let testsrc = ModelRegistry::builtin()
+        .manifest("testsrc")
+        .unwrap()
+        .clone();
+    let mut registry = ModelRegistry::empty();
+    registry.register(
+        ModelManifest {
+            max_batch: 4,
+            ..testsrc
+        },
+        |_device| {
+            Ok(Arc::new(FailingBatch(kinema_testsrc::TestSource::new()))
+                as Arc<dyn kinema_diffusion::Pipeline>)
+        },
+    );
+    let rig = Rig::start(Setup {
+        registry: Some(Arc::new(registry)),
+        ..Setup::default()
+    })
+    .await;
+    // a job without a key keeps the worker busy while the batch queues
+    let blocker = rig.submit(200, &[("kinema.step_delay_ms", "20")]).await;
+    rig.wait_for(&blocker.id, "step 1", |j| j.progress_step >= 1)
+        .await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(rig.submit_keyed(2, &[], Some("testsrc/32x32x3/2")).await);
+    }
+    rig.store
+        .cancel_job(&rig.account, &blocker.id, "test", SystemClock.now_ms())
+        .await
+        .unwrap();
+    rig.pool.request_cancel(&blocker.id);
+    for m in &members {
+        let done = rig.terminal(&m.id).await;
+        assert_eq!(done.state, JobState::Failed, "{done:?}");
+        assert_eq!(done.failure.as_ref().unwrap().code, "MODEL_ERROR");
+        assert_eq!(done.usage.batch_size, 3, "{:?}", done.usage);
+        assert_eq!((done.debited, done.refunded), (QUOTE, QUOTE));
+        assert_eq!(
+            rig.kinds(&m.id).await,
+            [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
+        );
+    }
     rig.stop().await;
 }
