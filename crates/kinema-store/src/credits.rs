@@ -58,7 +58,9 @@ impl Store {
 
     pub async fn balance(&self, account_id: &str, now: UnixMillis) -> Result<Balance, StoreError> {
         let b = self.backend;
-        let mut conn = self.read.acquire().await?;
+        // One snapshot: a debit committing between the two reads would otherwise show
+        // its lot already spent and its hold not yet released (available too high).
+        let mut conn = self.read_snapshot().await?;
         require_account(&mut conn, b, account_id).await?;
         let mut lots: Vec<Lot> = all_lots(&mut conn, b, account_id)
             .await?

@@ -217,6 +217,23 @@ impl Store {
         })
     }
 
+    /// A read-only transaction whose statements all see one snapshot, so figures read
+    /// in several statements (lots and holds, entries and jobs) agree with each other
+    /// while money transactions commit around them. SQLite's deferred transaction holds
+    /// its WAL snapshot from the first read; PostgreSQL needs REPEATABLE READ for that
+    /// (its default, READ COMMITTED, takes a new snapshot per statement).
+    pub(crate) async fn read_snapshot(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.read.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

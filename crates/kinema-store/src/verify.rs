@@ -6,7 +6,6 @@ use std::str::FromStr;
 use kinema_ledger::{EntryRecord, JobRecord, LotRecord, VerifyPolicy, VerifyReport};
 use sqlx::Row;
 
-use crate::db::Backend;
 use crate::{Store, StoreError};
 
 /// Everything the checker needs, read in one snapshot.
@@ -25,12 +24,7 @@ impl Store {
         account_id: Option<&str>,
     ) -> Result<LedgerExport, StoreError> {
         let b = self.backend;
-        let mut tx = self.read.begin().await?;
-        if b == Backend::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.read_snapshot().await?;
         let filter = if account_id.is_some() {
             " WHERE account_id = ?"
         } else {
@@ -164,12 +158,7 @@ impl Store {
     /// it SUCCEEDED, none otherwise. One snapshot, like [`Store::export_ledger`].
     pub async fn verify_money(&self, account_id: Option<&str>) -> Result<MoneyReport, StoreError> {
         let b = self.backend;
-        let mut tx = self.read.begin().await?;
-        if b == Backend::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.read_snapshot().await?;
         let (filter, bind) = match account_id {
             Some(a) => (" AND account_id = ?", a),
             None => ("", ""),

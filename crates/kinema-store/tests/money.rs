@@ -653,6 +653,41 @@ async fn parallel_submissions_never_overspend(f: Fixture) {
     assert_eq!(f.store.balance(&f.account, T0).await.unwrap().available, 0);
 }
 
+/// A balance read while jobs start sees each start whole: the debit and the hold it
+/// releases together, never the lot spent with the hold still counted (or the reverse).
+async fn balances_read_during_starts_are_consistent(f: Fixture) {
+    const JOBS: usize = 40;
+    f.store
+        .grant_credits(&f.account, 7 * JOBS as i64, None, "", "admin", T0)
+        .await
+        .unwrap();
+    for _ in 0..JOBS {
+        f.store
+            .submit_job(new_job(&f.account, 7), "t", T0)
+            .await
+            .unwrap();
+    }
+    let starter = {
+        let store = f.store.clone();
+        tokio::spawn(async move {
+            for i in 0..JOBS {
+                let leased = store.lease_next_job(OWNER, LEASE, T0 + 1).await.unwrap();
+                assert!(leased.job.is_some(), "job {i} should start");
+            }
+        })
+    };
+    let mut reads = 0;
+    while !starter.is_finished() {
+        let balance = f.store.balance(&f.account, T0 + 1).await.unwrap();
+        assert_eq!(balance.available, 0, "read {reads}: {balance:?}");
+        assert_eq!(balance.total, balance.held, "read {reads}");
+        reads += 1;
+    }
+    starter.await.unwrap();
+    let balance = f.store.balance(&f.account, T0 + 1).await.unwrap();
+    assert_eq!((balance.total, balance.held), (0, 0));
+}
+
 async fn keys_are_stored_hashed_and_revocable(f: Fixture) {
     let (key, secret) = f
         .store
@@ -827,5 +862,6 @@ on_both_backends!(
     lost_workers_requeue_without_a_second_debit_until_attempts_run_out,
     a_drained_job_goes_back_to_the_queue_without_using_an_attempt,
     parallel_submissions_never_overspend,
+    balances_read_during_starts_are_consistent,
     keys_are_stored_hashed_and_revocable,
 );
