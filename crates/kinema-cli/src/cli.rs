@@ -169,9 +169,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
     /// Most same-shape jobs of a model denoised as one batch (within the model's own
-    /// limit and the device's memory); 1 disables batching.
-    #[arg(long, default_value_t = 4)]
-    pub max_batch: u32,
+    /// limit and the device's memory); 1 disables batching. Default: 4 on CUDA
+    /// devices, 1 on CPU (where a batch does not pay: benches/README.md).
+    #[arg(long)]
+    pub max_batch: Option<u32>,
     /// Most jobs one account may have queued; more are refused with
     /// RESOURCE_EXHAUSTED (QUEUE_FULL). 0: unlimited.
     #[arg(long, default_value_t = 1_000)]

@@ -39,5 +39,6 @@ pub use residency::{ModelCache, ResidencyError, ResidentModel};
 pub use retention::RetentionSweeper;
 pub use timeouts::{parse_secs, Timeouts};
 pub use worker::{
-    DeviceSlot, DrainError, PoolHandle, Worker, WorkerConfig, WorkerPool, WorkerState, WorkerStatus,
+    default_max_batch, DeviceSlot, DrainError, PoolHandle, Worker, WorkerConfig, WorkerPool,
+    WorkerState, WorkerStatus,
 };

@@ -45,8 +45,20 @@ pub struct WorkerConfig {
     pub preload: Vec<String>,
     /// How often GPU memory and utilisation are sampled (when NVML is present).
     pub sample_interval: Duration,
-    /// Most jobs denoised as one batch (1: no batching).
-    pub max_batch: usize,
+    /// Most jobs denoised as one batch (1: no batching); `None`: each device's
+    /// default, [`default_max_batch`].
+    pub max_batch: Option<usize>,
+}
+
+/// Batching pays where one forward over more rows fills an accelerator better; on CPU
+/// the work is the same and two forwards fight over the cores (benches/README.md:
+/// a batch of 4 at 0.3-1.1x of one by one), so CPU devices do not batch unless asked.
+pub fn default_max_batch(device: &DeviceInfo) -> usize {
+    if device.is_cuda() {
+        4
+    } else {
+        1
+    }
 }
 
 /// A device and how much of its memory models may use.
@@ -588,7 +600,11 @@ impl Worker {
         let room = match inner.models.manifest(&leader.model) {
             Some(m) if leader.batch_key.is_some() => {
                 let free = inner.models.budget().saturating_sub(m.memory_bytes);
-                m.batch_capacity(free).min(inner.config.max_batch)
+                let limit = inner
+                    .config
+                    .max_batch
+                    .unwrap_or_else(|| default_max_batch(&inner.device));
+                m.batch_capacity(free).min(limit)
             }
             _ => 1,
         };

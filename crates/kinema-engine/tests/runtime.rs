@@ -90,7 +90,7 @@ impl Rig {
                 timeouts: setup.timeouts,
                 preload: Vec::new(),
                 sample_interval: Duration::from_secs(5),
-                max_batch: setup.max_batch,
+                max_batch: Some(setup.max_batch),
             },
             devices,
         );

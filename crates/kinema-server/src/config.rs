@@ -15,8 +15,9 @@ pub struct ServerConfig {
     pub fault_injection: bool,
     pub refund_on_cancel: bool,
     pub max_attempts: u32,
-    /// Most jobs denoised as one batch (1: no batching).
-    pub max_batch: usize,
+    /// Most jobs denoised as one batch (1: no batching); `None`: the device's default
+    /// ([`kinema_engine::default_max_batch`]).
+    pub max_batch: Option<usize>,
     /// Queue bounds (per account and overall; 0 unlimited).
     pub queue: kinema_store::QueueLimits,
     /// Requests per second per API key (0: unlimited), and the burst allowed.
@@ -62,7 +63,7 @@ impl ServerConfig {
             fault_injection: false,
             refund_on_cancel: true,
             max_attempts: 3,
-            max_batch: 4,
+            max_batch: None,
             queue: kinema_store::QueueLimits::default(),
             rate_limit_rps: 0,
             rate_limit_burst: 0,

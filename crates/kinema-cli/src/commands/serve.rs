@@ -14,7 +14,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.fault_injection = args.fault_injection;
     config.refund_on_cancel = !args.no_refund_on_cancel;
     config.max_attempts = args.max_attempts.max(1);
-    config.max_batch = args.max_batch.max(1) as usize;
+    config.max_batch = args.max_batch.map(|n| n.max(1) as usize);
     config.queue = kinema_store::QueueLimits {
         per_account: args.max_queued_per_account,
         total: args.max_queued,
