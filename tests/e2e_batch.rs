@@ -6,45 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
 use kinema_proto::v1 as pb;
 
-const MODEL_ID: &str = "wan-tiny";
-
-fn tiny_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/wan/fixtures/tiny/model")
-        .canonicalize()
-        .expect("tests/wan/fixtures/tiny/model")
-}
-
-fn write_models_file(data_dir: &Path) {
-    let toml = format!(
-        r#"[[model]]
-id = "{MODEL_ID}"
-source = "{}"
-[model.defaults]
-width = 48
-height = 32
-frames = 5
-fps = 8
-steps = 6
-guidance = 5.0
-[model.limits]
-max_width = 128
-max_height = 128
-max_frames = 17
-max_steps = 10
-[model.price]
-default_steps = 6
-tiers = [{{ tier = "tiny", max_side = 128, credits_per_second = 4 }}]
-"#,
-        tiny_model().display()
-    );
-    std::fs::write(data_dir.join("models.toml"), toml).expect("writing models.toml");
-}
+const MODEL_ID: &str = wan::TINY_WAN;
 
 /// A tiny Wan job slowed to `delay_ms` per step (its own share of each batched step).
 fn wan_request(account: &str, i: u64, extra: &[(&str, &str)]) -> pb::CreateJobRequest {
@@ -75,7 +40,7 @@ fn wan_request(account: &str, i: u64, extra: &[(&str, &str)]) -> pb::CreateJobRe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_shape_jobs_run_as_one_batch_each_with_its_own_end_and_money() {
     let dir = TestDir::new();
-    write_models_file(&dir.data_dir());
+    wan::write_tiny_wan_models_file(&dir.data_dir(), 6);
     let server = Server::start(
         &dir,
         Opts {

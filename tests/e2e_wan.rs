@@ -5,50 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::*;
 use kinema_proto::v1 as pb;
 use tonic::Code;
 
-const MODEL_ID: &str = "wan-tiny";
+const MODEL_ID: &str = wan::TINY_WAN;
 const PROMPT: &str = "A cat walks on the grass, realistic style.";
-
-fn tiny_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/wan/fixtures/tiny/model")
-        .canonicalize()
-        .expect("tests/wan/fixtures/tiny/model")
-}
-
-/// The data dir's `models.toml`, which `kinema serve` reads at start.
-fn write_models_file(data_dir: &Path) {
-    let toml = format!(
-        r#"[[model]]
-id = "{MODEL_ID}"
-source = "{}"
-description = "tiny random Wan 2.1 (CI)"
-[model.defaults]
-width = 48
-height = 32
-frames = 5
-fps = 8
-steps = 3
-guidance = 5.0
-[model.limits]
-max_width = 128
-max_height = 128
-max_frames = 17
-max_steps = 10
-[model.price]
-default_steps = 3
-tiers = [{{ tier = "tiny", max_side = 128, credits_per_second = 4 }}]
-"#,
-        tiny_model().display()
-    );
-    std::fs::write(data_dir.join("models.toml"), toml).expect("writing models.toml");
-}
 
 fn wan_request(account: &str, seed: u64) -> pb::CreateJobRequest {
     pb::CreateJobRequest {
@@ -70,7 +35,7 @@ fn wan_request(account: &str, seed: u64) -> pb::CreateJobRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_wan_job_through_kinema_serve() {
     let dir = TestDir::new();
-    write_models_file(&dir.data_dir());
+    wan::write_tiny_wan_models_file(&dir.data_dir(), 3);
     let server = Server::start(&dir, Opts::faults()).await;
     let admin = server.admin().await;
 
@@ -285,7 +250,7 @@ fn serve_refuses_a_model_it_cannot_read() {
 #[test]
 fn offline_generate_matches_diffusers() {
     let dir = TestDir::new();
-    let fixtures = tiny_model().parent().unwrap().to_path_buf();
+    let fixtures = wan::tiny_wan_model().parent().unwrap().to_path_buf();
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("case.json")).unwrap())
             .unwrap();
@@ -296,7 +261,7 @@ fn offline_generate_matches_diffusers() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::create_dir_all(repo.join("snapshots")).unwrap();
     std::fs::write(repo.join("refs/main"), hash).unwrap();
-    std::os::unix::fs::symlink(tiny_model(), repo.join("snapshots").join(hash)).unwrap();
+    std::os::unix::fs::symlink(wan::tiny_wan_model(), repo.join("snapshots").join(hash)).unwrap();
 
     let frames_file = dir.path().join("frames.safetensors");
     let video = dir.path().join("offline.mp4");
@@ -371,7 +336,7 @@ fn offline_generate_matches_diffusers() {
 
 #[test]
 fn offline_generate_explains_bad_requests() {
-    let model = tiny_model();
+    let model = wan::tiny_wan_model();
     let model = model.to_str().unwrap();
     let base = [
         "generate",
@@ -402,7 +367,7 @@ fn offline_generate_explains_bad_requests() {
         "--height",
         "32",
         "--init-latents",
-        tiny_model()
+        wan::tiny_wan_model()
             .parent()
             .unwrap()
             .join("pipeline.safetensors")

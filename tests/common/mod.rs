@@ -26,6 +26,7 @@ pub use pb::{JobEventKind, JobStage, JobState, KeyRole, LedgerEntryKind};
 
 pub mod commerce;
 pub mod postgres;
+pub mod wan;
 
 /// Every wait in these tests is bounded by this, so a broken server fails a test
 /// instead of hanging it.
