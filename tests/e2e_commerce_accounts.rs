@@ -370,43 +370,19 @@ async fn deletion_is_refused_listing_every_reason_until_none_is_left() {
     assert_ledger_verifies(&server.data_dir);
 }
 
-/// Runs the `kinema` CLI against `server` with the admin key; returns (success, output).
-async fn cli(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = bounded(
-        "kinema CLI",
-        tokio::process::Command::new(KINEMA)
-            .arg("--server")
-            .arg(server.url())
-            .arg("--api-key-file")
-            .arg(&server.admin_key_file)
-            .args(args)
-            .env_remove("KINEMA_API_KEY")
-            .env_remove("KINEMA_ACCOUNT")
-            .output(),
-    )
-    .await
-    .expect("running kinema");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_the_catalogue_plans_credits_and_accounts() {
     let dir = TestDir::new();
     let server = Server::start(&dir, clock_and_faults()).await;
-    let (ok, text) = cli(&server, &["catalog"]).await;
+    let (ok, text) = server.cli(&["catalog"]).await;
     assert!(
         ok && text.contains("starter") && text.contains("basic-annual"),
         "{text}"
     );
-    let (ok, text) = cli(&server, &["catalog", "--print-default"]).await;
+    let (ok, text) = server.cli(&["catalog", "--print-default"]).await;
     assert!(ok && text.contains("[[packs]]"), "{text}");
 
-    let (ok, text) = cli(&server, &["accounts", "create", "CLI user"]).await;
+    let (ok, text) = server.cli(&["accounts", "create", "CLI user"]).await;
     assert!(ok, "{text}");
     let account = text
         .lines()
@@ -423,7 +399,7 @@ async fn the_cli_drives_the_catalogue_plans_credits_and_accounts() {
         let server = &server;
         async move {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            cli(server, &refs).await
+            server.cli(&refs).await
         }
     };
     let (ok, text) = run(with(&[
@@ -475,7 +451,9 @@ async fn the_cli_drives_the_catalogue_plans_credits_and_accounts() {
     let (ok, text) = run(with(&["accounts", "get"])).await;
     assert!(ok && text.contains("TERMINATED (violation)"), "{text}");
 
-    let (ok, text) = cli(&server, &["accounts", "create", "Payg", "--postpaid"]).await;
+    let (ok, text) = server
+        .cli(&["accounts", "create", "Payg", "--postpaid"])
+        .await;
     assert!(ok && text.contains("billing    POSTPAID"), "{text}");
     let payg = text
         .lines()
@@ -483,9 +461,8 @@ async fn the_cli_drives_the_catalogue_plans_credits_and_accounts() {
         .unwrap()
         .trim()
         .to_string();
-    let (ok, text) = cli(
-        &server,
-        &[
+    let (ok, text) = server
+        .cli(&[
             "--account",
             &payg,
             "credits",
@@ -493,9 +470,8 @@ async fn the_cli_drives_the_catalogue_plans_credits_and_accounts() {
             "250",
             "--payment-ref",
             "cli-t",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(ok && text.contains("2.50 EUR"), "{text}");
     assert_ledger_verifies(&server.data_dir);
 }

@@ -153,30 +153,6 @@ async fn jobs_on_two_workers_survive_a_sigkill() {
     assert_ledger_verifies(&server.data_dir);
 }
 
-/// Runs the `kinema` CLI against `server` with the admin key; returns (success, output).
-async fn cli(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = bounded(
-        "kinema CLI",
-        tokio::process::Command::new(KINEMA)
-            .arg("--server")
-            .arg(server.url())
-            .arg("--api-key-file")
-            .arg(&server.admin_key_file)
-            .args(args)
-            .env_remove("KINEMA_API_KEY")
-            .env_remove("KINEMA_ACCOUNT")
-            .output(),
-    )
-    .await
-    .expect("running kinema");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 async fn scrape(addr: &str) -> String {
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
@@ -270,7 +246,7 @@ async fn workers_are_listed_drained_and_measured() {
     }
 
     // The CLI lists both workers; testsrc is resident where it ran.
-    let (success, out) = cli(&server, &["workers", "list", "--json"]).await;
+    let (success, out) = server.cli(&["workers", "list", "--json"]).await;
     assert!(success, "{out}");
     let list: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let list = list.as_array().expect("array");
@@ -285,7 +261,7 @@ async fn workers_are_listed_drained_and_measured() {
 
     // Drain one: it shows DRAINING and the other takes the next jobs.
     let owner = list[0]["owner"].as_str().unwrap().to_string();
-    let (success, out) = cli(&server, &["workers", "drain", &owner]).await;
+    let (success, out) = server.cli(&["workers", "drain", &owner]).await;
     assert!(success && out.contains("draining"), "{out}");
     let listed = workers(&admin).await;
     let drained = listed.iter().find(|w| w.owner == owner).unwrap();

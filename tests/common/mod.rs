@@ -250,6 +250,31 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// Runs the `kinema` CLI against this server with the admin key; returns (success,
+    /// stdout and stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = bounded(
+            "kinema CLI",
+            tokio::process::Command::new(KINEMA)
+                .arg("--server")
+                .arg(self.url())
+                .arg("--api-key-file")
+                .arg(&self.admin_key_file)
+                .args(args)
+                .env_remove("KINEMA_API_KEY")
+                .env_remove("KINEMA_ACCOUNT")
+                .output(),
+        )
+        .await
+        .expect("running kinema");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child
             .as_ref()
