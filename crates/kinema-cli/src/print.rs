@@ -3,34 +3,76 @@
 use kinema_proto::v1 as pb;
 use tonic_types::StatusExt;
 
-/// `error: a: b: c`, and for gRPC statuses the code and ErrorInfo reason.
+/// `error: a: b: c`, and for gRPC statuses the code and ErrorInfo reason. Many
+/// errors both show their cause in their message and return it as `source()`; a cause
+/// the message before it already ends with is not repeated.
 pub fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
-    for (i, cause) in e.chain().enumerate() {
-        if i > 0 {
+    let mut previous = String::new();
+    for cause in e.chain() {
+        let text = match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => status_text(status),
+            None => cause.to_string(),
+        };
+        if !previous.is_empty() && previous.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
             out.push_str(": ");
         }
-        match cause.downcast_ref::<tonic::Status>() {
-            Some(status) => {
-                let details = status.get_error_details();
-                let reason = details
-                    .error_info()
-                    .map(|i| i.reason.clone())
-                    .unwrap_or_default();
-                out.push_str(&format!(
-                    "{:?} {} ({})",
-                    status.code(),
-                    status.message(),
-                    reason
-                ));
-                if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
-                    out.push_str(&format!(" retry in {:.1} s", delay.as_secs_f64()));
-                }
-            }
-            None => out.push_str(&cause.to_string()),
-        }
+        out.push_str(&text);
+        previous = text;
     }
     out
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    let details = status.get_error_details();
+    let reason = details
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default();
+    let mut text = format!("{:?} {} ({})", status.code(), status.message(), reason);
+    if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
+        text.push_str(&format!(" retry in {:.1} s", delay.as_secs_f64()));
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    /// Like a thiserror `#[error("store: {0}")] Store(#[from] io::Error)` variant.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "store: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::from(Outer(io)).context("starting");
+        assert_eq!(error_chain(&e), "starting: store: disk full");
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_joined() {
+        let e = anyhow::anyhow!("disk full")
+            .context("writing job")
+            .context("starting");
+        assert_eq!(error_chain(&e), "starting: writing job: disk full");
+    }
 }
 
 pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
