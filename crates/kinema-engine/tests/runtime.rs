@@ -168,6 +168,15 @@ impl Rig {
             .await
     }
 
+    /// The job was debited once and refunded once, in full: Hold, Debit, Refund.
+    async fn assert_refunded_once(&self, job: &Job) {
+        assert_eq!((job.debited, job.refunded), (QUOTE, QUOTE), "{job:?}");
+        assert_eq!(
+            self.kinds(&job.id).await,
+            [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
+        );
+    }
+
     async fn kinds(&self, job: &str) -> Vec<EntryKind> {
         self.store
             .ledger_entries(&self.account, Some(job), 0, 1000)
@@ -208,11 +217,7 @@ async fn a_cancel_stops_denoising_within_one_step_and_frees_the_worker() {
         stopped == seen || stopped == seen + 1,
         "stopped after step {stopped}, cancel seen after step {seen}"
     );
-    assert_eq!((done.debited, done.refunded), (QUOTE, QUOTE));
-    assert_eq!(
-        rig.kinds(&job.id).await,
-        [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
-    );
+    rig.assert_refunded_once(&done).await;
 
     // The worker is free: the next job runs to the end.
     let next = rig.submit(2, &[]).await;
@@ -244,11 +249,7 @@ async fn a_storage_error_is_retried_without_a_second_debit() {
     assert_eq!(done.state, JobState::Failed, "{done:?}");
     assert_eq!(done.attempts, 3);
     assert_eq!(done.failure.as_ref().unwrap().code, "STORAGE_ERROR");
-    assert_eq!((done.debited, done.refunded), (QUOTE, QUOTE));
-    assert_eq!(
-        rig.kinds(&job.id).await,
-        [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
-    );
+    rig.assert_refunded_once(&done).await;
     rig.stop().await;
 }
 
@@ -306,11 +307,7 @@ async fn an_out_of_memory_is_retried_once_on_another_device() {
         (failure.code.as_str(), failure.retryable),
         ("OUT_OF_MEMORY", true)
     );
-    assert_eq!((done.debited, done.refunded), (QUOTE, QUOTE));
-    assert_eq!(
-        rig.kinds(&always.id).await,
-        [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
-    );
+    rig.assert_refunded_once(&done).await;
     rig.stop().await;
 }
 
@@ -337,11 +334,7 @@ async fn time_limits_fail_the_job_with_a_refund() {
         .stopped_at_step
         .expect("stopped by the step callback");
     assert!(stopped < 200, "{stopped}");
-    assert_eq!((done.debited, done.refunded), (QUOTE, QUOTE));
-    assert_eq!(
-        rig.kinds(&slow.id).await,
-        [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
-    );
+    rig.assert_refunded_once(&done).await;
     assert_eq!(rig.terminal(&quick.id).await.state, JobState::Succeeded);
     rig.stop().await;
 
@@ -543,11 +536,7 @@ async fn a_model_error_in_a_batch_fails_each_member_with_one_refund() {
         assert_eq!(done.state, JobState::Failed, "{done:?}");
         assert_eq!(done.failure.as_ref().unwrap().code, "MODEL_ERROR");
         assert_eq!(done.usage.batch_size, 3, "{:?}", done.usage);
-        assert_eq!((done.debited, done.refunded), (QUOTE, QUOTE));
-        assert_eq!(
-            rig.kinds(&m.id).await,
-            [EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
-        );
+        rig.assert_refunded_once(&done).await;
     }
     rig.stop().await;
 }
