@@ -111,9 +111,11 @@ pub struct BenchLedgerArgs {
     /// Hold -> debit -> refund cycles.
     #[arg(long, default_value_t = 1000)]
     pub cycles: u32,
-    /// Clients running cycles at once (each on its own account).
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: u32,
+    /// Clients running cycles at once (each on its own account): one level or a
+    /// comma-separated list, each measured in turn against its own raw rounds. With
+    /// several clients, SQLite's writer commits their transactions in groups.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 8])]
+    pub concurrency: Vec<u32>,
     /// Rounds the raw commits and the cycles alternate in (each round a share of both),
     /// so a disk whose fsync latency drifts weighs on both alike.
     #[arg(long, default_value_t = 10)]

@@ -37,41 +37,45 @@ impl Store {
             status_changed_at: None,
             created_at: now,
         };
-        let mut tx = self.write.begin().await?;
-        let inserted = sqlx::query(&b.sql(
-            "INSERT INTO accounts (id, name, external_id, status, billing, created_at) \
+        let this = self.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let inserted = sqlx::query(&b.sql(
+                    "INSERT INTO accounts (id, name, external_id, status, billing, created_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(&account.id)
-        .bind(&account.name)
-        .bind(&account.external_id)
-        .bind(account.status.as_str())
-        .bind(billing.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Invalid(
-                    "external_id is already used by another account".into(),
                 ))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if billing == BillingMode::Postpaid {
-            let balance = kinema_ledger::Money::zero(self.policy.usage_price.currency);
-            crate::postpaid::insert_postpaid(
-                &mut tx,
-                b,
-                &account.id,
-                &PostpaidAccount::new(balance),
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(account)
+                .bind(&account.id)
+                .bind(&account.name)
+                .bind(&account.external_id)
+                .bind(account.status.as_str())
+                .bind(billing.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        return Err(StoreError::Invalid(
+                            "external_id is already used by another account".into(),
+                        ))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if billing == BillingMode::Postpaid {
+                    let balance = kinema_ledger::Money::zero(this.policy.usage_price.currency);
+                    crate::postpaid::insert_postpaid(
+                        &mut *tx,
+                        b,
+                        &account.id,
+                        &PostpaidAccount::new(balance),
+                        now,
+                    )
+                    .await?;
+                }
+                Ok(account)
+            })
+        })
+        .await
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {

@@ -100,15 +100,27 @@ impl Store {
         now: UnixMillis,
     ) -> Result<PriceHistory, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let mut cat = catalogue_in(&mut tx, b, base).await?;
-        let history = history_mut(&mut cat, kind, item_id).ok_or_else(|| match kind {
-            ItemKind::Pack => kinema_ledger::LedgerError::UnknownPack(item_id.to_string()),
-            ItemKind::Plan => kinema_ledger::LedgerError::UnknownPlan(item_id.to_string()),
-        })?;
-        let next =
-            kinema_ledger::schedule_price_change(history, price, now, effective_at, notice_ms)?;
-        sqlx::query(&b.sql(
+        let base = base.clone();
+        let item_id = item_id.to_owned();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let item_id = item_id.as_str();
+                let actor = actor.as_str();
+                let mut cat = catalogue_in(&mut *tx, b, base).await?;
+                let history = history_mut(&mut cat, kind, item_id).ok_or_else(|| match kind {
+                    ItemKind::Pack => kinema_ledger::LedgerError::UnknownPack(item_id.to_string()),
+                    ItemKind::Plan => kinema_ledger::LedgerError::UnknownPlan(item_id.to_string()),
+                })?;
+                let next = kinema_ledger::schedule_price_change(
+                    history,
+                    price,
+                    now,
+                    effective_at,
+                    notice_ms,
+                )?;
+                sqlx::query(&b.sql(
             "INSERT INTO price_changes (item_kind, item_id, price_minor, currency, announced_at, \
              effective_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
         ))
@@ -121,7 +133,9 @@ impl Store {
         .bind(actor)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(next)
+                Ok(next)
+            })
+        })
+        .await
     }
 }

@@ -30,30 +30,42 @@ impl Store {
                 "expires_at must be in the future".into(),
             ));
         }
-        let mut tx = self.write.begin().await?;
-        lock_account(&mut tx, b, account_id).await?.require_open()?;
-        expire_due_lots(&mut tx, b, account_id, now).await?;
-        let lot = insert_lot(&mut tx, b, account_id, "grant", credits, expires_at, now).await?;
-        let entry = append_entry(
-            &mut tx,
-            b,
-            EntryDraft {
-                account_id,
-                kind: EntryKind::Grant,
-                amount: credits,
-                allocations: &[Allocation {
-                    lot_id: lot.id,
-                    amount: credits,
-                }],
-                job_id: None,
-                actor,
-                memo,
-            },
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((lot, entry))
+        let account_id = account_id.to_owned();
+        let memo = memo.to_owned();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let account_id = account_id.as_str();
+                let memo = memo.as_str();
+                let actor = actor.as_str();
+                lock_account(&mut *tx, b, account_id)
+                    .await?
+                    .require_open()?;
+                expire_due_lots(&mut *tx, b, account_id, now).await?;
+                let lot =
+                    insert_lot(&mut *tx, b, account_id, "grant", credits, expires_at, now).await?;
+                let entry = append_entry(
+                    &mut *tx,
+                    b,
+                    EntryDraft {
+                        account_id,
+                        kind: EntryKind::Grant,
+                        amount: credits,
+                        allocations: &[Allocation {
+                            lot_id: lot.id,
+                            amount: credits,
+                        }],
+                        job_id: None,
+                        actor,
+                        memo,
+                    },
+                    now,
+                )
+                .await?;
+                Ok((lot, entry))
+            })
+        })
+        .await
     }
 
     pub async fn balance(&self, account_id: &str, now: UnixMillis) -> Result<Balance, StoreError> {
@@ -96,10 +108,14 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         for account_id in &accounts {
-            let mut tx = self.write.begin().await?;
-            lock_account(&mut tx, b, account_id).await?;
-            expire_due_lots(&mut tx, b, account_id, now).await?;
-            tx.commit().await?;
+            let account_id = account_id.clone();
+            self.write(move |tx| {
+                Box::pin(async move {
+                    lock_account(&mut *tx, b, &account_id).await?;
+                    expire_due_lots(&mut *tx, b, &account_id, now).await
+                })
+            })
+            .await?;
         }
         Ok(accounts.len())
     }

@@ -2,9 +2,11 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Once;
 
+use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
+use crate::writer::SqliteWriter;
 use crate::StoreError;
 
 /// Money rules the operator can switch (CONTRACT.md §1, §2).
@@ -100,16 +102,25 @@ impl Backend {
 }
 
 /// The database: SQLite (embedded default) or PostgreSQL (replicas sharing one).
-/// SQLite allows one writer at a time, so its writes go through a pool of one
-/// connection (transactions queue in-process instead of failing with BUSY) and reads
-/// through their own pool, which WAL lets run beside the writer. On PostgreSQL both
-/// are one pool, and money transactions lock the account row.
+/// SQLite allows one writer at a time, so its writes go through one connection owned
+/// by the writer thread (`writer.rs`: transactions queue in-process instead of failing
+/// with BUSY, and commit in groups) and reads through their own pool, which WAL lets
+/// run beside the writer. On PostgreSQL both are one pool, and money transactions lock
+/// the account row.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) write: AnyPool,
+    pub(crate) writer: Writer,
     pub(crate) read: AnyPool,
     pub(crate) backend: Backend,
     pub(crate) policy: StorePolicy,
+}
+
+/// Where write transactions run.
+#[derive(Clone)]
+pub(crate) enum Writer {
+    /// A transaction per call on a pool connection (PostgreSQL; read-only stores).
+    Pool(AnyPool),
+    Sqlite(SqliteWriter),
 }
 
 fn install_drivers() {
@@ -136,7 +147,7 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Store {
-            write: pool.clone(),
+            writer: Writer::Pool(pool.clone()),
             read: pool,
             backend: Backend::Postgres,
             policy,
@@ -150,21 +161,27 @@ impl Store {
         let path = path
             .to_str()
             .ok_or_else(|| StoreError::Invalid(format!("database path {path:?} is not UTF-8")))?;
-        let writer: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
-        let write = AnyPoolOptions::new()
-            .max_connections(1)
-            .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
-            .connect_with(writer)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let options: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
+        let writer = SqliteWriter::start(move || {
+            Box::pin(async move {
+                let mut conn = AnyConnection::connect_with(&options).await?;
+                sqlite_pragmas(&mut conn).await?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run_direct(&mut conn)
+                    .await?;
+                Ok(conn)
+            })
+        })
+        .await?;
         let reader: AnyConnectOptions = format!("sqlite://{path}?mode=ro").parse()?;
         let read = AnyPoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
             .connect_with(reader)
             .await?;
         Ok(Store {
-            write,
+            writer: Writer::Sqlite(writer),
             read,
             backend: Backend::Sqlite,
             policy,
@@ -193,7 +210,7 @@ impl Store {
                 .connect_with(options)
                 .await?;
             return Ok(Store {
-                write: pool.clone(),
+                writer: Writer::Pool(pool.clone()),
                 read: pool,
                 backend: Backend::Sqlite,
                 policy,
@@ -210,11 +227,31 @@ impl Store {
             .connect_with(options)
             .await?;
         Ok(Store {
-            write: pool.clone(),
+            writer: Writer::Pool(pool.clone()),
             read: pool,
             backend: Backend::Postgres,
             policy,
         })
+    }
+
+    /// Runs `body` as one write transaction: committed (durably) if it returns `Ok`,
+    /// rolled back, with nothing it wrote kept, if it returns an error.
+    pub(crate) async fn write<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        match &self.writer {
+            Writer::Sqlite(writer) => writer.run(Box::new(body)).await,
+            Writer::Pool(pool) => {
+                let mut tx = pool.begin().await?;
+                let value = body(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(value)
+            }
+        }
     }
 
     /// A read-only transaction whose statements all see one snapshot, so figures read
@@ -244,7 +281,10 @@ impl Store {
 
     pub async fn close(&self) {
         self.read.close().await;
-        self.write.close().await;
+        match &self.writer {
+            Writer::Pool(pool) => pool.close().await,
+            Writer::Sqlite(writer) => writer.close().await,
+        }
     }
 }
 

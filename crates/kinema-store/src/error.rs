@@ -4,6 +4,8 @@ use kinema_ledger::Credits;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database writer: {0}")]
+    Writer(String),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("{0} not found")]

@@ -26,9 +26,12 @@ impl Store {
         if new.quote <= 0 {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
-        let mut tx = self.write.begin().await?;
+        let policy = self.policy.clone();
+        let actor = actor.to_owned();
+        let submitted = self
+            .write(move |tx| Box::pin(async move {
         let (account, position, queued) =
-            lock_account_for_submit(&mut tx, b, &new.account_id, now).await?;
+            lock_account_for_submit(tx, b, &new.account_id, now).await?;
         if account.status != AccountStatus::Active {
             return Err(StoreError::AccountNotActive {
                 status: account.status.to_string(),
@@ -39,12 +42,12 @@ impl Store {
         let price = match account.billing {
             BillingMode::Prepaid => None,
             BillingMode::Postpaid => {
-                let postpaid = crate::postpaid::load_postpaid(&mut tx, b, &new.account_id)
+                let postpaid = crate::postpaid::load_postpaid(&mut *tx, b, &new.account_id)
                     .await?
                     .ok_or_else(|| {
                         StoreError::Corrupt("postpaid account without a balance".into())
                     })?;
-                kinema_ledger::postpaid_can_submit(&postpaid, &self.policy.postpaid, now).map_err(
+                kinema_ledger::postpaid_can_submit(&postpaid, &policy.postpaid, now).map_err(
                     |e| match e {
                         kinema_ledger::LedgerError::AccountSuspended => {
                             StoreError::AccountNotActive {
@@ -56,7 +59,7 @@ impl Store {
                         },
                     },
                 )?;
-                Some(self.policy.usage_price.checked_mul(new.quote)?)
+                Some(policy.usage_price.checked_mul(new.quote)?)
             }
         };
         if let Some(key) = &new.idempotency_key {
@@ -73,7 +76,7 @@ impl Store {
                     return Err(StoreError::IdempotencyConflict);
                 }
                 let id: String = row.try_get("id")?;
-                let job = load_job(&mut tx, b, &id)
+                let job = load_job(&mut *tx, b, &id)
                     .await?
                     .ok_or(StoreError::NotFound("job"))?;
                 return Ok(Submitted::Existing(job));
@@ -91,11 +94,11 @@ impl Store {
                 return Err(StoreError::ExternalIdConflict { job_id });
             }
         }
-        crate::queue::check_limits(&queued, &self.policy.queue)?;
+        crate::queue::check_limits(&queued, &policy.queue)?;
         let position = match (price, position) {
             (None, Some(position)) => {
                 if position.due_lots {
-                    expire_due_lots(&mut tx, b, &new.account_id, now).await?;
+                    expire_due_lots(&mut *tx, b, &new.account_id, now).await?;
                 }
                 if position.available() < new.quote {
                     // Dropping the transaction rolls back: a refused request changes nothing.
@@ -157,12 +160,12 @@ impl Store {
         .bind(&new.batch_key)
         .fetch_one(&mut *tx)
         .await?;
-        let mut job = job_from_row(&row)?;
+        let job = job_from_row(&row)?;
         if let Some(position) = position {
             // Under the account lock the hold moves nothing else: the balance stands
             // and the holds grow by the quote.
             append_entry_known(
-                &mut tx,
+                &mut *tx,
                 b,
                 EntryDraft {
                     account_id: &new.account_id,
@@ -170,7 +173,7 @@ impl Store {
                     amount: new.quote,
                     allocations: &[],
                     job_id: Some(&id),
-                    actor,
+                    actor: &actor,
                     memo: "",
                 },
                 position.live,
@@ -179,7 +182,12 @@ impl Store {
             )
             .await?;
         }
-        tx.commit().await?;
+        Ok(Submitted::Created(job))
+            }))
+            .await?;
+        let Submitted::Created(mut job) = submitted else {
+            return Ok(submitted);
+        };
         // Read after the commit: the queue scan stays out of the write transaction.
         let mut conn = self.read.acquire().await?;
         job.queue_position = Some(crate::queue::queue_position(&mut conn, b, &job).await?);
@@ -255,49 +263,55 @@ impl Store {
         now: UnixMillis,
     ) -> Result<CancelOutcome, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        if lock_job_account(&mut tx, b, id).await?.as_deref() != Some(account_id) {
-            return Err(StoreError::NotFound("job"));
-        }
-        let job = load_job(&mut tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
-        let stop_requested = match job.state {
-            JobState::Queued => {
-                set_terminal(&mut tx, b, id, JobState::Cancelled, None, now).await?;
-                release_hold(&mut tx, b, account_id, id, actor, now).await?;
-                // A queued retry was already debited: cancelling gives it back.
-                if self.policy.refund_on_cancel {
-                    refund_job(
-                        &mut tx,
-                        b,
-                        account_id,
-                        id,
-                        self.policy.refund_grace_ms,
-                        actor,
-                        now,
-                    )
-                    .await?;
+        let policy = self.policy.clone();
+        let (account_id, id, actor) = (account_id.to_owned(), id.to_owned(), actor.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let (account_id, id, actor) = (account_id.as_str(), id.as_str(), actor.as_str());
+                if lock_job_account(&mut *tx, b, id).await?.as_deref() != Some(account_id) {
+                    return Err(StoreError::NotFound("job"));
                 }
-                false
-            }
-            JobState::Running => {
-                sqlx::query(&b.sql("UPDATE jobs SET cancel_requested = 1 WHERE id = ?"))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                true
-            }
-            _ => false,
-        };
-        let job = load_job(&mut tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
-        tx.commit().await?;
-        Ok(CancelOutcome {
-            job,
-            stop_requested,
+                let job = load_job(&mut *tx, b, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                let stop_requested = match job.state {
+                    JobState::Queued => {
+                        set_terminal(&mut *tx, b, id, JobState::Cancelled, None, now).await?;
+                        release_hold(&mut *tx, b, account_id, id, actor, now).await?;
+                        // A queued retry was already debited: cancelling gives it back.
+                        if policy.refund_on_cancel {
+                            refund_job(
+                                &mut *tx,
+                                b,
+                                account_id,
+                                id,
+                                policy.refund_grace_ms,
+                                actor,
+                                now,
+                            )
+                            .await?;
+                        }
+                        false
+                    }
+                    JobState::Running => {
+                        sqlx::query(&b.sql("UPDATE jobs SET cancel_requested = 1 WHERE id = ?"))
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        true
+                    }
+                    _ => false,
+                };
+                let job = load_job(&mut *tx, b, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                Ok(CancelOutcome {
+                    job,
+                    stop_requested,
+                })
+            })
         })
+        .await
     }
 }
 

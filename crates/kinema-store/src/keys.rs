@@ -45,18 +45,26 @@ impl Store {
             last_used_at: None,
             revoked_at: None,
         };
-        sqlx::query(&self.backend.sql(
-            "INSERT INTO api_keys (id, role, account_id, name, prefix, secret_hash, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(&key.id)
-        .bind(role.as_str())
-        .bind(&key.account_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(hash_secret(&secret))
-        .bind(now)
-        .execute(&self.write)
+        let b = self.backend;
+        let (row_key, secret_hash) = (key.clone(), hash_secret(&secret));
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(&b.sql(
+                    "INSERT INTO api_keys (id, role, account_id, name, prefix, secret_hash, \
+                     created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(&row_key.id)
+                .bind(role.as_str())
+                .bind(&row_key.account_id)
+                .bind(&row_key.name)
+                .bind(&row_key.prefix)
+                .bind(secret_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
         .await?;
         Ok((key, secret))
     }
@@ -80,14 +88,17 @@ impl Store {
         let mut key = key_from_row(&row)?;
         // Recording last use costs a write; once a minute per key is enough.
         if key.last_used_at.is_none_or(|t| now - t >= 60_000) {
-            sqlx::query(
-                &self
-                    .backend
-                    .sql("UPDATE api_keys SET last_used_at = ? WHERE id = ?"),
-            )
-            .bind(now)
-            .bind(&key.id)
-            .execute(&self.write)
+            let (b, id) = (self.backend, key.id.clone());
+            self.write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(&b.sql("UPDATE api_keys SET last_used_at = ? WHERE id = ?"))
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(())
+                })
+            })
             .await?;
             key.last_used_at = Some(now);
         }
@@ -124,20 +135,22 @@ impl Store {
         key_id: &str,
         now: UnixMillis,
     ) -> Result<ApiKey, StoreError> {
-        sqlx::query(
-            &self
-                .backend
-                .sql("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"),
-        )
-        .bind(now)
-        .bind(key_id)
-        .execute(&self.write)
-        .await?;
-        let row = sqlx::query(&self.backend.sql("SELECT * FROM api_keys WHERE id = ?"))
-            .bind(key_id)
-            .fetch_optional(&self.write)
-            .await?
-            .ok_or(StoreError::NotFound("api key"))?;
+        let (b, key_id) = (self.backend, key_id.to_owned());
+        let row = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(&b.sql(
+                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
+                         RETURNING *",
+                    ))
+                    .bind(now)
+                    .bind(key_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound("api key"))
+                })
+            })
+            .await?;
         key_from_row(&row)
     }
 

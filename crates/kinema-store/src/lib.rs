@@ -20,6 +20,7 @@ mod subscriptions;
 mod types;
 mod verify;
 mod worker;
+mod writer;
 
 pub use catalog::ItemKind;
 pub use db::{Backend, Store, StorePolicy, DEFAULT_CURRENCY};

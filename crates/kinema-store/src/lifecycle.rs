@@ -208,52 +208,62 @@ impl Store {
         now: UnixMillis,
     ) -> Result<AccountChange, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let locked = lock_account(&mut tx, b, account_id).await?;
-        locked.require_open()?;
-        let mut cancelled = Vec::new();
-        if locked.status == AccountStatus::Active {
-            set_status(
-                &mut tx,
-                b,
-                account_id,
-                AccountStatus::Suspended,
-                reason,
-                now,
-            )
-            .await?;
-            for id in cancel_queued_jobs(
-                &mut tx,
-                b,
-                account_id,
-                self.policy.refund_on_cancel,
-                self.policy.refund_grace_ms,
-                actor,
-                now,
-            )
-            .await?
-            {
-                cancelled.extend(load_job(&mut tx, b, &id).await?);
-            }
-            account_event(
-                &mut tx,
-                b,
-                account_id,
-                BillingEventKind::AccountSuspended,
-                reason,
-                actor,
-                now,
-            )
-            .await?;
-        }
-        let account = crate::accounts::load_account(&mut tx, b, account_id).await?;
-        tx.commit().await?;
-        Ok(AccountChange {
-            account,
-            cancelled,
-            stopping: Vec::new(),
-            forfeited: 0,
+        let account_id = account_id.to_owned();
+        let reason = reason.to_owned();
+        let actor = actor.to_owned();
+        let this = self.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let account_id = account_id.as_str();
+                let reason = reason.as_str();
+                let actor = actor.as_str();
+                let locked = lock_account(&mut *tx, b, account_id).await?;
+                locked.require_open()?;
+                let mut cancelled = Vec::new();
+                if locked.status == AccountStatus::Active {
+                    set_status(
+                        &mut *tx,
+                        b,
+                        account_id,
+                        AccountStatus::Suspended,
+                        reason,
+                        now,
+                    )
+                    .await?;
+                    for id in cancel_queued_jobs(
+                        &mut *tx,
+                        b,
+                        account_id,
+                        this.policy.refund_on_cancel,
+                        this.policy.refund_grace_ms,
+                        actor,
+                        now,
+                    )
+                    .await?
+                    {
+                        cancelled.extend(load_job(&mut *tx, b, &id).await?);
+                    }
+                    account_event(
+                        &mut *tx,
+                        b,
+                        account_id,
+                        BillingEventKind::AccountSuspended,
+                        reason,
+                        actor,
+                        now,
+                    )
+                    .await?;
+                }
+                let account = crate::accounts::load_account(&mut *tx, b, account_id).await?;
+                Ok(AccountChange {
+                    account,
+                    cancelled,
+                    stopping: Vec::new(),
+                    forfeited: 0,
+                })
+            })
         })
+        .await
     }
 
     /// Lifts an operator suspension. A terminated or deleted account stays closed.
@@ -265,30 +275,37 @@ impl Store {
         now: UnixMillis,
     ) -> Result<AccountChange, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let locked = lock_account(&mut tx, b, account_id).await?;
-        locked.require_open()?;
-        if locked.status == AccountStatus::Suspended {
-            set_status(&mut tx, b, account_id, AccountStatus::Active, "", now).await?;
-            account_event(
-                &mut tx,
-                b,
-                account_id,
-                BillingEventKind::AccountReinstated,
-                "",
-                actor,
-                now,
-            )
-            .await?;
-        }
-        let account = crate::accounts::load_account(&mut tx, b, account_id).await?;
-        tx.commit().await?;
-        Ok(AccountChange {
-            account,
-            cancelled: Vec::new(),
-            stopping: Vec::new(),
-            forfeited: 0,
+        let account_id = account_id.to_owned();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let account_id = account_id.as_str();
+                let actor = actor.as_str();
+                let locked = lock_account(&mut *tx, b, account_id).await?;
+                locked.require_open()?;
+                if locked.status == AccountStatus::Suspended {
+                    set_status(&mut *tx, b, account_id, AccountStatus::Active, "", now).await?;
+                    account_event(
+                        &mut *tx,
+                        b,
+                        account_id,
+                        BillingEventKind::AccountReinstated,
+                        "",
+                        actor,
+                        now,
+                    )
+                    .await?;
+                }
+                let account = crate::accounts::load_account(&mut *tx, b, account_id).await?;
+                Ok(AccountChange {
+                    account,
+                    cancelled: Vec::new(),
+                    stopping: Vec::new(),
+                    forfeited: 0,
+                })
+            })
         })
+        .await
     }
 
     /// Termination for violating the usage policy (CONTRACT.md §2.6): the account is
@@ -304,57 +321,72 @@ impl Store {
         now: UnixMillis,
     ) -> Result<AccountChange, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let locked = lock_account(&mut tx, b, account_id).await?;
-        locked.require_open()?;
-        // Plans first: a renewal or grant due before now is written, then everything ends.
-        let cat = crate::catalog::catalogue_in(&mut tx, b, base).await?;
-        let state = load_subscriptions(&mut tx, b, account_id).await?;
-        let t = kinema_ledger::terminate_subscriptions(&state, &cat, now);
-        apply_transition(&mut tx, b, account_id, &t, None, actor, now).await?;
-        let (cancelled_ids, stopping) = close_account(
-            &mut tx,
-            b,
-            account_id,
-            AccountStatus::Terminated,
-            reason,
-            now,
-            self.policy.refund_on_cancel,
-            self.policy.refund_grace_ms,
-            actor,
-            now,
-        )
-        .await?;
-        let forfeited = forfeit_credits(&mut tx, b, account_id, actor, reason, now).await?;
-        if let Some(mut pp) = crate::postpaid::load_postpaid(&mut tx, b, account_id).await? {
-            if pp.terminated_at.is_none() {
-                pp.terminated_at = Some(now);
-                pp.phase = kinema_ledger::PostpaidPhase::Terminated;
-                crate::postpaid::save_postpaid(&mut tx, b, account_id, &pp, now).await?;
-            }
-        }
-        account_event(
-            &mut tx,
-            b,
-            account_id,
-            BillingEventKind::AccountTerminated,
-            reason,
-            actor,
-            now,
-        )
-        .await?;
-        let mut cancelled = Vec::new();
-        for id in cancelled_ids {
-            cancelled.extend(load_job(&mut tx, b, &id).await?);
-        }
-        let account = crate::accounts::load_account(&mut tx, b, account_id).await?;
-        tx.commit().await?;
-        Ok(AccountChange {
-            account,
-            cancelled,
-            stopping,
-            forfeited,
+        let base = base.clone();
+        let account_id = account_id.to_owned();
+        let reason = reason.to_owned();
+        let actor = actor.to_owned();
+        let this = self.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let account_id = account_id.as_str();
+                let reason = reason.as_str();
+                let actor = actor.as_str();
+                let locked = lock_account(&mut *tx, b, account_id).await?;
+                locked.require_open()?;
+                // Plans first: a renewal or grant due before now is written, then everything ends.
+                let cat = crate::catalog::catalogue_in(&mut *tx, b, base).await?;
+                let state = load_subscriptions(&mut *tx, b, account_id).await?;
+                let t = kinema_ledger::terminate_subscriptions(&state, &cat, now);
+                apply_transition(&mut *tx, b, account_id, &t, None, actor, now).await?;
+                let (cancelled_ids, stopping) = close_account(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    AccountStatus::Terminated,
+                    reason,
+                    now,
+                    this.policy.refund_on_cancel,
+                    this.policy.refund_grace_ms,
+                    actor,
+                    now,
+                )
+                .await?;
+                let forfeited =
+                    forfeit_credits(&mut *tx, b, account_id, actor, reason, now).await?;
+                if let Some(mut pp) =
+                    crate::postpaid::load_postpaid(&mut *tx, b, account_id).await?
+                {
+                    if pp.terminated_at.is_none() {
+                        pp.terminated_at = Some(now);
+                        pp.phase = kinema_ledger::PostpaidPhase::Terminated;
+                        crate::postpaid::save_postpaid(&mut *tx, b, account_id, &pp, now).await?;
+                    }
+                }
+                account_event(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    BillingEventKind::AccountTerminated,
+                    reason,
+                    actor,
+                    now,
+                )
+                .await?;
+                let mut cancelled = Vec::new();
+                for id in cancelled_ids {
+                    cancelled.extend(load_job(&mut *tx, b, &id).await?);
+                }
+                let account = crate::accounts::load_account(&mut *tx, b, account_id).await?;
+                Ok(AccountChange {
+                    account,
+                    cancelled,
+                    stopping,
+                    forfeited,
+                })
+            })
         })
+        .await
     }
 
     /// The owner's request to delete the account (CONTRACT.md §5). Refused, with
@@ -371,70 +403,79 @@ impl Store {
         now: UnixMillis,
     ) -> Result<AccountChange, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let locked = lock_account(&mut tx, b, account_id).await?;
-        if locked.status == AccountStatus::Deleted {
-            return Err(StoreError::AccountClosed {
-                status: locked.status.to_string(),
-            });
-        }
-        expire_due_lots(&mut tx, b, account_id, now).await?;
-        let plans = tick_locked(&mut tx, b, base, account_id, now).await?.state;
-        let mut refusals = Vec::new();
-        let credits = live_total(&mut tx, b, account_id, now).await?;
-        if credits > 0 {
-            refusals.push(DeletionRefusal::Credits { credits });
-        }
-        if let Some(pp) = crate::postpaid::load_postpaid(&mut tx, b, account_id).await? {
-            if pp.balance.minor != 0 {
-                refusals.push(DeletionRefusal::Money {
-                    balance: pp.balance,
-                });
-            }
-        }
-        let unfinished: i64 = sqlx::query_scalar(&b.sql(
+        let base = base.clone();
+        let account_id = account_id.to_owned();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let account_id = account_id.as_str();
+                let actor = actor.as_str();
+                let locked = lock_account(&mut *tx, b, account_id).await?;
+                if locked.status == AccountStatus::Deleted {
+                    return Err(StoreError::AccountClosed {
+                        status: locked.status.to_string(),
+                    });
+                }
+                expire_due_lots(&mut *tx, b, account_id, now).await?;
+                let plans = tick_locked(&mut *tx, b, base, account_id, now).await?.state;
+                let mut refusals = Vec::new();
+                let credits = live_total(&mut *tx, b, account_id, now).await?;
+                if credits > 0 {
+                    refusals.push(DeletionRefusal::Credits { credits });
+                }
+                if let Some(pp) = crate::postpaid::load_postpaid(&mut *tx, b, account_id).await? {
+                    if pp.balance.minor != 0 {
+                        refusals.push(DeletionRefusal::Money {
+                            balance: pp.balance,
+                        });
+                    }
+                }
+                let unfinished: i64 = sqlx::query_scalar(&b.sql(
             "SELECT COUNT(*) FROM jobs WHERE account_id = ? AND state IN ('QUEUED', 'RUNNING')",
         ))
         .bind(account_id)
         .fetch_one(&mut *tx)
         .await?;
-        if unfinished > 0 {
-            refusals.push(DeletionRefusal::UnfinishedJobs { count: unfinished });
-        }
-        if plans.is_running() {
-            let plan_ids = plans
-                .current
-                .iter()
-                .map(|c| c.plan_id.clone())
-                .chain(plans.queued.iter().map(|q| q.plan_id.clone()))
-                .collect();
-            refusals.push(DeletionRefusal::RunningSubscription { plan_ids });
-        }
-        let deletable_from = locked.created_at.saturating_add(min_age_ms);
-        if now < deletable_from {
-            refusals.push(DeletionRefusal::TooYoung {
-                created_at: locked.created_at,
-                deletable_from,
-            });
-        }
-        if !refusals.is_empty() {
-            // The catch-up above is not worth a write of its own: roll it back.
-            return Err(StoreError::DeletionRefused(refusals));
-        }
-        set_status(
-            &mut tx,
-            b,
-            account_id,
-            AccountStatus::Deleted,
-            "owner request",
-            now,
-        )
-        .await?;
-        sqlx::query(&b.sql("UPDATE accounts SET name = '', external_id = NULL WHERE id = ?"))
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+                if unfinished > 0 {
+                    refusals.push(DeletionRefusal::UnfinishedJobs { count: unfinished });
+                }
+                if plans.is_running() {
+                    let plan_ids = plans
+                        .current
+                        .iter()
+                        .map(|c| c.plan_id.clone())
+                        .chain(plans.queued.iter().map(|q| q.plan_id.clone()))
+                        .collect();
+                    refusals.push(DeletionRefusal::RunningSubscription { plan_ids });
+                }
+                let deletable_from = locked.created_at.saturating_add(min_age_ms);
+                if now < deletable_from {
+                    refusals.push(DeletionRefusal::TooYoung {
+                        created_at: locked.created_at,
+                        deletable_from,
+                    });
+                }
+                if !refusals.is_empty() {
+                    // The catch-up above is not worth a write of its own: roll it back.
+                    return Err(StoreError::DeletionRefused(refusals));
+                }
+                set_status(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    AccountStatus::Deleted,
+                    "owner request",
+                    now,
+                )
+                .await?;
+                sqlx::query(
+                    &b.sql("UPDATE accounts SET name = '', external_id = NULL WHERE id = ?"),
+                )
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
             &b.sql(
                 "UPDATE api_keys SET revoked_at = ? WHERE account_id = ? AND revoked_at IS NULL",
             ),
@@ -443,31 +484,33 @@ impl Store {
         .bind(account_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            &b.sql("UPDATE ledger_entries SET memo = '' WHERE account_id = ? AND memo <> ''"),
-        )
-        .bind(account_id)
-        .execute(&mut *tx)
-        .await?;
-        blank_jobs(&mut tx, b, account_id).await?;
-        account_event(
-            &mut tx,
-            b,
-            account_id,
-            BillingEventKind::AccountDeleted,
-            "owner request",
-            actor,
-            now,
-        )
-        .await?;
-        let account = crate::accounts::load_account(&mut tx, b, account_id).await?;
-        tx.commit().await?;
-        Ok(AccountChange {
-            account,
-            cancelled: Vec::new(),
-            stopping: Vec::new(),
-            forfeited: 0,
+                sqlx::query(&b.sql(
+                    "UPDATE ledger_entries SET memo = '' WHERE account_id = ? AND memo <> ''",
+                ))
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+                blank_jobs(&mut *tx, b, account_id).await?;
+                account_event(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    BillingEventKind::AccountDeleted,
+                    "owner request",
+                    actor,
+                    now,
+                )
+                .await?;
+                let account = crate::accounts::load_account(&mut *tx, b, account_id).await?;
+                Ok(AccountChange {
+                    account,
+                    cancelled: Vec::new(),
+                    stopping: Vec::new(),
+                    forfeited: 0,
+                })
+            })
         })
+        .await
     }
 
     /// Closed accounts (terminated or deleted) whose content is not purged yet.
@@ -513,41 +556,46 @@ impl Store {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        lock_account(&mut tx, b, account_id).await?;
-        let busy: i64 = sqlx::query_scalar(&b.sql(
+        let account_id = account_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let account_id = account_id.as_str();
+                lock_account(&mut *tx, b, account_id).await?;
+                let busy: i64 = sqlx::query_scalar(&b.sql(
             "SELECT COUNT(*) FROM jobs WHERE account_id = ? AND state IN ('QUEUED', 'RUNNING')",
         ))
         .bind(account_id)
         .fetch_one(&mut *tx)
         .await?;
-        let files: i64 = sqlx::query_scalar(&b.sql(
-            "SELECT COUNT(*) FROM artifacts a JOIN jobs j ON j.id = a.job_id \
+                let files: i64 = sqlx::query_scalar(&b.sql(
+                    "SELECT COUNT(*) FROM artifacts a JOIN jobs j ON j.id = a.job_id \
              WHERE j.account_id = ? AND a.deleted_at IS NULL",
-        ))
-        .bind(account_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if busy > 0 || files > 0 {
-            return Ok(false);
-        }
-        blank_jobs(&mut tx, b, account_id).await?;
-        sqlx::query(&b.sql(
-            "UPDATE artifacts SET expires_at = ? WHERE expires_at > ? AND job_id IN \
+                ))
+                .bind(account_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if busy > 0 || files > 0 {
+                    return Ok(false);
+                }
+                blank_jobs(&mut *tx, b, account_id).await?;
+                sqlx::query(&b.sql(
+                    "UPDATE artifacts SET expires_at = ? WHERE expires_at > ? AND job_id IN \
              (SELECT id FROM jobs WHERE account_id = ?)",
-        ))
-        .bind(now)
-        .bind(now)
-        .bind(account_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&b.sql("UPDATE accounts SET purged_at = ? WHERE id = ?"))
-            .bind(now)
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+                ))
+                .bind(now)
+                .bind(now)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&b.sql("UPDATE accounts SET purged_at = ? WHERE id = ?"))
+                    .bind(now)
+                    .bind(account_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 }
 

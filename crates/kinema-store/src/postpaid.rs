@@ -228,62 +228,71 @@ impl Store {
     ) -> Result<ToppedUp, StoreError> {
         check_payment_ref(payment_ref)?;
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let locked = lock_account(&mut tx, b, account_id).await?;
-        let item = format!("{} {}", amount.minor, amount.currency);
-        if replayed_payment(&mut tx, b, payment_ref, account_id, "top_up", &item)
-            .await?
-            .is_some()
-        {
-            let account = load_postpaid(&mut tx, b, account_id)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("top-up of a prepaid account".into()))?;
-            tx.commit().await?;
-            return Ok(ToppedUp {
-                account,
-                effects: Vec::new(),
-                created: false,
-            });
-        }
-        locked.require_billing(BillingMode::Postpaid, "a top-up")?;
-        locked.require_open()?;
-        let account = load_postpaid(&mut tx, b, account_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("postpaid account without a balance".into()))?;
-        let t = kinema_ledger::top_up(&account, &self.policy.postpaid, amount, now)?;
-        save_postpaid(&mut tx, b, account_id, &t.account, now).await?;
-        record_effects(
-            &mut tx,
-            b,
-            account_id,
-            &t.effects,
-            None,
-            Some(payment_ref),
-            self.policy.refund_on_cancel,
-            self.policy.refund_grace_ms,
-            now,
-        )
-        .await?;
-        insert_payment(
-            &mut tx,
-            b,
-            &Payment {
-                payment_ref: payment_ref.to_string(),
-                account_id: account_id.to_string(),
-                kind: "top_up".into(),
-                item_id: item,
-                amount,
-                created_at: now,
-            },
-            &serde_json::json!({}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(ToppedUp {
-            account: t.account,
-            effects: t.effects,
-            created: true,
+        let account_id = account_id.to_owned();
+        let payment_ref = payment_ref.to_owned();
+        let this = self.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let account_id = account_id.as_str();
+                let payment_ref = payment_ref.as_str();
+                let locked = lock_account(&mut *tx, b, account_id).await?;
+                let item = format!("{} {}", amount.minor, amount.currency);
+                if replayed_payment(&mut *tx, b, payment_ref, account_id, "top_up", &item)
+                    .await?
+                    .is_some()
+                {
+                    let account = load_postpaid(&mut *tx, b, account_id)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt("top-up of a prepaid account".into()))?;
+                    return Ok(ToppedUp {
+                        account,
+                        effects: Vec::new(),
+                        created: false,
+                    });
+                }
+                locked.require_billing(BillingMode::Postpaid, "a top-up")?;
+                locked.require_open()?;
+                let account = load_postpaid(&mut *tx, b, account_id)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("postpaid account without a balance".into())
+                    })?;
+                let t = kinema_ledger::top_up(&account, &this.policy.postpaid, amount, now)?;
+                save_postpaid(&mut *tx, b, account_id, &t.account, now).await?;
+                record_effects(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    &t.effects,
+                    None,
+                    Some(payment_ref),
+                    this.policy.refund_on_cancel,
+                    this.policy.refund_grace_ms,
+                    now,
+                )
+                .await?;
+                insert_payment(
+                    &mut *tx,
+                    b,
+                    &Payment {
+                        payment_ref: payment_ref.to_string(),
+                        account_id: account_id.to_string(),
+                        kind: "top_up".into(),
+                        item_id: item,
+                        amount,
+                        created_at: now,
+                    },
+                    &serde_json::json!({}),
+                )
+                .await?;
+                Ok(ToppedUp {
+                    account: t.account,
+                    effects: t.effects,
+                    created: true,
+                })
+            })
         })
+        .await
     }
 
     /// Records the phases the clock has moved postpaid accounts in arrears through
@@ -310,29 +319,37 @@ impl Store {
         .await?;
         let mut changed = Vec::new();
         for (account_id, _) in candidates {
-            let mut tx = self.write.begin().await?;
-            lock_account(&mut tx, b, &account_id).await?;
-            let Some(account) = load_postpaid(&mut tx, b, &account_id).await? else {
-                continue;
-            };
-            let t = kinema_ledger::advance_postpaid(&account, &policy, now);
-            if !t.effects.is_empty() {
-                save_postpaid(&mut tx, b, &account_id, &t.account, now).await?;
-                record_effects(
-                    &mut tx,
-                    b,
-                    &account_id,
-                    &t.effects,
-                    None,
-                    None,
-                    self.policy.refund_on_cancel,
-                    self.policy.refund_grace_ms,
-                    now,
-                )
+            let (refund_on_cancel, refund_grace_ms) =
+                (self.policy.refund_on_cancel, self.policy.refund_grace_ms);
+            let advanced = self
+                .write(move |tx| {
+                    Box::pin(async move {
+                        lock_account(&mut *tx, b, &account_id).await?;
+                        let Some(account) = load_postpaid(&mut *tx, b, &account_id).await? else {
+                            return Ok(None);
+                        };
+                        let t = kinema_ledger::advance_postpaid(&account, &policy, now);
+                        if t.effects.is_empty() {
+                            return Ok(None);
+                        }
+                        save_postpaid(&mut *tx, b, &account_id, &t.account, now).await?;
+                        record_effects(
+                            &mut *tx,
+                            b,
+                            &account_id,
+                            &t.effects,
+                            None,
+                            None,
+                            refund_on_cancel,
+                            refund_grace_ms,
+                            now,
+                        )
+                        .await?;
+                        Ok(Some(account_id))
+                    })
+                })
                 .await?;
-                changed.push(account_id);
-            }
-            tx.commit().await?;
+            changed.extend(advanced);
         }
         Ok(changed)
     }

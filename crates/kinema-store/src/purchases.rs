@@ -197,66 +197,87 @@ impl Store {
     ) -> Result<PackPurchased, StoreError> {
         check_payment_ref(payment_ref)?;
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let account = lock_account(&mut tx, b, account_id).await?;
-        if let Some((payment, result)) =
-            replayed_payment(&mut tx, b, payment_ref, account_id, "pack", pack_id).await?
-        {
-            let lot_id = result["lot_id"]
-                .as_i64()
-                .ok_or_else(|| StoreError::Corrupt("pack payment without its lot".into()))?;
-            let lot = load_lot(&mut tx, b, lot_id).await?;
-            tx.commit().await?;
-            return Ok(PackPurchased {
-                payment,
-                lot,
-                created: false,
-            });
-        }
-        account.require_open()?;
-        account.require_billing(BillingMode::Prepaid, "buying a pack")?;
-        let cat = catalogue_in(&mut tx, b, base).await?;
-        let bought = kinema_ledger::purchase_pack(cat.pack(pack_id)?, now)?;
-        expire_due_lots(&mut tx, b, account_id, now).await?;
-        let (lot, _) =
-            grant_new_lot(&mut tx, b, account_id, &bought.lot, actor, payment_ref, now).await?;
-        let payment = Payment {
-            payment_ref: payment_ref.to_string(),
-            account_id: account_id.to_string(),
-            kind: "pack".into(),
-            item_id: pack_id.to_string(),
-            amount: bought.price,
-            created_at: now,
-        };
-        insert_payment(
-            &mut tx,
-            b,
-            &payment,
-            &serde_json::json!({ "lot_id": lot.id }),
-        )
-        .await?;
-        append_event(
-            &mut tx,
-            b,
-            account_id,
-            EventDraft {
-                kind: Some(BillingEventKind::PackPurchase),
-                amount: Some(bought.price),
-                payment_ref: Some(payment_ref),
-                plan_id: None,
-                detail: serde_json::json!({ "pack_id": pack_id, "lot_id": lot.id }).to_string(),
-                effective_at: now,
-                ..EventDraft::default()
-            },
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(PackPurchased {
-            payment,
-            lot,
-            created: true,
+        let base = base.clone();
+        let account_id = account_id.to_owned();
+        let pack_id = pack_id.to_owned();
+        let payment_ref = payment_ref.to_owned();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let account_id = account_id.as_str();
+                let pack_id = pack_id.as_str();
+                let payment_ref = payment_ref.as_str();
+                let actor = actor.as_str();
+                let account = lock_account(&mut *tx, b, account_id).await?;
+                if let Some((payment, result)) =
+                    replayed_payment(&mut *tx, b, payment_ref, account_id, "pack", pack_id).await?
+                {
+                    let lot_id = result["lot_id"].as_i64().ok_or_else(|| {
+                        StoreError::Corrupt("pack payment without its lot".into())
+                    })?;
+                    let lot = load_lot(&mut *tx, b, lot_id).await?;
+                    return Ok(PackPurchased {
+                        payment,
+                        lot,
+                        created: false,
+                    });
+                }
+                account.require_open()?;
+                account.require_billing(BillingMode::Prepaid, "buying a pack")?;
+                let cat = catalogue_in(&mut *tx, b, base).await?;
+                let bought = kinema_ledger::purchase_pack(cat.pack(pack_id)?, now)?;
+                expire_due_lots(&mut *tx, b, account_id, now).await?;
+                let (lot, _) = grant_new_lot(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    &bought.lot,
+                    actor,
+                    payment_ref,
+                    now,
+                )
+                .await?;
+                let payment = Payment {
+                    payment_ref: payment_ref.to_string(),
+                    account_id: account_id.to_string(),
+                    kind: "pack".into(),
+                    item_id: pack_id.to_string(),
+                    amount: bought.price,
+                    created_at: now,
+                };
+                insert_payment(
+                    &mut *tx,
+                    b,
+                    &payment,
+                    &serde_json::json!({ "lot_id": lot.id }),
+                )
+                .await?;
+                append_event(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    EventDraft {
+                        kind: Some(BillingEventKind::PackPurchase),
+                        amount: Some(bought.price),
+                        payment_ref: Some(payment_ref),
+                        plan_id: None,
+                        detail: serde_json::json!({ "pack_id": pack_id, "lot_id": lot.id })
+                            .to_string(),
+                        effective_at: now,
+                        ..EventDraft::default()
+                    },
+                    now,
+                )
+                .await?;
+                Ok(PackPurchased {
+                    payment,
+                    lot,
+                    created: true,
+                })
+            })
         })
+        .await
     }
 
     /// Starts the account's one trial: a TRIAL lot expiring when the trial ends.
@@ -269,15 +290,23 @@ impl Store {
         now: UnixMillis,
     ) -> Result<TrialStarted, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let account = lock_account(&mut tx, b, account_id).await?;
-        account.require_open()?;
-        let previous = load_trial(&mut tx, b, account_id).await?;
-        let started = kinema_ledger::start_trial(previous.as_ref(), offer, now)?;
-        account.require_billing(BillingMode::Prepaid, "a trial")?;
-        expire_due_lots(&mut tx, b, account_id, now).await?;
-        let (lot, _) = grant_new_lot(&mut tx, b, account_id, &started.lot, actor, "", now).await?;
-        sqlx::query(&b.sql(
+        let account_id = account_id.to_owned();
+        let offer = offer.clone();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let account_id = account_id.as_str();
+                let offer = &offer;
+                let actor = actor.as_str();
+                let account = lock_account(&mut *tx, b, account_id).await?;
+                account.require_open()?;
+                let previous = load_trial(&mut *tx, b, account_id).await?;
+                let started = kinema_ledger::start_trial(previous.as_ref(), offer, now)?;
+                account.require_billing(BillingMode::Prepaid, "a trial")?;
+                expire_due_lots(&mut *tx, b, account_id, now).await?;
+                let (lot, _) =
+                    grant_new_lot(&mut *tx, b, account_id, &started.lot, actor, "", now).await?;
+                sqlx::query(&b.sql(
             "INSERT INTO trials (account_id, started_at, ends_at, lot_id) VALUES (?, ?, ?, ?)",
         ))
         .bind(account_id)
@@ -286,24 +315,26 @@ impl Store {
         .bind(lot.id)
         .execute(&mut *tx)
         .await?;
-        append_event(
-            &mut tx,
-            b,
-            account_id,
-            EventDraft {
-                kind: Some(BillingEventKind::TrialStarted),
-                detail: serde_json::to_string(&started.trial)?,
-                effective_at: now,
-                ..EventDraft::default()
-            },
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(TrialStarted {
-            trial: started.trial,
-            lot,
+                append_event(
+                    &mut *tx,
+                    b,
+                    account_id,
+                    EventDraft {
+                        kind: Some(BillingEventKind::TrialStarted),
+                        detail: serde_json::to_string(&started.trial)?,
+                        effective_at: now,
+                        ..EventDraft::default()
+                    },
+                    now,
+                )
+                .await?;
+                Ok(TrialStarted {
+                    trial: started.trial,
+                    lot,
+                })
+            })
         })
+        .await
     }
 
     pub async fn trial(&self, account_id: &str) -> Result<Option<TrialRecord>, StoreError> {

@@ -340,13 +340,19 @@ fn replay_leases(
 impl Store {
     /// Marks a job to run unbatched (or lifts that): companion leasing skips it.
     pub async fn set_run_alone(&self, id: &str, run_alone: bool) -> Result<(), StoreError> {
-        let b = self.backend;
-        let updated = sqlx::query(&b.sql("UPDATE jobs SET run_alone = ? WHERE id = ?"))
-            .bind(i64::from(run_alone))
-            .bind(id)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
+        let (b, id) = (self.backend, id.to_owned());
+        let updated = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    let done = sqlx::query(&b.sql("UPDATE jobs SET run_alone = ? WHERE id = ?"))
+                        .bind(i64::from(run_alone))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await?;
         if updated == 0 {
             return Err(StoreError::NotFound("job"));
         }

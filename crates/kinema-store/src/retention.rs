@@ -43,14 +43,21 @@ impl Store {
         kind: &str,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query(&self.backend.sql(
-            "UPDATE artifacts SET deleted_at = ? WHERE job_id = ? AND kind = ? AND deleted_at IS NULL",
-        ))
-            .bind(now)
-            .bind(job_id)
-            .bind(kind)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+        let (b, job_id, kind) = (self.backend, job_id.to_owned(), kind.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(&b.sql(
+                    "UPDATE artifacts SET deleted_at = ? WHERE job_id = ? AND kind = ? \
+                     AND deleted_at IS NULL",
+                ))
+                .bind(now)
+                .bind(job_id)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }

@@ -123,58 +123,71 @@ impl Store {
             check_payment_ref(r)?;
         }
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let account = lock_account(&mut tx, b, account_id).await?;
-        if let Some(r) = payment_ref {
-            if replayed_payment(&mut tx, b, r, account_id, "subscription", plan_id)
-                .await?
-                .is_some()
-            {
-                let state = load_subscriptions(&mut tx, b, account_id).await?;
-                tx.commit().await?;
-                return Ok(SubscriptionChange {
-                    state,
-                    effects: Vec::new(),
-                    lots: Vec::new(),
-                    events: Vec::new(),
-                    created: false,
-                });
-            }
-        }
-        account.require_open()?;
-        account.require_billing(BillingMode::Prepaid, "a subscription")?;
-        let cat = catalogue_in(&mut tx, b, base).await?;
-        let state = load_subscriptions(&mut tx, b, account_id).await?;
-        let subscription_id = new_id("sub");
-        let t = kinema_ledger::subscribe(&state, &cat, plan_id, &subscription_id, now)?;
-        let (lots, events) =
-            apply_transition(&mut tx, b, account_id, &t, payment_ref, actor, now).await?;
-        if let Some(r) = payment_ref {
-            let amount = first_charge(&t.effects, &subscription_id)
-                .ok_or_else(|| StoreError::Corrupt("a subscription without its charge".into()))?;
-            insert_payment(
-                &mut tx,
-                b,
-                &Payment {
-                    payment_ref: r.to_string(),
-                    account_id: account_id.to_string(),
-                    kind: "subscription".into(),
-                    item_id: plan_id.to_string(),
-                    amount,
-                    created_at: now,
-                },
-                &serde_json::json!({ "subscription_id": subscription_id }),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(SubscriptionChange {
-            state: t.state,
-            effects: t.effects,
-            lots,
-            events,
-            created: true,
+        let base = base.clone();
+        let account_id = account_id.to_owned();
+        let plan_id = plan_id.to_owned();
+        let payment_ref = payment_ref.map(str::to_owned);
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let account_id = account_id.as_str();
+                let plan_id = plan_id.as_str();
+                let payment_ref = payment_ref.as_deref();
+                let actor = actor.as_str();
+                let account = lock_account(&mut *tx, b, account_id).await?;
+                if let Some(r) = payment_ref {
+                    if replayed_payment(&mut *tx, b, r, account_id, "subscription", plan_id)
+                        .await?
+                        .is_some()
+                    {
+                        let state = load_subscriptions(&mut *tx, b, account_id).await?;
+                        return Ok(SubscriptionChange {
+                            state,
+                            effects: Vec::new(),
+                            lots: Vec::new(),
+                            events: Vec::new(),
+                            created: false,
+                        });
+                    }
+                }
+                account.require_open()?;
+                account.require_billing(BillingMode::Prepaid, "a subscription")?;
+                let cat = catalogue_in(&mut *tx, b, base).await?;
+                let state = load_subscriptions(&mut *tx, b, account_id).await?;
+                let subscription_id = new_id("sub");
+                let t = kinema_ledger::subscribe(&state, &cat, plan_id, &subscription_id, now)?;
+                let (lots, events) =
+                    apply_transition(&mut *tx, b, account_id, &t, payment_ref, actor, now).await?;
+                if let Some(r) = payment_ref {
+                    let amount = first_charge(&t.effects, &subscription_id).ok_or_else(|| {
+                        StoreError::Corrupt("a subscription without its charge".into())
+                    })?;
+                    insert_payment(
+                        &mut *tx,
+                        b,
+                        &Payment {
+                            payment_ref: r.to_string(),
+                            account_id: account_id.to_string(),
+                            kind: "subscription".into(),
+                            item_id: plan_id.to_string(),
+                            amount,
+                            created_at: now,
+                        },
+                        &serde_json::json!({ "subscription_id": subscription_id }),
+                    )
+                    .await?;
+                }
+                Ok(SubscriptionChange {
+                    state: t.state,
+                    effects: t.effects,
+                    lots,
+                    events,
+                    created: true,
+                })
+            })
         })
+        .await
     }
 
     /// Cancels the current plan (access to the end of the period, the 24-hour rule,
@@ -188,37 +201,49 @@ impl Store {
         now: UnixMillis,
     ) -> Result<SubscriptionChange, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        lock_account(&mut tx, b, account_id).await?;
-        let cat = catalogue_in(&mut tx, b, base).await?;
-        let state = load_subscriptions(&mut tx, b, account_id).await?;
-        let queued = match target {
-            CancelTarget::Current => false,
-            CancelTarget::Queued => true,
-            CancelTarget::Id(id) => {
-                if state.queued.as_ref().is_some_and(|q| &q.id == id) {
-                    true
-                } else if state.current.as_ref().is_some_and(|c| &c.id == id) {
-                    false
+        let base = base.clone();
+        let account_id = account_id.to_owned();
+        let target = target.clone();
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let account_id = account_id.as_str();
+                let target = &target;
+                let actor = actor.as_str();
+                lock_account(&mut *tx, b, account_id).await?;
+                let cat = catalogue_in(&mut *tx, b, base).await?;
+                let state = load_subscriptions(&mut *tx, b, account_id).await?;
+                let queued = match target {
+                    CancelTarget::Current => false,
+                    CancelTarget::Queued => true,
+                    CancelTarget::Id(id) => {
+                        if state.queued.as_ref().is_some_and(|q| &q.id == id) {
+                            true
+                        } else if state.current.as_ref().is_some_and(|c| &c.id == id) {
+                            false
+                        } else {
+                            return Err(StoreError::NotFound("subscription"));
+                        }
+                    }
+                };
+                let t = if queued {
+                    kinema_ledger::cancel_queued_plan(&state, &cat, now)?
                 } else {
-                    return Err(StoreError::NotFound("subscription"));
-                }
-            }
-        };
-        let t = if queued {
-            kinema_ledger::cancel_queued_plan(&state, &cat, now)?
-        } else {
-            kinema_ledger::cancel_subscription(&state, &cat, now)?
-        };
-        let (lots, events) = apply_transition(&mut tx, b, account_id, &t, None, actor, now).await?;
-        tx.commit().await?;
-        Ok(SubscriptionChange {
-            state: t.state,
-            effects: t.effects,
-            lots,
-            events,
-            created: true,
+                    kinema_ledger::cancel_subscription(&state, &cat, now)?
+                };
+                let (lots, events) =
+                    apply_transition(&mut *tx, b, account_id, &t, None, actor, now).await?;
+                Ok(SubscriptionChange {
+                    state: t.state,
+                    effects: t.effects,
+                    lots,
+                    events,
+                    created: true,
+                })
+            })
         })
+        .await
     }
 
     /// The account's plans caught up to `now` (renewals, grants and ends due are
@@ -230,11 +255,18 @@ impl Store {
         now: UnixMillis,
     ) -> Result<SubscriptionChange, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        lock_account(&mut tx, b, account_id).await?;
-        let change = tick_locked(&mut tx, b, base, account_id, now).await?;
-        tx.commit().await?;
-        Ok(change)
+        let base = base.clone();
+        let account_id = account_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let base = &base;
+                let account_id = account_id.as_str();
+                lock_account(&mut *tx, b, account_id).await?;
+                let change = tick_locked(&mut *tx, b, base, account_id, now).await?;
+                Ok(change)
+            })
+        })
+        .await
     }
 
     /// Catches up every account whose plans have something due by `now`; returns how
@@ -255,10 +287,14 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         for account_id in &due {
-            let mut tx = self.write.begin().await?;
-            lock_account(&mut tx, b, account_id).await?;
-            tick_locked(&mut tx, b, base, account_id, now).await?;
-            tx.commit().await?;
+            let (base, account_id) = (base.clone(), account_id.clone());
+            self.write(move |tx| {
+                Box::pin(async move {
+                    lock_account(&mut *tx, b, &account_id).await?;
+                    tick_locked(&mut *tx, b, &base, &account_id, now).await
+                })
+            })
+            .await?;
         }
         Ok(due.len())
     }

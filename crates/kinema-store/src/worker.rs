@@ -120,89 +120,31 @@ impl Store {
         now: UnixMillis,
         refused: &mut Vec<Job>,
     ) -> Result<Option<Job>, StoreError> {
-        let b = self.backend;
         if pick.is_empty() {
             return Ok(None);
         }
         loop {
-            let mut tx = self.write.begin().await?;
-            let Some((candidate_account, class)) = queue::next_account(&mut tx, b, pick).await?
-            else {
-                return Ok(None);
-            };
-            // Account first, then the job row (the store's lock order); another worker
-            // may have taken the account's jobs meanwhile, in which case look again.
-            lock_account_only(&mut tx, b, &candidate_account).await?;
-            let next = queue::head_job(&mut tx, b, &candidate_account, class, pick).await?;
-            let Some((id, account_id, quoted, debited, billing)) = next else {
-                tx.commit().await?;
-                continue;
-            };
-            // Postpaid jobs hold and debit no credits: they are charged on success. A job
-            // requeued after a lost worker was debited already.
-            let debit = if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
-                match plan_debit(&mut tx, b, &account_id, quoted, now).await {
-                    Ok(debit) => Some(debit),
-                    Err(StoreError::InsufficientCredits { needed, available }) => {
-                        let failure = Failure {
-                            code: "INSUFFICIENT_CREDITS".into(),
-                            message: format!(
-                                "credits expired while queued: {needed} needed, {available} available"
-                            ),
-                            retryable: false,
+            let models = pick.models.map(<[String]>::to_vec);
+            let batch_key = pick.batch_key.map(str::to_owned);
+            let owner = owner.to_owned();
+            let b = self.backend;
+            let step = self
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let pick = Pick {
+                            models: models.as_deref(),
+                            batch_key: batch_key.as_deref(),
                         };
-                        if !still_queued(&mut tx, b, &id, debited).await? {
-                            tx.commit().await?;
-                            continue;
-                        }
-                        set_terminal(&mut tx, b, &id, JobState::Failed, Some(&failure), now)
-                            .await?;
-                        release_hold(&mut tx, b, &account_id, &id, WORKER, now).await?;
-                        let job = load_job(&mut tx, b, &id)
-                            .await?
-                            .ok_or(StoreError::NotFound("job"))?;
-                        tx.commit().await?;
-                        refused.push(job);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            } else {
-                None
-            };
-            // Started only if it is still queued as it was read: another worker may have
-            // taken it (and even had it requeued, debited) since.
-            let money = if debit.is_some() {
-                ", held = 0, debited = quoted"
-            } else {
-                ""
-            };
-            let row = sqlx::query(&b.sql(&format!(
-                "UPDATE jobs SET state = 'RUNNING', stage = ?, progress_step = 0, \
-                 attempts = attempts + 1, started_at = COALESCE(started_at, ?), lease_owner = ?, \
-                 lease_expires_at = ?{money} WHERE id = ? AND state = 'QUEUED' AND debited = ? \
-                 RETURNING *"
-            )))
-            .bind(Stage::EncodingText.as_str())
-            .bind(now)
-            .bind(owner)
-            .bind(now.saturating_add(lease_ms))
-            .bind(&id)
-            .bind(debited)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                tx.rollback().await?;
-                continue;
-            };
-            if let Some(debit) = &debit {
-                write_debit(&mut tx, b, &account_id, &id, debit, WORKER, now).await?;
+                        lease_step(tx, b, pick, &owner, lease_ms, now).await
+                    })
+                })
+                .await?;
+            match step {
+                LeaseStep::Empty => return Ok(None),
+                LeaseStep::Started(job) => return Ok(Some(job)),
+                LeaseStep::Refused(job) => refused.push(job),
+                LeaseStep::Again => {}
             }
-            queue::mark_served(&mut tx, b, &account_id).await?;
-            // A running job has no artifacts and no queue position: the row is the job.
-            let job = job_from_row(&row)?;
-            tx.commit().await?;
-            return Ok(Some(job));
         }
     }
 
@@ -218,17 +160,26 @@ impl Store {
         now: UnixMillis,
     ) -> Result<ProgressAck, StoreError> {
         let b = self.backend;
-        let cancel: Option<i64> = sqlx::query_scalar(&b.sql(
-            "UPDATE jobs SET stage = ?, progress_step = ?, lease_expires_at = ? \
-             WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? RETURNING cancel_requested",
-        ))
-        .bind(stage.as_str())
-        .bind(i64::from(step))
-        .bind(now.saturating_add(lease_ms))
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&self.write)
-        .await?;
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let cancel: Option<i64> = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    let cancel = sqlx::query_scalar(&b.sql(
+                        "UPDATE jobs SET stage = ?, progress_step = ?, lease_expires_at = ? \
+                         WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? \
+                         RETURNING cancel_requested",
+                    ))
+                    .bind(stage.as_str())
+                    .bind(i64::from(step))
+                    .bind(now.saturating_add(lease_ms))
+                    .bind(id)
+                    .bind(owner)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    Ok(cancel)
+                })
+            })
+            .await?;
         cancel
             .map(|cancel| ProgressAck {
                 cancel_requested: cancel != 0,
@@ -248,11 +199,20 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, b, id, owner).await?;
-        save_usage(&mut tx, b, id, usage).await?;
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        let artifacts = artifacts.to_vec();
+        let usage = usage.clone();
+        let this = self.clone();
+        self.write(move |tx| Box::pin(async move {
+        let id = id.as_str();
+        let owner = owner.as_str();
+        let artifacts = artifacts.as_slice();
+        let usage = &usage;
+        let job = running_job(&mut *tx, b, id, owner).await?;
+        save_usage(&mut *tx, b, id, usage).await?;
         if job.cancel_requested {
-            self.cancel_running(&mut tx, &job, now).await?;
+            this.cancel_running(&mut *tx, &job, now).await?;
         } else {
             for a in artifacts {
                 sqlx::query(
@@ -273,16 +233,17 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            set_terminal(&mut tx, b, id, JobState::Succeeded, None, now).await?;
+            set_terminal(&mut *tx, b, id, JobState::Succeeded, None, now).await?;
             if job.billing == JobBilling::Postpaid {
-                crate::postpaid::charge_succeeded(&mut tx, b, self, &job, now).await?;
+                crate::postpaid::charge_succeeded(&mut *tx, b, &this, &job, now).await?;
             }
         }
-        let job = load_job(&mut tx, b, id)
+        let job = load_job(&mut *tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
-        tx.commit().await?;
         Ok(job)
+        }))
+        .await
     }
 
     /// FAILED with its failure, and the debit refunded in full, once.
@@ -295,8 +256,17 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        if !lock_job_account_only(&mut tx, b, id).await? {
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        let failure = failure.clone();
+        let usage = usage.clone();
+        let this = self.clone();
+        self.write(move |tx| Box::pin(async move {
+        let id = id.as_str();
+        let owner = owner.as_str();
+        let failure = &failure;
+        let usage = &usage;
+        if !lock_job_account_only(&mut *tx, b, id).await? {
             return Err(StoreError::LeaseLost);
         }
         // One statement ends the job and marks its refund; it brings back what the
@@ -342,13 +312,13 @@ impl Store {
             };
             let due_lots: i64 = row.try_get("due_lots")?;
             let entry = refund_debit(
-                &mut tx,
+                &mut *tx,
                 b,
                 &job.account_id,
                 id,
                 &debit,
                 due_lots > 0,
-                self.policy.refund_grace_ms,
+                this.policy.refund_grace_ms,
                 WORKER,
                 now,
             )
@@ -360,8 +330,9 @@ impl Store {
                 )));
             }
         }
-        tx.commit().await?;
         Ok(job)
+        }))
+        .await
     }
 
     /// A retryable failure: back to the queue while the job has attempts left (its
@@ -381,39 +352,51 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, b, id, owner).await?;
-        save_usage(&mut tx, b, id, usage).await?;
-        if job.cancel_requested {
-            self.cancel_running(&mut tx, &job, now).await?;
-        } else if job.attempts < max_attempts {
-            sqlx::query(&b.sql(
-                "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        let failure = failure.clone();
+        let usage = usage.clone();
+        let this = self.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let id = id.as_str();
+                let owner = owner.as_str();
+                let failure = &failure;
+                let usage = &usage;
+                let job = running_job(&mut *tx, b, id, owner).await?;
+                save_usage(&mut *tx, b, id, usage).await?;
+                if job.cancel_requested {
+                    this.cancel_running(&mut *tx, &job, now).await?;
+                } else if job.attempts < max_attempts {
+                    sqlx::query(&b.sql(
+                        "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
                  lease_owner = NULL, lease_expires_at = NULL, \
                  run_alone = CASE WHEN ? = 1 THEN 1 ELSE run_alone END WHERE id = ?",
-            ))
-            .bind(i64::from(run_alone))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            set_terminal(&mut tx, b, id, JobState::Failed, Some(failure), now).await?;
-            refund_job(
-                &mut tx,
-                b,
-                &job.account_id,
-                id,
-                self.policy.refund_grace_ms,
-                WORKER,
-                now,
-            )
-            .await?;
-        }
-        let job = load_job(&mut tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
-        tx.commit().await?;
-        Ok(job)
+                    ))
+                    .bind(i64::from(run_alone))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    set_terminal(&mut *tx, b, id, JobState::Failed, Some(failure), now).await?;
+                    refund_job(
+                        &mut *tx,
+                        b,
+                        &job.account_id,
+                        id,
+                        this.policy.refund_grace_ms,
+                        WORKER,
+                        now,
+                    )
+                    .await?;
+                }
+                let job = load_job(&mut *tx, b, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                Ok(job)
+            })
+        })
+        .await
     }
 
     /// The worker stopped a job whose cancel was requested: CANCELLED, refunded under
@@ -426,23 +409,37 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Job, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        let job = running_job(&mut tx, b, id, owner).await?;
-        save_usage(&mut tx, b, id, usage).await?;
-        self.cancel_running(&mut tx, &job, now).await?;
-        let job = load_job(&mut tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
-        tx.commit().await?;
-        Ok(job)
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        let usage = usage.clone();
+        let this = self.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let id = id.as_str();
+                let owner = owner.as_str();
+                let usage = &usage;
+                let job = running_job(&mut *tx, b, id, owner).await?;
+                save_usage(&mut *tx, b, id, usage).await?;
+                this.cancel_running(&mut *tx, &job, now).await?;
+                let job = load_job(&mut *tx, b, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                Ok(job)
+            })
+        })
+        .await
     }
 
     /// Gives a running job back to the queue without counting the attempt (a draining
     /// worker stopped it). Its debit stands; it is not debited again.
     pub async fn requeue_job(&self, id: &str, owner: &str) -> Result<Job, StoreError> {
         let b = self.backend;
-        let mut tx = self.write.begin().await?;
-        running_job(&mut tx, b, id, owner).await?;
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        self.write(move |tx| Box::pin(async move {
+        let id = id.as_str();
+        let owner = owner.as_str();
+        running_job(&mut *tx, b, id, owner).await?;
         sqlx::query(
             &b.sql("UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
              attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, lease_owner = NULL, lease_expires_at = NULL \
@@ -451,11 +448,12 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let job = load_job(&mut tx, b, id)
+        let job = load_job(&mut *tx, b, id)
             .await?
             .ok_or(StoreError::NotFound("job"))?;
-        tx.commit().await?;
         Ok(job)
+        }))
+        .await
     }
 
     /// Running jobs whose worker is gone: every RUNNING job when `all` (a single node
@@ -489,46 +487,56 @@ impl Store {
         });
         let mut report = RecoveryReport::default();
         for id in ids {
-            let mut tx = self.write.begin().await?;
-            lock_job_account(&mut tx, b, &id).await?;
-            let Some(job) = load_job(&mut tx, b, &id).await? else {
-                continue;
-            };
-            if job.state != JobState::Running {
-                continue;
-            }
-            if job.cancel_requested {
-                self.cancel_running(&mut tx, &job, now).await?;
-            } else if job.attempts < max_attempts {
-                sqlx::query(&b.sql(
+            let this = self.clone();
+            let recovered = self
+                .write(move |tx| {
+                    Box::pin(async move {
+                        lock_job_account(&mut *tx, b, &id).await?;
+                        let Some(job) = load_job(&mut *tx, b, &id).await? else {
+                            return Ok(None);
+                        };
+                        if job.state != JobState::Running {
+                            return Ok(None);
+                        }
+                        if job.cancel_requested {
+                            this.cancel_running(&mut *tx, &job, now).await?;
+                        } else if job.attempts < max_attempts {
+                            sqlx::query(&b.sql(
                     "UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
                      lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
                 ))
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-            } else {
-                let failure = Failure {
-                    code: "WORKER_LOST".into(),
-                    message: format!("the worker was lost {} times", job.attempts),
-                    retryable: false,
-                };
-                set_terminal(&mut tx, b, &id, JobState::Failed, Some(&failure), now).await?;
-                refund_job(
-                    &mut tx,
-                    b,
-                    &job.account_id,
-                    &id,
-                    self.policy.refund_grace_ms,
-                    WORKER,
-                    now,
-                )
+                        } else {
+                            let failure = Failure {
+                                code: "WORKER_LOST".into(),
+                                message: format!("the worker was lost {} times", job.attempts),
+                                retryable: false,
+                            };
+                            set_terminal(&mut *tx, b, &id, JobState::Failed, Some(&failure), now)
+                                .await?;
+                            refund_job(
+                                &mut *tx,
+                                b,
+                                &job.account_id,
+                                &id,
+                                this.policy.refund_grace_ms,
+                                WORKER,
+                                now,
+                            )
+                            .await?;
+                        }
+                        let job = load_job(&mut *tx, b, &id)
+                            .await?
+                            .ok_or(StoreError::NotFound("job"))?;
+                        Ok(Some(job))
+                    })
+                })
                 .await?;
-            }
-            let job = load_job(&mut tx, b, &id)
-                .await?
-                .ok_or(StoreError::NotFound("job"))?;
-            tx.commit().await?;
+            let Some(job) = recovered else {
+                continue;
+            };
             match job.state {
                 JobState::Queued => report.requeued.push(job),
                 JobState::Cancelled => report.cancelled.push(job),
@@ -575,6 +583,98 @@ impl Store {
 }
 
 /// The job, locked (its account first), if it is RUNNING under `owner`'s lease.
+/// What one lease transaction did.
+enum LeaseStep {
+    /// No queued job matches.
+    Empty,
+    Started(Job),
+    /// The head job could no longer be covered and was failed; look again.
+    Refused(Job),
+    /// Another worker took the job first; look again.
+    Again,
+}
+
+/// One lease attempt in one transaction: the next account in queue order, its head
+/// job, started and (on its first start) debited.
+async fn lease_step(
+    tx: &mut AnyConnection,
+    b: Backend,
+    pick: Pick<'_>,
+    owner: &str,
+    lease_ms: i64,
+    now: UnixMillis,
+) -> Result<LeaseStep, StoreError> {
+    let Some((candidate_account, class)) = queue::next_account(&mut *tx, b, pick).await? else {
+        return Ok(LeaseStep::Empty);
+    };
+    // Account first, then the job row (the store's lock order); another worker may
+    // have taken the account's jobs meanwhile, in which case look again.
+    lock_account_only(&mut *tx, b, &candidate_account).await?;
+    let next = queue::head_job(&mut *tx, b, &candidate_account, class, pick).await?;
+    let Some((id, account_id, quoted, debited, billing)) = next else {
+        return Ok(LeaseStep::Again);
+    };
+    // Postpaid jobs hold and debit no credits: they are charged on success. A job
+    // requeued after a lost worker was debited already.
+    let debit = if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
+        match plan_debit(&mut *tx, b, &account_id, quoted, now).await {
+            Ok(debit) => Some(debit),
+            Err(StoreError::InsufficientCredits { needed, available }) => {
+                let failure = Failure {
+                    code: "INSUFFICIENT_CREDITS".into(),
+                    message: format!(
+                        "credits expired while queued: {needed} needed, {available} available"
+                    ),
+                    retryable: false,
+                };
+                if !still_queued(&mut *tx, b, &id, debited).await? {
+                    return Ok(LeaseStep::Again);
+                }
+                set_terminal(&mut *tx, b, &id, JobState::Failed, Some(&failure), now).await?;
+                release_hold(&mut *tx, b, &account_id, &id, WORKER, now).await?;
+                let job = load_job(&mut *tx, b, &id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                return Ok(LeaseStep::Refused(job));
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    // Started only if it is still queued as it was read: another worker may have taken
+    // it (and even had it requeued, debited) since. Nothing was written before this
+    // but the expiry of lots already due, which stands either way.
+    let money = if debit.is_some() {
+        ", held = 0, debited = quoted"
+    } else {
+        ""
+    };
+    let row = sqlx::query(&b.sql(&format!(
+        "UPDATE jobs SET state = 'RUNNING', stage = ?, progress_step = 0, \
+         attempts = attempts + 1, started_at = COALESCE(started_at, ?), lease_owner = ?, \
+         lease_expires_at = ?{money} WHERE id = ? AND state = 'QUEUED' AND debited = ? \
+         RETURNING *"
+    )))
+    .bind(Stage::EncodingText.as_str())
+    .bind(now)
+    .bind(owner)
+    .bind(now.saturating_add(lease_ms))
+    .bind(&id)
+    .bind(debited)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(LeaseStep::Again);
+    };
+    if let Some(debit) = &debit {
+        write_debit(&mut *tx, b, &account_id, &id, debit, WORKER, now).await?;
+    }
+    queue::mark_served(&mut *tx, b, &account_id).await?;
+    // A running job has no artifacts and no queue position: the row is the job.
+    Ok(LeaseStep::Started(job_from_row(&row)?))
+}
+
 async fn running_job(
     conn: &mut AnyConnection,
     b: Backend,

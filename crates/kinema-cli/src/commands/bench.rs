@@ -146,63 +146,85 @@ async fn cycles(store: Store, account: String, client: u32, cycles: u32) -> anyh
     Ok(())
 }
 
+/// What one concurrency level measured.
+struct Level {
+    concurrency: u32,
+    raw: Duration,
+    cycles: Duration,
+}
+
+impl Level {
+    fn raw_rate(&self, args: &BenchLedgerArgs) -> f64 {
+        f64::from(args.raw) / self.raw.as_secs_f64()
+    }
+
+    fn cycle_rate(&self, args: &BenchLedgerArgs) -> f64 {
+        f64::from(args.cycles) / self.cycles.as_secs_f64()
+    }
+}
+
 async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
-    if args.cycles == 0 || args.raw == 0 || args.concurrency == 0 {
+    if args.cycles == 0 || args.raw == 0 || args.concurrency.contains(&0) {
         bail!("--raw, --cycles and --concurrency must be at least 1");
     }
+    if args.concurrency.is_empty() {
+        bail!("--concurrency needs at least one level");
+    }
     let (scratch, store, backend) = Scratch::open(&args).await?;
-    let result = measure(&store, &args).await;
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            store.close().await;
-            scratch.drop_database().await;
-            return Err(e);
+    let mut levels = Vec::new();
+    for &concurrency in &args.concurrency {
+        match measure(&store, &args, concurrency).await {
+            Ok(level) => levels.push(level),
+            Err(e) => {
+                store.close().await;
+                scratch.drop_database().await;
+                return Err(e);
+            }
         }
-    };
+    }
     let ledger_ok = store.verify_ledger(None).await?.is_clean();
     store.close().await;
     scratch.drop_database().await;
-    let (raw, cyc) = report;
-    let raw_rate = f64::from(args.raw) / raw.as_secs_f64();
-    let cycle_rate = f64::from(args.cycles) / cyc.as_secs_f64();
-    let ratio = cycle_rate / raw_rate;
     if args.json {
+        let levels: Vec<_> = levels
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "concurrency": l.concurrency,
+                    "raw_per_second": l.raw_rate(&args),
+                    "cycles_per_second": l.cycle_rate(&args),
+                    "ratio_to_raw": l.cycle_rate(&args) / l.raw_rate(&args),
+                })
+            })
+            .collect();
         println!(
             "{}",
             serde_json::json!({
                 "backend": backend,
                 "raw_transactions": args.raw,
-                "raw_per_second": raw_rate,
                 "cycles": args.cycles,
-                "concurrency": args.concurrency,
                 "rounds": args.rounds,
-                "cycles_per_second": cycle_rate,
-                "ratio_to_raw": ratio,
+                "levels": levels,
                 "ledger_verified": ledger_ok,
             })
         );
     } else {
         println!("backend      {backend}");
         println!(
-            "raw          {} one-row durable transactions in {:.3} s: {:.0}/s",
-            args.raw,
-            raw.as_secs_f64(),
-            raw_rate
+            "per level    {} one-row durable transactions (raw) and {} hold -> debit -> refund \
+             cycles (3 transactions each), alternating in {} rounds",
+            args.raw, args.cycles, args.rounds
         );
-        println!(
-            "cycles       {} hold -> debit -> refund (3 transactions each, {} client(s)) in {:.3} s: {:.0}/s \
-             (alternating with the raw commits in {} rounds)",
-            args.cycles,
-            args.concurrency,
-            cyc.as_secs_f64(),
-            cycle_rate,
-            args.rounds
-        );
-        println!(
-            "ratio        {ratio:.2} x the raw rate (a cycle costs {:.1} raw transactions)",
-            1.0 / ratio
-        );
+        for l in &levels {
+            let (raw, cycles) = (l.raw_rate(&args), l.cycle_rate(&args));
+            println!(
+                "clients {:<4} raw {raw:>6.0}/s   cycles {cycles:>6.0}/s   ratio {:.2} \
+                 (a cycle costs {:.1} raw transactions)",
+                l.concurrency,
+                cycles / raw,
+                raw / cycles
+            );
+        }
         println!(
             "ledger       {}",
             if ledger_ok { "verified" } else { "PROBLEMS" }
@@ -214,30 +236,34 @@ async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raw commits and cycles measured in alternating rounds, so both see the same disk
-/// (a shared machine's fsync latency drifts within seconds); returns the total time of
-/// each.
-async fn measure(store: &Store, args: &BenchLedgerArgs) -> anyhow::Result<(Duration, Duration)> {
+/// Raw commits (one client, one after another) and cycles (`concurrency` clients)
+/// measured in alternating rounds, so both see the same disk (a shared machine's
+/// fsync latency drifts within seconds).
+async fn measure(store: &Store, args: &BenchLedgerArgs, concurrency: u32) -> anyhow::Result<Level> {
     let rounds = args.rounds.clamp(1, args.raw.min(args.cycles));
-    let accounts = setup_clients(store, args).await?;
-    let (mut raw, mut cyc) = (Duration::ZERO, Duration::ZERO);
+    let accounts = setup_clients(store, args, concurrency).await?;
+    let mut level = Level {
+        concurrency,
+        raw: Duration::ZERO,
+        cycles: Duration::ZERO,
+    };
     for round in 0..rounds {
-        raw += store
+        level.raw += store
             .bench_raw_commits(share(args.raw, rounds, round))
             .await?;
         let n = share(args.cycles, rounds, round);
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for (c, account) in accounts.iter().enumerate() {
-            let k = share(n, args.concurrency, c as u32);
+            let k = share(n, concurrency, c as u32);
             tasks.spawn(cycles(store.clone(), account.clone(), c as u32, k));
         }
         while let Some(r) = tasks.join_next().await {
             r.context("benchmark task")??;
         }
-        cyc += start.elapsed();
+        level.cycles += start.elapsed();
     }
-    Ok((raw, cyc))
+    Ok(level)
 }
 
 /// Part `i` of `total` split in `parts` (the first ones take the remainder).
@@ -246,11 +272,15 @@ fn share(total: u32, parts: u32, i: u32) -> u32 {
 }
 
 /// One account per client, with credits for every cycle it may run.
-async fn setup_clients(store: &Store, args: &BenchLedgerArgs) -> anyhow::Result<Vec<String>> {
+async fn setup_clients(
+    store: &Store,
+    args: &BenchLedgerArgs,
+    concurrency: u32,
+) -> anyhow::Result<Vec<String>> {
     let mut accounts = Vec::new();
-    for client in 0..args.concurrency {
+    for client in 0..concurrency {
         let account = store
-            .create_account(&format!("bench-{client}"), None, now_ms())
+            .create_account(&format!("bench-{concurrency}-{client}"), None, now_ms())
             .await?
             .id;
         store
