@@ -169,20 +169,6 @@ pub(crate) async fn lock_account(
     })
 }
 
-/// Takes the account lock where only the lock matters (the caller needs nothing the
-/// account row says): one statement on PostgreSQL, none on SQLite, whose single
-/// writer already serialises every write transaction.
-pub(crate) async fn lock_account_only(
-    conn: &mut AnyConnection,
-    b: Backend,
-    account_id: &str,
-) -> Result<(), StoreError> {
-    if b == Backend::Postgres {
-        lock_account(conn, b, account_id).await?;
-    }
-    Ok(())
-}
-
 /// A prepaid account's credits as a money transaction finds them, read under the
 /// account lock: whether lots are due to expire (so [`expire_due_lots`] has work),
 /// credits in unexpired lots, and what jobs hold.

@@ -92,6 +92,15 @@ impl Backend {
         }
     }
 
+    /// Row lock on the rows of the `accounts` table (aliased `a`) in a join, passing
+    /// over rows another transaction has locked (PostgreSQL).
+    pub(crate) fn for_update_of_account_skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE OF a SKIP LOCKED",
+        }
+    }
+
     /// Row lock on the rows of the `accounts` table (aliased `a`) in a join.
     pub(crate) fn for_update_of_account(self) -> &'static str {
         match self {

@@ -121,13 +121,20 @@ impl Pick<'_> {
     }
 }
 
-/// The account whose job is next and the class to take it from. The accounts with
-/// queued jobs are found by skipping through the queue index (one probe per account,
-/// not one row per queued job), so the cost follows the number of waiting accounts.
+/// The account whose job is next and the class to take it from, its row locked for
+/// the rest of the transaction (the store's lock order: account first). The accounts
+/// with queued jobs are found by skipping through the queue index (one probe per
+/// account, not one row per queued job), so the cost follows the number of waiting
+/// accounts. On PostgreSQL, with `skip_locked`, an account whose row another
+/// transaction holds (another worker leasing from it, a submission to it) is passed
+/// over for the next in order rather than waited for, so concurrent leases do not
+/// queue behind one another on the same account; `None` then may mean only that every
+/// waiting account is locked.
 pub(crate) async fn next_account(
     conn: &mut AnyConnection,
     b: Backend,
     pick: Pick<'_>,
+    skip_locked: bool,
 ) -> Result<Option<(String, i64)>, StoreError> {
     let filter = pick.sql();
     let sql = format!(
@@ -145,7 +152,12 @@ pub(crate) async fn next_account(
               AND account_id = waiting.id) AS running \
            FROM waiting WHERE waiting.id IS NOT NULL) w \
          JOIN accounts a ON a.id = w.id \
-         ORDER BY w.top DESC, w.running, a.last_served, w.id LIMIT 1"
+         ORDER BY w.top DESC, w.running, a.last_served, w.id LIMIT 1{}",
+        if skip_locked {
+            b.for_update_of_account_skip_locked()
+        } else {
+            b.for_update_of_account()
+        }
     );
     let sql = b.sql(&sql);
     let mut query = sqlx::query_as(&sql);

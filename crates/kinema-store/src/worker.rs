@@ -5,8 +5,8 @@ use kinema_ledger::UnixMillis;
 use sqlx::{AnyConnection, Row};
 
 use crate::credits::{
-    lock_account_only, lock_job_account, lock_job_account_only, plan_debit, refund_debit,
-    refund_job, release_hold, require_account, write_debit,
+    lock_job_account, lock_job_account_only, plan_debit, refund_debit, refund_job, release_hold,
+    require_account, write_debit,
 };
 use crate::db::Backend;
 use crate::jobs::{job_from_row, load_job, set_terminal};
@@ -604,12 +604,17 @@ async fn lease_step(
     lease_ms: i64,
     now: UnixMillis,
 ) -> Result<LeaseStep, StoreError> {
-    let Some((candidate_account, class)) = queue::next_account(&mut *tx, b, pick).await? else {
+    // The account comes locked (the store's lock order: account first, then the job
+    // row); another worker may have taken its jobs meanwhile, in which case look again.
+    let mut next = queue::next_account(&mut *tx, b, pick, true).await?;
+    if next.is_none() && b == Backend::Postgres {
+        // Every waiting account may be locked by another transaction: wait for the
+        // first one rather than report an empty queue.
+        next = queue::next_account(&mut *tx, b, pick, false).await?;
+    }
+    let Some((candidate_account, class)) = next else {
         return Ok(LeaseStep::Empty);
     };
-    // Account first, then the job row (the store's lock order); another worker may
-    // have taken the account's jobs meanwhile, in which case look again.
-    lock_account_only(&mut *tx, b, &candidate_account).await?;
     let next = queue::head_job(&mut *tx, b, &candidate_account, class, pick).await?;
     let Some((id, account_id, quoted, debited, billing)) = next else {
         return Ok(LeaseStep::Again);
