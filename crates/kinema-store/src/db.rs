@@ -36,6 +36,9 @@ impl Default for StorePolicy {
     }
 }
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is used.
+const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The currency of the built-in catalogue and of postpaid usage by default.
 pub const DEFAULT_CURRENCY: kinema_ledger::Currency = kinema_ledger::Currency::EUR;
 
@@ -152,6 +155,18 @@ impl Store {
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             .max_connections(16)
+            // A connection handed back and taken again at once is alive; one that sat
+            // idle (through a database restart, say) is pinged first. Pinging every
+            // acquire cost a round trip per transaction.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
