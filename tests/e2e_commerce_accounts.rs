@@ -116,6 +116,44 @@ async fn arrears_suspend_after_24_hours_and_terminate_after_15_days_deleting_vid
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrears_suspension_ends_the_watches_of_the_jobs_it_cancels() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir, clock_and_faults()).await;
+    let admin = server.admin().await;
+    let payg = admin.create_postpaid_account("payg").await;
+    run_to_success(&admin, &payg).await;
+    let charged_at = admin.now().await;
+    // A slow job of another account keeps the worker busy, so payg's job stays queued.
+    let other = admin.create_account("other").await;
+    admin.grant(&other, 1000).await;
+    let slow = admin
+        .create_job(with_meta(
+            job_request(&other, 16, 16, 1, 8, 200),
+            &[("kinema.step_delay_ms", "100")],
+        ))
+        .await;
+    admin.wait_step(&other, &slow.id, 1).await;
+    let queued = admin.create_job(small_job(&payg)).await;
+    let mut watch = admin.watch(&payg, &queued.id).await;
+
+    // The sweep at 24 h suspends the account and cancels the job: the watch says so
+    // (it does not wait for a poll that, on SQLite, never comes).
+    admin.advance_to(charged_at + DAY).await;
+    let ended = watch.until(is_terminal).await;
+    assert_eq!(
+        state(&ended),
+        JobState::Cancelled,
+        "{}",
+        describe_job(&ended)
+    );
+    assert_eq!(ended.charged_minor, 0);
+
+    admin.cancel(&other, &slow.id).await;
+    admin.wait_terminal(&other, &slow.id).await;
+    assert_ledger_verifies(&server.data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_up_to_zero_reactivates_a_suspended_account_at_once() {
     let dir = TestDir::new();
     let server = Server::start(&dir, clock_and_faults()).await;

@@ -309,6 +309,10 @@ impl BillingService for Billing {
             .top_up(&account_id, amount, &req.payment_ref, now)
             .await
             .map_err(ApiError::from)?;
+        for job in &topped.cancelled {
+            app.events
+                .publish(kinema_engine::JobEventKind::StateChanged, job.clone(), now);
+        }
         let status =
             kinema_ledger::postpaid_status(&topped.account, app.store.postpaid_policy(), now);
         Ok(Response::new(pb::TopUpResponse {

@@ -155,6 +155,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         artifacts.clone(),
         clock.clone(),
         commerce.clone(),
+        events.clone(),
         config.sweep_interval,
     ));
     let app = Arc::new(App {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinema_artifacts::LocalArtifacts;
-use kinema_engine::{Clock, RetentionSweeper};
+use kinema_engine::{Clock, JobEventKind, JobEvents, RetentionSweeper};
 use kinema_store::{Store, StoreError};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
@@ -25,6 +25,8 @@ pub struct Sweeper {
     pub clock: Arc<dyn Clock>,
     pub commerce: Arc<CommerceConfig>,
     pub retention: RetentionSweeper,
+    /// Watchers of the jobs a sweep cancels see them end.
+    pub events: JobEvents,
     pub interval: Duration,
     /// One sweep at a time (the loop's and AdvanceClock's).
     running: Mutex<()>,
@@ -46,6 +48,7 @@ impl Sweeper {
         artifacts: LocalArtifacts,
         clock: Arc<dyn Clock>,
         commerce: Arc<CommerceConfig>,
+        events: JobEvents,
         interval: Duration,
     ) -> Self {
         let retention = RetentionSweeper {
@@ -60,6 +63,7 @@ impl Sweeper {
             clock,
             commerce,
             retention,
+            events,
             interval,
             running: Mutex::new(()),
         }
@@ -82,8 +86,16 @@ impl Sweeper {
         .await;
         match self.store.advance_postpaid_accounts(now, BATCH).await {
             Ok(changed) => {
-                for account in &changed {
-                    info!(account = %account, "postpaid account moved on through arrears");
+                for advanced in &changed {
+                    info!(
+                        account = %advanced.account_id,
+                        cancelled = advanced.cancelled.len(),
+                        "postpaid account moved on through arrears"
+                    );
+                    for job in &advanced.cancelled {
+                        self.events
+                            .publish(JobEventKind::StateChanged, job.clone(), now);
+                    }
                 }
                 report.postpaid_changed = changed.len();
             }

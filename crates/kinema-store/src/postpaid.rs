@@ -11,7 +11,7 @@ use crate::credits::lock_account;
 use crate::db::Backend;
 use crate::events::{append_event, postpaid_event};
 use crate::purchases::{check_payment_ref, insert_payment, replayed_payment};
-use crate::{BillingMode, Job, Payment, Store, StoreError, ToppedUp};
+use crate::{BillingMode, Job, Payment, PostpaidAdvanced, Store, StoreError, ToppedUp};
 
 fn phase_str(p: PostpaidPhase) -> &'static str {
     match p {
@@ -106,7 +106,8 @@ pub(crate) async fn save_postpaid(
 
 /// Writes the effects as billing events; a suspension cancels the account's queued
 /// jobs, a termination closes the account (its queued jobs cancelled, running ones
-/// asked to stop; the sweeper purges its content).
+/// asked to stop; the sweeper purges its content). Returns the jobs cancelled, for
+/// their watchers.
 #[allow(clippy::too_many_arguments)]
 async fn record_effects(
     conn: &mut AnyConnection,
@@ -118,7 +119,8 @@ async fn record_effects(
     refund_on_cancel: bool,
     refund_grace_ms: i64,
     now: UnixMillis,
-) -> Result<(), StoreError> {
+) -> Result<Vec<String>, StoreError> {
+    let mut cancelled = Vec::new();
     for effect in effects {
         let (kind, mut parts) = postpaid_event(effect)?;
         if matches!(effect, PostpaidEffect::ToppedUp { .. }) {
@@ -132,7 +134,7 @@ async fn record_effects(
         // Suspended for arrears as an operator suspends (CONTRACT.md §4, §5): no new
         // jobs, and the queued ones are cancelled rather than run up more debt.
         if let PostpaidEffect::Suspended { .. } = effect {
-            crate::lifecycle::cancel_queued_jobs(
+            let ids = crate::lifecycle::cancel_queued_jobs(
                 conn,
                 b,
                 account_id,
@@ -142,9 +144,10 @@ async fn record_effects(
                 now,
             )
             .await?;
+            cancelled.extend(ids);
         }
         if let PostpaidEffect::Terminated { at } = effect {
-            crate::lifecycle::close_account(
+            let (ids, _stopping) = crate::lifecycle::close_account(
                 conn,
                 b,
                 account_id,
@@ -157,9 +160,23 @@ async fn record_effects(
                 now,
             )
             .await?;
+            cancelled.extend(ids);
         }
     }
-    Ok(())
+    Ok(cancelled)
+}
+
+/// The jobs with these ids, as they now stand.
+async fn load_jobs(
+    conn: &mut AnyConnection,
+    b: Backend,
+    ids: &[String],
+) -> Result<Vec<Job>, StoreError> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        jobs.extend(crate::jobs::load_job(&mut *conn, b, id).await?);
+    }
+    Ok(jobs)
 }
 
 /// Charges a succeeded postpaid job its price (in the caller's transaction, which
@@ -189,6 +206,8 @@ pub(crate) async fn charge_succeeded(
         .bind(&job.id)
         .execute(&mut *conn)
         .await?;
+    // Jobs a late suspension cancels here (the grace ran out before the sweeper came
+    // by) are not reported: their watchers learn of it only by reading the job.
     record_effects(
         conn,
         b,
@@ -200,7 +219,8 @@ pub(crate) async fn charge_succeeded(
         store.policy.refund_grace_ms,
         now,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 impl Store {
@@ -247,6 +267,7 @@ impl Store {
                     return Ok(ToppedUp {
                         account,
                         effects: Vec::new(),
+                        cancelled: Vec::new(),
                         created: false,
                     });
                 }
@@ -259,7 +280,7 @@ impl Store {
                     })?;
                 let t = kinema_ledger::top_up(&account, &this.policy.postpaid, amount, now)?;
                 save_postpaid(&mut *tx, b, account_id, &t.account, now).await?;
-                record_effects(
+                let cancelled = record_effects(
                     &mut *tx,
                     b,
                     account_id,
@@ -288,6 +309,7 @@ impl Store {
                 Ok(ToppedUp {
                     account: t.account,
                     effects: t.effects,
+                    cancelled: load_jobs(&mut *tx, b, &cancelled).await?,
                     created: true,
                 })
             })
@@ -302,7 +324,7 @@ impl Store {
         &self,
         now: UnixMillis,
         limit: u32,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<PostpaidAdvanced>, StoreError> {
         let b = self.backend;
         let policy = self.policy.postpaid;
         let suspend_before = now.saturating_sub(policy.grace_ms);
@@ -333,7 +355,7 @@ impl Store {
                             return Ok(None);
                         }
                         save_postpaid(&mut *tx, b, &account_id, &t.account, now).await?;
-                        record_effects(
+                        let cancelled = record_effects(
                             &mut *tx,
                             b,
                             &account_id,
@@ -345,7 +367,10 @@ impl Store {
                             now,
                         )
                         .await?;
-                        Ok(Some(account_id))
+                        Ok(Some(PostpaidAdvanced {
+                            cancelled: load_jobs(&mut *tx, b, &cancelled).await?,
+                            account_id,
+                        }))
                     })
                 })
                 .await?;

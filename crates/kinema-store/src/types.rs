@@ -421,11 +421,21 @@ pub enum CancelTarget {
 }
 
 /// A postpaid account after a top-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToppedUp {
     pub account: kinema_ledger::PostpaidAccount,
     pub effects: Vec<kinema_ledger::PostpaidEffect>,
+    /// Queued jobs a suspension caught up on by this top-up cancelled.
+    pub cancelled: Vec<Job>,
     pub created: bool,
+}
+
+/// A postpaid account the sweeper moved on through arrears, and the queued jobs its
+/// suspension or termination cancelled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostpaidAdvanced {
+    pub account_id: String,
+    pub cancelled: Vec<Job>,
 }
 
 /// One reason an owner's deletion request is refused (CONTRACT.md §5).

@@ -735,19 +735,21 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
             .len(),
         0
     );
-    assert_eq!(
-        f.store
-            .advance_postpaid_accounts(suspends, 100)
-            .await
-            .unwrap(),
-        vec![acct.clone()]
-    );
-    // Suspended as an operator suspends: the queued job is cancelled, never charged.
+    let advanced = f
+        .store
+        .advance_postpaid_accounts(suspends, 100)
+        .await
+        .unwrap();
+    assert_eq!(advanced.len(), 1);
+    assert_eq!(advanced[0].account_id, acct);
+    // Suspended as an operator suspends: the queued job is cancelled, never charged,
+    // and reported (the server tells its watchers).
     let cancelled = f.store.get_job(None, &queued).await.unwrap().unwrap();
     assert_eq!(
         (cancelled.state, cancelled.charged_minor),
         (JobState::Cancelled, 0)
     );
+    assert_eq!(advanced[0].cancelled, vec![cancelled]);
     let terminates = suspends + policy.postpaid.suspension_limit_ms;
     assert!(f
         .store
@@ -755,13 +757,14 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        f.store
-            .advance_postpaid_accounts(terminates, 100)
-            .await
-            .unwrap(),
-        vec![acct.clone()]
-    );
+    let advanced = f
+        .store
+        .advance_postpaid_accounts(terminates, 100)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = advanced.iter().map(|a| a.account_id.as_str()).collect();
+    assert_eq!(ids, [acct.as_str()]);
+    assert!(advanced[0].cancelled.is_empty(), "nothing was left queued");
     let account = f.store.get_account(&acct).await.unwrap().unwrap();
     assert_eq!(
         (account.status, account.status_reason.as_str()),
