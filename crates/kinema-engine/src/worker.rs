@@ -536,7 +536,7 @@ impl Worker {
             {
                 Ok(leased) => {
                     for job in leased.refused {
-                        warn!(job = %job.id, "job failed at start: credits no longer cover it");
+                        warn!(job = %job.id, state = %job.state, "job ended at start instead of running");
                         inner.events.publish(JobEventKind::StateChanged, job, now);
                     }
                     if let Some(job) = leased.job {
@@ -620,7 +620,7 @@ impl Worker {
         match leased {
             Ok(leased) => {
                 for job in leased.refused {
-                    warn!(job = %job.id, "job failed at start: credits no longer cover it");
+                    warn!(job = %job.id, state = %job.state, "job ended at start instead of running");
                     inner.events.publish(JobEventKind::StateChanged, job, now);
                 }
                 for job in leased.companions {

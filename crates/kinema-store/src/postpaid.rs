@@ -166,6 +166,39 @@ async fn record_effects(
     Ok(cancelled)
 }
 
+/// Applies the arrears rules that came due by `now` to a postpaid account whose row
+/// the caller has locked (suspension, termination: see `record_effects`). `None` when
+/// nothing was due (or the account is prepaid); else the queued jobs it cancelled.
+pub(crate) async fn catch_up(
+    conn: &mut AnyConnection,
+    b: Backend,
+    account_id: &str,
+    policy: &crate::StorePolicy,
+    now: UnixMillis,
+) -> Result<Option<Vec<Job>>, StoreError> {
+    let Some(account) = load_postpaid(&mut *conn, b, account_id).await? else {
+        return Ok(None);
+    };
+    let t = kinema_ledger::advance_postpaid(&account, &policy.postpaid, now);
+    if t.effects.is_empty() {
+        return Ok(None);
+    }
+    save_postpaid(&mut *conn, b, account_id, &t.account, now).await?;
+    let cancelled = record_effects(
+        &mut *conn,
+        b,
+        account_id,
+        &t.effects,
+        None,
+        None,
+        policy.refund_on_cancel,
+        policy.refund_grace_ms,
+        now,
+    )
+    .await?;
+    Ok(Some(load_jobs(conn, b, &cancelled).await?))
+}
+
 /// The jobs with these ids, as they now stand.
 async fn load_jobs(
     conn: &mut AnyConnection,
@@ -341,35 +374,15 @@ impl Store {
         .await?;
         let mut changed = Vec::new();
         for (account_id, _) in candidates {
-            let (refund_on_cancel, refund_grace_ms) =
-                (self.policy.refund_on_cancel, self.policy.refund_grace_ms);
+            let policy = self.policy.clone();
             let advanced = self
                 .write(move |tx| {
                     Box::pin(async move {
                         lock_account(&mut *tx, b, &account_id).await?;
-                        let Some(account) = load_postpaid(&mut *tx, b, &account_id).await? else {
-                            return Ok(None);
-                        };
-                        let t = kinema_ledger::advance_postpaid(&account, &policy, now);
-                        if t.effects.is_empty() {
-                            return Ok(None);
-                        }
-                        save_postpaid(&mut *tx, b, &account_id, &t.account, now).await?;
-                        let cancelled = record_effects(
-                            &mut *tx,
-                            b,
-                            &account_id,
-                            &t.effects,
-                            None,
-                            None,
-                            refund_on_cancel,
-                            refund_grace_ms,
-                            now,
-                        )
-                        .await?;
-                        Ok(Some(PostpaidAdvanced {
-                            cancelled: load_jobs(&mut *tx, b, &cancelled).await?,
+                        let cancelled = catch_up(&mut *tx, b, &account_id, &policy, now).await?;
+                        Ok(cancelled.map(|cancelled| PostpaidAdvanced {
                             account_id,
+                            cancelled,
                         }))
                     })
                 })

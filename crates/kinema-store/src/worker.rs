@@ -8,7 +8,7 @@ use crate::credits::{
     lock_job_account, lock_job_account_only, plan_debit, refund_debit, refund_job, release_hold,
     require_account, write_debit,
 };
-use crate::db::Backend;
+use crate::db::{Backend, StorePolicy};
 use crate::jobs::{job_from_row, load_job, set_terminal};
 use crate::queue::{self, Pick};
 use crate::{
@@ -23,8 +23,11 @@ pub struct Leased {
     pub job: Option<Job>,
     /// [`Store::lease_companions`]: the further jobs now RUNNING beside the leader.
     pub companions: Vec<Job>,
-    /// Jobs that reached the front but could no longer be covered (lots expired while
-    /// they waited): FAILED with `INSUFFICIENT_CREDITS`, hold released, nothing debited.
+    /// Jobs that reached the front and ended instead of starting: those that could no
+    /// longer be covered (lots expired while they waited), FAILED with
+    /// `INSUFFICIENT_CREDITS`, hold released, nothing debited; and the queued jobs of a
+    /// postpaid account whose grace ran out before the sweeper came by, CANCELLED with
+    /// its suspension.
     pub refused: Vec<Job>,
 }
 
@@ -128,6 +131,7 @@ impl Store {
             let batch_key = pick.batch_key.map(str::to_owned);
             let owner = owner.to_owned();
             let b = self.backend;
+            let policy = self.policy.clone();
             let step = self
                 .write(move |tx| {
                     Box::pin(async move {
@@ -135,14 +139,14 @@ impl Store {
                             models: models.as_deref(),
                             batch_key: batch_key.as_deref(),
                         };
-                        lease_step(tx, b, pick, &owner, lease_ms, now).await
+                        lease_step(tx, b, &policy, pick, &owner, lease_ms, now).await
                     })
                 })
                 .await?;
             match step {
                 LeaseStep::Empty => return Ok(None),
                 LeaseStep::Started(job) => return Ok(Some(job)),
-                LeaseStep::Refused(job) => refused.push(job),
+                LeaseStep::Ended(jobs) => refused.extend(jobs),
                 LeaseStep::Again => {}
             }
         }
@@ -588,8 +592,10 @@ enum LeaseStep {
     /// No queued job matches.
     Empty,
     Started(Job),
-    /// The head job could no longer be covered and was failed; look again.
-    Refused(Job),
+    /// Jobs that ended instead of starting: the head job could no longer be covered
+    /// (failed), or its postpaid account's grace had run out (the account is suspended
+    /// and its queued jobs cancelled); look again.
+    Ended(Vec<Job>),
     /// Another worker took the job first; look again.
     Again,
 }
@@ -599,6 +605,7 @@ enum LeaseStep {
 async fn lease_step(
     tx: &mut AnyConnection,
     b: Backend,
+    policy: &StorePolicy,
     pick: Pick<'_>,
     owner: &str,
     lease_ms: i64,
@@ -619,9 +626,19 @@ async fn lease_step(
     let Some((id, account_id, quoted, debited, billing)) = next else {
         return Ok(LeaseStep::Again);
     };
+    let billing = billing.parse::<JobBilling>()?;
+    if billing == JobBilling::Postpaid {
+        // The grace may have run out since the sweeper last came by: a suspended
+        // account's queued jobs are cancelled, not started.
+        if let Some(cancelled) =
+            crate::postpaid::catch_up(&mut *tx, b, &account_id, policy, now).await?
+        {
+            return Ok(LeaseStep::Ended(cancelled));
+        }
+    }
     // Postpaid jobs hold and debit no credits: they are charged on success. A job
     // requeued after a lost worker was debited already.
-    let debit = if debited == 0 && billing.parse::<JobBilling>()? == JobBilling::Credits {
+    let debit = if debited == 0 && billing == JobBilling::Credits {
         match plan_debit(&mut *tx, b, &account_id, quoted, now).await {
             Ok(debit) => Some(debit),
             Err(StoreError::InsufficientCredits { needed, available }) => {
@@ -640,7 +657,7 @@ async fn lease_step(
                 let job = load_job(&mut *tx, b, &id)
                     .await?
                     .ok_or(StoreError::NotFound("job"))?;
-                return Ok(LeaseStep::Refused(job));
+                return Ok(LeaseStep::Ended(vec![job]));
             }
             Err(e) => return Err(e),
         }

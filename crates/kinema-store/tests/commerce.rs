@@ -810,6 +810,84 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
     f.assert_verified().await;
 }
 
+/// A worker that reaches a postpaid account's queued job after its grace ran out, but
+/// before the sweeper came by, suspends the account (as the sweep would have) and
+/// cancels the job instead of starting it.
+async fn a_lease_after_the_grace_suspends_instead_of_starting(f: Fixture) {
+    let policy = f.store.policy().clone();
+    let acct = f
+        .store
+        .create_account_with("Payg", None, BillingMode::Postpaid, T0)
+        .await
+        .unwrap()
+        .id;
+    let first = f
+        .store
+        .submit_job(new_job(&acct, 40), "p", T0)
+        .await
+        .unwrap()
+        .job()
+        .clone();
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    f.store
+        .complete_job(&first.id, OWNER, &[], &Usage::default(), T0 + 10)
+        .await
+        .unwrap();
+    let suspends = T0 + 10 + policy.postpaid.grace_ms;
+    let queued = f
+        .store
+        .submit_job(new_job(&acct, 1), "p", suspends - 1)
+        .await
+        .unwrap()
+        .job()
+        .clone();
+
+    let leased = f
+        .store
+        .lease_next_job(OWNER, LEASE, suspends)
+        .await
+        .unwrap();
+    assert!(leased.job.is_none(), "{:?}", leased.job);
+    let ids: Vec<(&str, JobState)> = leased
+        .refused
+        .iter()
+        .map(|j| (j.id.as_str(), j.state))
+        .collect();
+    assert_eq!(ids, [(queued.id.as_str(), JobState::Cancelled)]);
+    let job = f.store.get_job(None, &queued.id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.charged_minor), (JobState::Cancelled, 0));
+    let view = f
+        .store
+        .account_view(&acct, suspends)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, AccountStatus::Suspended);
+    let kinds: Vec<BillingEventKind> = f
+        .store
+        .billing_events(&acct, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == BillingEventKind::ArrearsSuspended)
+            .count(),
+        1
+    );
+    // The sweep that follows finds nothing left to do.
+    assert!(f
+        .store
+        .advance_postpaid_accounts(suspends, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    f.assert_verified().await;
+}
+
 async fn a_top_up_to_zero_reactivates_at_once(f: Fixture) {
     let policy = f.store.policy().clone();
     let acct = f
@@ -1220,6 +1298,7 @@ on_both_backends!(
     an_annual_plan_cancelled_in_month_five_refunds_the_rest,
     a_queued_plan_is_refunded_in_full_before_it_starts,
     postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit,
+    a_lease_after_the_grace_suspends_instead_of_starting,
     a_top_up_to_zero_reactivates_at_once,
     suspension_cancels_queued_jobs_and_releases_their_holds,
     termination_for_violation_forfeits_everything,
