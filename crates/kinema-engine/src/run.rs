@@ -546,7 +546,15 @@ impl Worker {
                 let result = inner
                     .store
                     .complete_job(&job.id, owner, &artifacts, usage, now)
-                    .await;
+                    .await
+                    .map(|done| {
+                        for cancelled in done.cancelled {
+                            inner
+                                .events
+                                .publish(JobEventKind::StateChanged, cancelled, now);
+                        }
+                        done.job
+                    });
                 if let Ok(j) = &result {
                     if j.state != JobState::Succeeded {
                         // Cancelled after the last step: the stored files go.

@@ -29,161 +29,163 @@ impl Store {
         let policy = self.policy.clone();
         let actor = actor.to_owned();
         let submitted = self
-            .write(move |tx| Box::pin(async move {
-        let (account, position, queued) =
-            lock_account_for_submit(tx, b, &new.account_id, now).await?;
-        if account.status != AccountStatus::Active {
-            return Err(StoreError::AccountNotActive {
-                status: account.status.to_string(),
-            });
-        }
-        // A postpaid account is charged in money on success, at a price fixed now;
-        // while suspended by arrears it takes no new jobs.
-        let price = match account.billing {
-            BillingMode::Prepaid => None,
-            BillingMode::Postpaid => {
-                let postpaid = crate::postpaid::load_postpaid(&mut *tx, b, &new.account_id)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("postpaid account without a balance".into())
-                    })?;
-                kinema_ledger::postpaid_can_submit(&postpaid, &policy.postpaid, now).map_err(
-                    |e| match e {
-                        kinema_ledger::LedgerError::AccountSuspended => {
-                            StoreError::AccountNotActive {
-                                status: "suspended (in arrears)".into(),
-                            }
+            .write(move |tx| {
+                Box::pin(async move {
+                    let (account, position, queued) =
+                        lock_account_for_submit(tx, b, &new.account_id, now).await?;
+                    if account.status != AccountStatus::Active {
+                        return Err(StoreError::AccountNotActive {
+                            status: account.status.to_string(),
+                        });
+                    }
+                    // A postpaid account is charged in money on success, at a price fixed now;
+                    // while suspended by arrears it takes no new jobs.
+                    let price = match account.billing {
+                        BillingMode::Prepaid => None,
+                        BillingMode::Postpaid => {
+                            let postpaid = crate::postpaid::load_postpaid(&mut *tx, b, &new.account_id)
+                                .await?
+                                .ok_or_else(|| {
+                                    StoreError::Corrupt("postpaid account without a balance".into())
+                                })?;
+                            kinema_ledger::postpaid_can_submit(&postpaid, &policy.postpaid, now).map_err(
+                                |e| match e {
+                                    kinema_ledger::LedgerError::AccountSuspended => {
+                                        StoreError::AccountNotActive {
+                                            status: "suspended (in arrears)".into(),
+                                        }
+                                    }
+                                    other => StoreError::AccountNotActive {
+                                        status: other.to_string(),
+                                    },
+                                },
+                            )?;
+                            Some(policy.usage_price.checked_mul(new.quote)?)
                         }
-                        other => StoreError::AccountNotActive {
-                            status: other.to_string(),
-                        },
-                    },
-                )?;
-                Some(policy.usage_price.checked_mul(new.quote)?)
-            }
-        };
-        if let Some(key) = &new.idempotency_key {
-            let existing = sqlx::query(&b.sql(
-                "SELECT id, request_hash FROM jobs WHERE account_id = ? AND idempotency_key = ?",
-            ))
-            .bind(&new.account_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = existing {
-                let hash: String = row.try_get("request_hash")?;
-                if hash != new.request_hash {
-                    return Err(StoreError::IdempotencyConflict);
-                }
-                let id: String = row.try_get("id")?;
-                let job = load_job(&mut *tx, b, &id)
-                    .await?
-                    .ok_or(StoreError::NotFound("job"))?;
-                return Ok(Submitted::Existing(job));
-            }
-        }
-        if let Some(external_id) = &new.external_id {
-            let taken: Option<String> = sqlx::query_scalar(
-                &b.sql("SELECT id FROM jobs WHERE account_id = ? AND external_id = ?"),
-            )
-            .bind(&new.account_id)
-            .bind(external_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(job_id) = taken {
-                return Err(StoreError::ExternalIdConflict { job_id });
-            }
-        }
-        crate::queue::check_limits(&queued, &policy.queue)?;
-        let position = match (price, position) {
-            (None, Some(position)) => {
-                if position.due_lots {
-                    expire_due_lots(&mut *tx, b, &new.account_id, now).await?;
-                }
-                if position.available() < new.quote {
-                    // Dropping the transaction rolls back: a refused request changes nothing.
-                    return Err(StoreError::InsufficientCredits {
-                        needed: new.quote,
-                        available: position.available(),
-                    });
-                }
-                Some(position)
-            }
-            (None, None) => {
-                return Err(StoreError::Corrupt(
-                    "prepaid account without its credit position".into(),
-                ))
-            }
-            (Some(_), _) => None,
-        };
-        let id = new_id("job");
-        let (billing, held) = match price {
-            None => (JobBilling::Credits, new.quote),
-            Some(_) => (JobBilling::Postpaid, 0),
-        };
-        // The row as stored comes back: no second read.
-        let row = sqlx::query(
-            &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
-             prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
-             output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
-             billing, price_minor, price_currency, priority, batch_key) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING *"),
-        )
-        .bind(&id)
-        .bind(&new.account_id)
-        .bind(&new.external_id)
-        .bind(&new.idempotency_key)
-        .bind(&new.request_hash)
-        .bind(&new.model)
-        .bind(&new.prompt)
-        .bind(&new.negative_prompt)
-        .bind(i64::from(new.width))
-        .bind(i64::from(new.height))
-        .bind(i64::from(new.num_frames))
-        .bind(i64::from(new.fps))
-        .bind(i64::from(new.steps))
-        .bind(f64::from(new.guidance_scale))
-        // SQLite integers are i64: the seed's bits are stored as-is.
-        .bind(new.seed as i64)
-        .bind(&new.output_format)
-        .bind(&new.callback_url)
-        .bind(serde_json::to_string(&new.metadata)?)
-        .bind(new.quote)
-        .bind(held)
-        .bind(i64::from(new.steps))
-        .bind(now)
-        .bind(billing.as_str())
-        .bind(price.map(|p| p.minor))
-        .bind(price.map(|p| p.currency.as_str().to_string()))
-        .bind(new.priority.rank())
-        .bind(&new.batch_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        let job = job_from_row(&row)?;
-        if let Some(position) = position {
-            // Under the account lock the hold moves nothing else: the balance stands
-            // and the holds grow by the quote.
-            append_entry_known(
-                &mut *tx,
-                b,
-                EntryDraft {
-                    account_id: &new.account_id,
-                    kind: EntryKind::Hold,
-                    amount: new.quote,
-                    allocations: &[],
-                    job_id: Some(&id),
-                    actor: &actor,
-                    memo: "",
-                },
-                position.live,
-                position.held + new.quote,
-                now,
-            )
-            .await?;
-        }
-        Ok(Submitted::Created(job))
-            }))
+                    };
+                    if let Some(key) = &new.idempotency_key {
+                        let existing = sqlx::query(&b.sql(
+                            "SELECT id, request_hash FROM jobs WHERE account_id = ? AND idempotency_key = ?",
+                        ))
+                        .bind(&new.account_id)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(row) = existing {
+                            let hash: String = row.try_get("request_hash")?;
+                            if hash != new.request_hash {
+                                return Err(StoreError::IdempotencyConflict);
+                            }
+                            let id: String = row.try_get("id")?;
+                            let job = load_job(&mut *tx, b, &id)
+                                .await?
+                                .ok_or(StoreError::NotFound("job"))?;
+                            return Ok(Submitted::Existing(job));
+                        }
+                    }
+                    if let Some(external_id) = &new.external_id {
+                        let taken: Option<String> = sqlx::query_scalar(
+                            &b.sql("SELECT id FROM jobs WHERE account_id = ? AND external_id = ?"),
+                        )
+                        .bind(&new.account_id)
+                        .bind(external_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(job_id) = taken {
+                            return Err(StoreError::ExternalIdConflict { job_id });
+                        }
+                    }
+                    crate::queue::check_limits(&queued, &policy.queue)?;
+                    let position = match (price, position) {
+                        (None, Some(position)) => {
+                            if position.due_lots {
+                                expire_due_lots(&mut *tx, b, &new.account_id, now).await?;
+                            }
+                            if position.available() < new.quote {
+                                // Dropping the transaction rolls back: a refused request changes nothing.
+                                return Err(StoreError::InsufficientCredits {
+                                    needed: new.quote,
+                                    available: position.available(),
+                                });
+                            }
+                            Some(position)
+                        }
+                        (None, None) => {
+                            return Err(StoreError::Corrupt(
+                                "prepaid account without its credit position".into(),
+                            ))
+                        }
+                        (Some(_), _) => None,
+                    };
+                    let id = new_id("job");
+                    let (billing, held) = match price {
+                        None => (JobBilling::Credits, new.quote),
+                        Some(_) => (JobBilling::Postpaid, 0),
+                    };
+                    // The row as stored comes back: no second read.
+                    let row = sqlx::query(
+                        &b.sql("INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
+                         prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
+                         output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
+                         billing, price_minor, price_currency, priority, batch_key) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                         RETURNING *"),
+                    )
+                    .bind(&id)
+                    .bind(&new.account_id)
+                    .bind(&new.external_id)
+                    .bind(&new.idempotency_key)
+                    .bind(&new.request_hash)
+                    .bind(&new.model)
+                    .bind(&new.prompt)
+                    .bind(&new.negative_prompt)
+                    .bind(i64::from(new.width))
+                    .bind(i64::from(new.height))
+                    .bind(i64::from(new.num_frames))
+                    .bind(i64::from(new.fps))
+                    .bind(i64::from(new.steps))
+                    .bind(f64::from(new.guidance_scale))
+                    // SQLite integers are i64: the seed's bits are stored as-is.
+                    .bind(new.seed as i64)
+                    .bind(&new.output_format)
+                    .bind(&new.callback_url)
+                    .bind(serde_json::to_string(&new.metadata)?)
+                    .bind(new.quote)
+                    .bind(held)
+                    .bind(i64::from(new.steps))
+                    .bind(now)
+                    .bind(billing.as_str())
+                    .bind(price.map(|p| p.minor))
+                    .bind(price.map(|p| p.currency.as_str().to_string()))
+                    .bind(new.priority.rank())
+                    .bind(&new.batch_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let job = job_from_row(&row)?;
+                    if let Some(position) = position {
+                        // Under the account lock the hold moves nothing else: the balance stands
+                        // and the holds grow by the quote.
+                        append_entry_known(
+                            &mut *tx,
+                            b,
+                            EntryDraft {
+                                account_id: &new.account_id,
+                                kind: EntryKind::Hold,
+                                amount: new.quote,
+                                allocations: &[],
+                                job_id: Some(&id),
+                                actor: &actor,
+                                memo: "",
+                            },
+                            position.live,
+                            position.held + new.quote,
+                            now,
+                        )
+                        .await?;
+                    }
+                    Ok(Submitted::Created(job))
+                })
+            })
             .await?;
         let Submitted::Created(mut job) = submitted else {
             return Ok(submitted);

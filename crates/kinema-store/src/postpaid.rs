@@ -220,7 +220,7 @@ pub(crate) async fn charge_succeeded(
     store: &Store,
     job: &Job,
     now: UnixMillis,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Job>, StoreError> {
     let Some(price) = job.price else {
         return Err(StoreError::Corrupt(format!(
             "postpaid job {} has no price",
@@ -239,9 +239,9 @@ pub(crate) async fn charge_succeeded(
         .bind(&job.id)
         .execute(&mut *conn)
         .await?;
-    // Jobs a late suspension cancels here (the grace ran out before the sweeper came
-    // by) are not reported: their watchers learn of it only by reading the job.
-    record_effects(
+    // A suspension that came due while the job ran cancels the account's queued jobs
+    // here; they go back to the caller for their watchers.
+    let cancelled = record_effects(
         conn,
         b,
         &job.account_id,
@@ -253,7 +253,7 @@ pub(crate) async fn charge_succeeded(
         now,
     )
     .await?;
-    Ok(())
+    load_jobs(conn, b, &cancelled).await
 }
 
 impl Store {

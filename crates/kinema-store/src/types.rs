@@ -430,6 +430,16 @@ pub struct ToppedUp {
     pub created: bool,
 }
 
+/// A running job's successful end as stored ([`Store::complete_job`](crate::Store::complete_job)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// SUCCEEDED, or CANCELLED when a cancel arrived after the last step.
+    pub job: Job,
+    /// Queued jobs of its postpaid account that its charge cancelled: the account's
+    /// grace ran out while the job ran, and the charge applied the suspension.
+    pub cancelled: Vec<Job>,
+}
+
 /// A postpaid account the sweeper moved on through arrears, and the queued jobs its
 /// suspension or termination cancelled.
 #[derive(Debug, Clone, PartialEq)]

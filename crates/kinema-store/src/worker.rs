@@ -12,8 +12,8 @@ use crate::db::{Backend, StorePolicy};
 use crate::jobs::{job_from_row, load_job, set_terminal};
 use crate::queue::{self, Pick};
 use crate::{
-    AccountStatus, Artifact, Failure, Job, JobBilling, JobState, LeaseFilter, Stage, Store,
-    StoreError, Usage,
+    AccountStatus, Artifact, Completed, Failure, Job, JobBilling, JobState, LeaseFilter, Stage,
+    Store, StoreError, Usage,
 };
 
 /// What one lease attempt did.
@@ -193,7 +193,9 @@ impl Store {
 
     /// SUCCEEDED with its artifacts. A cancel that arrived after the last step still
     /// wins: the job ends CANCELLED (refunded under `refund_on_cancel`) and the caller,
-    /// seeing that state, deletes the artifacts it stored.
+    /// seeing that state, deletes the artifacts it stored. A postpaid job is charged;
+    /// if its account's grace ran out meanwhile, the charge suspends it and cancels
+    /// its queued jobs (`cancelled`).
     pub async fn complete_job(
         &self,
         id: &str,
@@ -201,52 +203,57 @@ impl Store {
         artifacts: &[Artifact],
         usage: &Usage,
         now: UnixMillis,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Completed, StoreError> {
         let b = self.backend;
         let id = id.to_owned();
         let owner = owner.to_owned();
         let artifacts = artifacts.to_vec();
         let usage = usage.clone();
         let this = self.clone();
-        self.write(move |tx| Box::pin(async move {
-        let id = id.as_str();
-        let owner = owner.as_str();
-        let artifacts = artifacts.as_slice();
-        let usage = &usage;
-        let job = running_job(&mut *tx, b, id, owner).await?;
-        save_usage(&mut *tx, b, id, usage).await?;
-        if job.cancel_requested {
-            this.cancel_running(&mut *tx, &job, now).await?;
-        } else {
-            for a in artifacts {
-                sqlx::query(
-                    &b.sql("INSERT INTO artifacts (job_id, kind, mime, bytes, sha256, location, expires_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                )
-                .bind(id)
-                .bind(a.kind.as_str())
-                .bind(&a.mime)
-                .bind(a.bytes as i64)
-                .bind(&a.sha256)
-                .bind(&a.location)
-                .bind(a.expires_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query(&b.sql("UPDATE jobs SET progress_step = progress_total WHERE id = ?"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            set_terminal(&mut *tx, b, id, JobState::Succeeded, None, now).await?;
-            if job.billing == JobBilling::Postpaid {
-                crate::postpaid::charge_succeeded(&mut *tx, b, &this, &job, now).await?;
-            }
-        }
-        let job = load_job(&mut *tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
-        Ok(job)
-        }))
+        self.write(move |tx| {
+            Box::pin(async move {
+                let id = id.as_str();
+                let owner = owner.as_str();
+                let artifacts = artifacts.as_slice();
+                let usage = &usage;
+                let job = running_job(&mut *tx, b, id, owner).await?;
+                save_usage(&mut *tx, b, id, usage).await?;
+                let mut cancelled = Vec::new();
+                if job.cancel_requested {
+                    this.cancel_running(&mut *tx, &job, now).await?;
+                } else {
+                    for a in artifacts {
+                        sqlx::query(
+                            &b.sql("INSERT INTO artifacts (job_id, kind, mime, bytes, sha256, location, expires_at) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                        )
+                        .bind(id)
+                        .bind(a.kind.as_str())
+                        .bind(&a.mime)
+                        .bind(a.bytes as i64)
+                        .bind(&a.sha256)
+                        .bind(&a.location)
+                        .bind(a.expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query(&b.sql("UPDATE jobs SET progress_step = progress_total WHERE id = ?"))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    set_terminal(&mut *tx, b, id, JobState::Succeeded, None, now).await?;
+                    if job.billing == JobBilling::Postpaid {
+                        cancelled =
+                            crate::postpaid::charge_succeeded(&mut *tx, b, &this, &job, now)
+                                .await?;
+                    }
+                }
+                let job = load_job(&mut *tx, b, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                Ok(Completed { job, cancelled })
+            })
+        })
         .await
     }
 
@@ -265,77 +272,79 @@ impl Store {
         let failure = failure.clone();
         let usage = usage.clone();
         let this = self.clone();
-        self.write(move |tx| Box::pin(async move {
-        let id = id.as_str();
-        let owner = owner.as_str();
-        let failure = &failure;
-        let usage = &usage;
-        if !lock_job_account_only(&mut *tx, b, id).await? {
-            return Err(StoreError::LeaseLost);
-        }
-        // One statement ends the job and marks its refund; it brings back what the
-        // refund needs: the DEBIT's allocations, whether a REFUND exists already (then
-        // none is due), and whether the account has lots to expire first.
-        let row = sqlx::query(&b.sql(
-            "UPDATE jobs SET state = 'FAILED', failure_code = ?, failure_message = ?, \
-             failure_retryable = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
-             usage = ?, refunded = CASE WHEN debited > 0 AND NOT EXISTS (SELECT 1 FROM \
-             ledger_entries r WHERE r.job_id = jobs.id AND r.kind = 'REFUND') THEN debited \
-             ELSE refunded END \
-             WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? \
-             RETURNING *, \
-             (SELECT d.allocations FROM ledger_entries d WHERE d.job_id = jobs.id \
-              AND d.kind = 'DEBIT') AS debit_allocations, \
-             (SELECT COUNT(*) FROM ledger_entries r WHERE r.job_id = jobs.id \
-              AND r.kind = 'REFUND') AS refunds, \
-             (SELECT COUNT(*) FROM lots l WHERE l.account_id = jobs.account_id \
-              AND l.expired_at IS NULL AND l.expires_at IS NOT NULL AND l.expires_at <= ?) AS due_lots",
-        ))
-        .bind(&failure.code)
-        .bind(&failure.message)
-        .bind(i64::from(failure.retryable))
-        .bind(now)
-        .bind(serde_json::to_string(usage)?)
-        .bind(id)
-        .bind(owner)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::LeaseLost)?;
-        let job = job_from_row(&row)?;
-        let refunds: i64 = row.try_get("refunds")?;
-        if job.debited > 0 && refunds == 0 {
-            let debit: Option<String> = row.try_get("debit_allocations")?;
-            let debit: Vec<kinema_ledger::Allocation> = match debit {
-                Some(json) => serde_json::from_str(&json)?,
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "job {id} is debited without a DEBIT entry"
-                    )))
+        self.write(move |tx| {
+            Box::pin(async move {
+                let id = id.as_str();
+                let owner = owner.as_str();
+                let failure = &failure;
+                let usage = &usage;
+                if !lock_job_account_only(&mut *tx, b, id).await? {
+                    return Err(StoreError::LeaseLost);
                 }
-            };
-            let due_lots: i64 = row.try_get("due_lots")?;
-            let entry = refund_debit(
-                &mut *tx,
-                b,
-                &job.account_id,
-                id,
-                &debit,
-                due_lots > 0,
-                this.policy.refund_grace_ms,
-                WORKER,
-                now,
-            )
-            .await?;
-            if entry.amount != job.refunded {
-                return Err(StoreError::Corrupt(format!(
-                    "job {id}: refund of {} for a debit of {}",
-                    entry.amount, job.debited
-                )));
-            }
-        }
-        Ok(job)
-        }))
+                // One statement ends the job and marks its refund; it brings back what the
+                // refund needs: the DEBIT's allocations, whether a REFUND exists already (then
+                // none is due), and whether the account has lots to expire first.
+                let row = sqlx::query(&b.sql(
+                    "UPDATE jobs SET state = 'FAILED', failure_code = ?, failure_message = ?, \
+                     failure_retryable = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
+                     usage = ?, refunded = CASE WHEN debited > 0 AND NOT EXISTS (SELECT 1 FROM \
+                     ledger_entries r WHERE r.job_id = jobs.id AND r.kind = 'REFUND') THEN debited \
+                     ELSE refunded END \
+                     WHERE id = ? AND state = 'RUNNING' AND lease_owner = ? \
+                     RETURNING *, \
+                     (SELECT d.allocations FROM ledger_entries d WHERE d.job_id = jobs.id \
+                      AND d.kind = 'DEBIT') AS debit_allocations, \
+                     (SELECT COUNT(*) FROM ledger_entries r WHERE r.job_id = jobs.id \
+                      AND r.kind = 'REFUND') AS refunds, \
+                     (SELECT COUNT(*) FROM lots l WHERE l.account_id = jobs.account_id \
+                      AND l.expired_at IS NULL AND l.expires_at IS NOT NULL AND l.expires_at <= ?) AS due_lots",
+                ))
+                .bind(&failure.code)
+                .bind(&failure.message)
+                .bind(i64::from(failure.retryable))
+                .bind(now)
+                .bind(serde_json::to_string(usage)?)
+                .bind(id)
+                .bind(owner)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::LeaseLost)?;
+                let job = job_from_row(&row)?;
+                let refunds: i64 = row.try_get("refunds")?;
+                if job.debited > 0 && refunds == 0 {
+                    let debit: Option<String> = row.try_get("debit_allocations")?;
+                    let debit: Vec<kinema_ledger::Allocation> = match debit {
+                        Some(json) => serde_json::from_str(&json)?,
+                        None => {
+                            return Err(StoreError::Corrupt(format!(
+                                "job {id} is debited without a DEBIT entry"
+                            )))
+                        }
+                    };
+                    let due_lots: i64 = row.try_get("due_lots")?;
+                    let entry = refund_debit(
+                        &mut *tx,
+                        b,
+                        &job.account_id,
+                        id,
+                        &debit,
+                        due_lots > 0,
+                        this.policy.refund_grace_ms,
+                        WORKER,
+                        now,
+                    )
+                    .await?;
+                    if entry.amount != job.refunded {
+                        return Err(StoreError::Corrupt(format!(
+                            "job {id}: refund of {} for a debit of {}",
+                            entry.amount, job.debited
+                        )));
+                    }
+                }
+                Ok(job)
+            })
+        })
         .await
     }
 
@@ -440,23 +449,25 @@ impl Store {
         let b = self.backend;
         let id = id.to_owned();
         let owner = owner.to_owned();
-        self.write(move |tx| Box::pin(async move {
-        let id = id.as_str();
-        let owner = owner.as_str();
-        running_job(&mut *tx, b, id, owner).await?;
-        sqlx::query(
-            &b.sql("UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
-             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ?"),
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let job = load_job(&mut *tx, b, id)
-            .await?
-            .ok_or(StoreError::NotFound("job"))?;
-        Ok(job)
-        }))
+        self.write(move |tx| {
+            Box::pin(async move {
+                let id = id.as_str();
+                let owner = owner.as_str();
+                running_job(&mut *tx, b, id, owner).await?;
+                sqlx::query(
+                    &b.sql("UPDATE jobs SET state = 'QUEUED', stage = NULL, progress_step = 0, \
+                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = ?"),
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let job = load_job(&mut *tx, b, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?;
+                Ok(job)
+            })
+        })
         .await
     }
 

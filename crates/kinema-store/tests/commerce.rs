@@ -681,7 +681,8 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
         )
         .await
         .unwrap();
-    assert_eq!(done.charged_minor, price.minor);
+    assert_eq!(done.job.charged_minor, price.minor);
+    assert!(done.cancelled.is_empty());
     let pp = f.store.postpaid_account(&acct).await.unwrap().unwrap();
     assert_eq!(pp.balance.minor, -price.minor);
     assert_eq!(pp.arrears_since, Some(T0 + 10));
@@ -885,6 +886,68 @@ async fn a_lease_after_the_grace_suspends_instead_of_starting(f: Fixture) {
         .await
         .unwrap()
         .is_empty());
+    f.assert_verified().await;
+}
+
+/// A postpaid job still running when its account's grace runs out: its charge at the
+/// end applies the suspension, and the account's queued job is cancelled and reported.
+async fn a_charge_after_the_grace_suspends_and_reports_the_cancelled(f: Fixture) {
+    let policy = f.store.policy().clone();
+    let acct = f
+        .store
+        .create_account_with("Payg", None, BillingMode::Postpaid, T0)
+        .await
+        .unwrap()
+        .id;
+    let first = f
+        .store
+        .submit_job(new_job(&acct, 40), "p", T0)
+        .await
+        .unwrap()
+        .job()
+        .clone();
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    f.store
+        .complete_job(&first.id, OWNER, &[], &Usage::default(), T0 + 10)
+        .await
+        .unwrap();
+    let suspends = T0 + 10 + policy.postpaid.grace_ms;
+    let running = f
+        .store
+        .submit_job(new_job(&acct, 1), "p", T0 + 20)
+        .await
+        .unwrap()
+        .job()
+        .clone();
+    f.store.lease_next_job(OWNER, LEASE, T0 + 20).await.unwrap();
+    let queued = f
+        .store
+        .submit_job(new_job(&acct, 1), "p", suspends - 1)
+        .await
+        .unwrap()
+        .job()
+        .clone();
+
+    let done = f
+        .store
+        .complete_job(&running.id, OWNER, &[], &Usage::default(), suspends)
+        .await
+        .unwrap();
+    assert_eq!(done.job.state, JobState::Succeeded);
+    assert!(done.job.charged_minor > 0);
+    let ids: Vec<(&str, JobState)> = done
+        .cancelled
+        .iter()
+        .map(|j| (j.id.as_str(), j.state))
+        .collect();
+    assert_eq!(ids, [(queued.id.as_str(), JobState::Cancelled)]);
+    let view = f
+        .store
+        .account_view(&acct, suspends)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, AccountStatus::Suspended);
     f.assert_verified().await;
 }
 
@@ -1299,6 +1362,7 @@ on_both_backends!(
     a_queued_plan_is_refunded_in_full_before_it_starts,
     postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit,
     a_lease_after_the_grace_suspends_instead_of_starting,
+    a_charge_after_the_grace_suspends_and_reports_the_cancelled,
     a_top_up_to_zero_reactivates_at_once,
     suspension_cancels_queued_jobs_and_releases_their_holds,
     termination_for_violation_forfeits_everything,

@@ -481,7 +481,8 @@ async fn a_cancel_that_lands_after_the_last_step_still_wins(f: Fixture) {
         .store
         .complete_job(&job.id, OWNER, &[artifact], &Usage::default(), T0 + 2)
         .await
-        .unwrap();
+        .unwrap()
+        .job;
     assert_eq!((done.state, done.refunded), (JobState::Cancelled, 10));
     assert!(done.artifacts.is_empty());
     assert_invariants(&f, T0 + 2).await;
@@ -517,7 +518,8 @@ async fn success_records_artifacts_and_keeps_the_debit(f: Fixture) {
             T0 + 5,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .job;
     assert_eq!(
         (done.state, done.debited, done.refunded),
         (JobState::Succeeded, 10, 0)
