@@ -100,9 +100,9 @@ impl SqliteWriter {
         self.requests
             .send(Request::Txn(Box::new(Pending { body, reply })))
             .map_err(|_| StoreError::Writer("the store is closed".into()))?;
-        answer.await.map_err(|_| {
-            StoreError::Writer("the transaction was lost (its body panicked)".into())
-        })?
+        answer
+            .await
+            .map_err(|_| StoreError::Writer("the writer stopped before answering".into()))?
     }
 
     /// Finishes the group in progress, closes the connection and stops the thread.
@@ -184,6 +184,13 @@ async fn serve(mut conn: AnyConnection, mut inbox: mpsc::UnboundedReceiver<Reque
             }
         };
         closing = run_group(&mut conn, first, &mut inbox).await;
+    }
+    // What arrived after the close is refused, not silently dropped.
+    inbox.close();
+    while let Ok(request) = inbox.try_recv() {
+        if let Request::Txn(txn) = request {
+            txn.refuse(StoreError::Writer("the store is closed".into()));
+        }
     }
     let _ = conn.close().await;
     if let Some(done) = closing {
