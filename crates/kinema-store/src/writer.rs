@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use sqlx::{AnyConnection, Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::StoreError;
 
@@ -97,8 +98,11 @@ impl SqliteWriter {
     /// nothing else.
     pub(crate) async fn run<T: Send + 'static>(&self, body: Body<T>) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
+        // The body runs on the writer thread inside the caller's span, so what it logs
+        // is told apart by request.
+        let span = tracing::Span::current();
         self.requests
-            .send(Request::Txn(Box::new(Pending { body, reply })))
+            .send(Request::Txn(Box::new(Pending { body, reply, span })))
             .map_err(|_| StoreError::Writer("the store is closed".into()))?;
         answer
             .await
@@ -130,6 +134,7 @@ trait Outcome: Send {
 struct Pending<T> {
     body: Body<T>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    span: tracing::Span,
 }
 
 struct Ran<T> {
@@ -139,10 +144,13 @@ struct Ran<T> {
 
 impl<T: Send + 'static> Txn for Pending<T> {
     fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Box<dyn Outcome>> {
-        let Pending { body, reply } = *self;
+        let Pending { body, reply, span } = *self;
         Box::pin(async move {
             // A panicking body fails its own transaction, not the writer.
-            let result = match AssertUnwindSafe(body(conn)).catch_unwind().await {
+            let result = match AssertUnwindSafe(body(conn).instrument(span))
+                .catch_unwind()
+                .await
+            {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::Writer("the transaction panicked".into())),
             };
