@@ -811,9 +811,9 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
     f.assert_verified().await;
 }
 
-/// A postpaid account in arrears since T0 + 10 (a job charged then), and the instant
-/// its grace runs out.
-async fn in_arrears(f: &Fixture) -> (String, i64) {
+/// A postpaid account in arrears since `charged_at` (a job of `quote` credits charged
+/// then), and the instant its grace runs out.
+async fn in_arrears(f: &Fixture, quote: i64, charged_at: i64) -> (String, i64) {
     let policy = f.store.policy().clone();
     let acct = f
         .store
@@ -823,25 +823,24 @@ async fn in_arrears(f: &Fixture) -> (String, i64) {
         .id;
     let first = f
         .store
-        .submit_job(new_job(&acct, 40), "p", T0)
+        .submit_job(new_job(&acct, quote), "p", T0)
         .await
         .unwrap()
         .job()
         .clone();
     f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
     f.store
-        .complete_job(&first.id, OWNER, &[], &Usage::default(), T0 + 10)
+        .complete_job(&first.id, OWNER, &[], &Usage::default(), charged_at)
         .await
         .unwrap();
-    let suspends = T0 + 10 + policy.postpaid.grace_ms;
-    (acct, suspends)
+    (acct, charged_at + policy.postpaid.grace_ms)
 }
 
 /// A worker that reaches a postpaid account's queued job after its grace ran out, but
 /// before the sweeper came by, suspends the account (as the sweep would have) and
 /// cancels the job instead of starting it.
 async fn a_lease_after_the_grace_suspends_instead_of_starting(f: Fixture) {
-    let (acct, suspends) = in_arrears(&f).await;
+    let (acct, suspends) = in_arrears(&f, 40, T0 + 10).await;
     let queued = f
         .store
         .submit_job(new_job(&acct, 1), "p", suspends - 1)
@@ -899,7 +898,7 @@ async fn a_lease_after_the_grace_suspends_instead_of_starting(f: Fixture) {
 /// A postpaid job still running when its account's grace runs out: its charge at the
 /// end applies the suspension, and the account's queued job is cancelled and reported.
 async fn a_charge_after_the_grace_suspends_and_reports_the_cancelled(f: Fixture) {
-    let (acct, suspends) = in_arrears(&f).await;
+    let (acct, suspends) = in_arrears(&f, 40, T0 + 10).await;
     let running = f
         .store
         .submit_job(new_job(&acct, 1), "p", T0 + 20)
@@ -941,26 +940,8 @@ async fn a_charge_after_the_grace_suspends_and_reports_the_cancelled(f: Fixture)
 
 async fn a_top_up_to_zero_reactivates_at_once(f: Fixture) {
     let policy = f.store.policy().clone();
-    let acct = f
-        .store
-        .create_account_with("Payg", None, BillingMode::Postpaid, T0)
-        .await
-        .unwrap()
-        .id;
-    let job = f
-        .store
-        .submit_job(new_job(&acct, 25), "p", T0)
-        .await
-        .unwrap()
-        .job()
-        .clone();
-    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
-    f.store
-        .complete_job(&job.id, OWNER, &[], &Usage::default(), T0)
-        .await
-        .unwrap();
+    let (acct, suspended_at) = in_arrears(&f, 25, T0).await;
     let owed = policy.usage_price.checked_mul(25).unwrap();
-    let suspended_at = T0 + policy.postpaid.grace_ms;
     f.store
         .advance_postpaid_accounts(suspended_at, 10)
         .await
