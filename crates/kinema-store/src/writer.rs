@@ -273,17 +273,55 @@ async fn run_group(
     closing
 }
 
-/// Pins this thread (and the threads it starts) to the last CPU it may run on. Best
-/// effort: where affinity cannot be read or set, the writer runs unpinned.
+/// Where the operator puts the writer: `off` leaves it unpinned, a CPU number pins it
+/// there; unset, it goes to the last CPU the process may run on. Two servers on one
+/// host would otherwise share that CPU's writer time.
+pub(crate) const WRITER_CPU_ENV: &str = "KINEMA_SQLITE_WRITER_CPU";
+
+/// Pins this thread (and the threads it starts) to the CPU [`WRITER_CPU_ENV`] names.
+/// Best effort: where affinity cannot be read or set, the writer runs unpinned.
 fn pin_to_one_cpu() {
-    let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.last().copied()) else {
-        tracing::debug!("sqlite writer: CPU affinity unavailable, not pinned");
+    let setting = std::env::var(WRITER_CPU_ENV).ok();
+    let allowed = core_affinity::get_core_ids().unwrap_or_default();
+    let ids: Vec<usize> = allowed.iter().map(|c| c.id).collect();
+    let cpu = match writer_cpu(setting.as_deref(), &ids) {
+        Ok(Some(cpu)) => cpu,
+        Ok(None) => {
+            tracing::debug!("sqlite writer not pinned");
+            return;
+        }
+        Err(problem) => {
+            tracing::warn!(%problem, "sqlite writer not pinned");
+            return;
+        }
+    };
+    let Some(core) = allowed.into_iter().find(|c| c.id == cpu) else {
         return;
     };
     if core_affinity::set_for_current(core) {
-        tracing::debug!(cpu = core.id, "sqlite writer pinned");
+        tracing::debug!(cpu, "sqlite writer pinned");
     } else {
-        tracing::debug!(cpu = core.id, "sqlite writer: pinning refused, not pinned");
+        tracing::warn!(cpu, "sqlite writer: pinning refused, not pinned");
+    }
+}
+
+/// The CPU to pin the writer to, from the setting and the CPUs the process may use.
+fn writer_cpu(setting: Option<&str>, allowed: &[usize]) -> Result<Option<usize>, String> {
+    match setting.map(str::trim) {
+        None | Some("") => Ok(allowed.iter().max().copied()),
+        Some("off") => Ok(None),
+        Some(value) => {
+            let cpu: usize = value
+                .parse()
+                .map_err(|_| format!("{WRITER_CPU_ENV}={value:?} is neither off nor a CPU"))?;
+            if allowed.contains(&cpu) {
+                Ok(Some(cpu))
+            } else {
+                Err(format!(
+                    "{WRITER_CPU_ENV}={cpu} is not among the CPUs this process may use {allowed:?}"
+                ))
+            }
+        }
     }
 }
 
@@ -341,6 +379,17 @@ mod tests {
         }))
         .await
         .unwrap()
+    }
+
+    #[test]
+    fn the_writer_cpu_is_the_last_allowed_unless_named_or_off() {
+        assert_eq!(writer_cpu(None, &[0, 1, 2, 3]), Ok(Some(3)));
+        assert_eq!(writer_cpu(Some(""), &[2, 5]), Ok(Some(5)));
+        assert_eq!(writer_cpu(Some("off"), &[0, 1]), Ok(None));
+        assert_eq!(writer_cpu(Some(" 1 "), &[0, 1]), Ok(Some(1)));
+        assert!(writer_cpu(Some("7"), &[0, 1]).is_err());
+        assert!(writer_cpu(Some("last"), &[0, 1]).is_err());
+        assert_eq!(writer_cpu(None, &[]), Ok(None));
     }
 
     #[tokio::test]
