@@ -120,6 +120,14 @@ pub struct BenchLedgerArgs {
     /// so a disk whose fsync latency drifts weighs on both alike.
     #[arg(long, default_value_t = 10)]
     pub rounds: u32,
+    /// Jobs waiting in the queue throughout (for a model the cycles' workers do not
+    /// take, spread over accounts of 500), as a busy server's queue would be.
+    #[arg(long, default_value_t = 0)]
+    pub backlog: u32,
+    /// Each cycle's first start fails with a retryable error and goes back to the
+    /// queue before it starts again and fails for good (5 transactions a cycle).
+    #[arg(long)]
+    pub retry: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

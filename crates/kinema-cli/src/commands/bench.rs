@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kinema_store::{Failure, NewJob, Store, StorePolicy, Usage};
+use kinema_store::{Failure, LeaseFilter, NewJob, Store, StorePolicy, Usage};
 use sqlx::{Connection, Executor};
 
 use crate::cli::{BenchCommand, BenchLedgerArgs};
@@ -122,26 +122,83 @@ fn job(account: &str) -> NewJob {
     }
 }
 
+/// The model of the backlog's jobs, which the cycles' workers never lease.
+const BACKLOG_MODEL: &str = "bench-backlog";
+
 /// `cycles` hold -> debit -> refund cycles on one account: submit (HOLD), lease
-/// (DEBIT), fail (REFUND). The job leased may be another client's; each client ends
-/// what it leased.
-async fn cycles(store: Store, account: String, client: u32, cycles: u32) -> anyhow::Result<()> {
+/// (DEBIT), fail (REFUND); with `retry`, the first start fails retryably and the job
+/// is leased again before it fails for good. The job leased may be another client's;
+/// each client ends what it leased.
+async fn cycles(
+    store: Store,
+    account: String,
+    client: u32,
+    cycles: u32,
+    retry: bool,
+) -> anyhow::Result<()> {
     let owner = format!("bench-worker-{client}");
+    let filter = LeaseFilter::models(["testsrc"]);
     let failure = Failure {
         code: "BENCH".into(),
         message: "benchmark cycle".into(),
         retryable: false,
     };
-    for _ in 0..cycles {
-        store.submit_job(job(&account), "bench", now_ms()).await?;
-        let leased = store
-            .lease_next_job(&owner, 60_000, now_ms())
+    let lease = || async {
+        store
+            .lease_matching(&owner, &filter, 60_000, now_ms())
             .await?
             .job
-            .context("no queued job to lease")?;
+            .context("no queued job to lease")
+    };
+    for _ in 0..cycles {
+        store.submit_job(job(&account), "bench", now_ms()).await?;
+        let mut leased = lease().await?;
+        if retry {
+            let retryable = Failure {
+                retryable: true,
+                ..failure.clone()
+            };
+            store
+                .retry_job(
+                    &leased.id,
+                    &owner,
+                    &retryable,
+                    2,
+                    false,
+                    &Usage::default(),
+                    now_ms(),
+                )
+                .await?;
+            leased = lease().await?;
+        }
         store
             .fail_job(&leased.id, &owner, &failure, &Usage::default(), now_ms())
             .await?;
+    }
+    Ok(())
+}
+
+/// `n` queued jobs for a model the cycles never lease, 500 to an account.
+async fn fill_backlog(store: &Store, n: u32) -> anyhow::Result<()> {
+    const PER_ACCOUNT: u32 = 500;
+    let mut left = n;
+    let mut a = 0;
+    while left > 0 {
+        let account = store
+            .create_account(&format!("backlog-{a}"), None, now_ms())
+            .await?
+            .id;
+        let k = left.min(PER_ACCOUNT);
+        store
+            .grant_credits(&account, i64::from(k), None, "", "bench", now_ms())
+            .await?;
+        for _ in 0..k {
+            let mut new = job(&account);
+            new.model = BACKLOG_MODEL.into();
+            store.submit_job(new, "bench", now_ms()).await?;
+        }
+        left -= k;
+        a += 1;
     }
     Ok(())
 }
@@ -171,6 +228,11 @@ async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
         bail!("--concurrency needs at least one level");
     }
     let (scratch, store, backend) = Scratch::open(&args).await?;
+    if let Err(e) = fill_backlog(&store, args.backlog).await {
+        store.close().await;
+        scratch.drop_database().await;
+        return Err(e);
+    }
     let mut levels = Vec::new();
     for &concurrency in &args.concurrency {
         match measure(&store, &args, concurrency).await {
@@ -204,16 +266,24 @@ async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
                 "raw_transactions": args.raw,
                 "cycles": args.cycles,
                 "rounds": args.rounds,
+                "backlog": args.backlog,
+                "retry": args.retry,
                 "levels": levels,
                 "ledger_verified": ledger_ok,
             })
         );
     } else {
         println!("backend      {backend}");
+        let (shape, transactions) = if args.retry {
+            ("hold -> debit -> retry -> restart -> refund", 5)
+        } else {
+            ("hold -> debit -> refund", 3)
+        };
         println!(
-            "per level    {} one-row durable transactions (raw) and {} hold -> debit -> refund \
-             cycles (3 transactions each), alternating in {} rounds",
-            args.raw, args.cycles, args.rounds
+            "per level    {} one-row durable transactions (raw) and {} {shape} cycles \
+             ({transactions} transactions each), alternating in {} rounds; {} jobs queued \
+             throughout",
+            args.raw, args.cycles, args.rounds, args.backlog
         );
         for l in &levels {
             let (raw, cycles) = (l.raw_rate(&args), l.cycle_rate(&args));
@@ -256,7 +326,13 @@ async fn measure(store: &Store, args: &BenchLedgerArgs, concurrency: u32) -> any
         let mut tasks = tokio::task::JoinSet::new();
         for (c, account) in accounts.iter().enumerate() {
             let k = share(n, concurrency, c as u32);
-            tasks.spawn(cycles(store.clone(), account.clone(), c as u32, k));
+            tasks.spawn(cycles(
+                store.clone(),
+                account.clone(),
+                c as u32,
+                k,
+                args.retry,
+            ));
         }
         while let Some(r) = tasks.join_next().await {
             r.context("benchmark task")??;
