@@ -251,7 +251,8 @@ impl From<kinema_ledger::LedgerError> for ApiError {
             L::UnknownLot(_)
             | L::UnknownJobState(_)
             | L::UnknownEntryKind(_)
-            | L::InvalidCatalogue(_) => return ApiError::Internal(message),
+            | L::InvalidCatalogue(_)
+            | L::InvalidPrice(_) => return ApiError::Internal(message),
         };
         ApiError::status(code, reason, message)
     }

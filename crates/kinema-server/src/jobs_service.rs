@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use kinema_engine::{FaultPlan, FieldViolation, JobSpec, ModelManifest, ResolvedSpec};
-use kinema_ledger::{Quote, QuoteInput};
+use kinema_ledger::{LedgerError, Quote, QuoteInput};
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::job_service_server::JobService;
 use kinema_store::{ArtifactKind, JobState, NewJob, Submitted};
@@ -125,7 +125,10 @@ impl JobsService {
                 steps: spec.steps,
             },
         )
-        .map_err(|e| ApiError::field("width", e.to_string()))?;
+        .map_err(|e| match e {
+            LedgerError::InvalidQuote { field, reason } => ApiError::field(field, reason),
+            other => ApiError::from(other),
+        })?;
         Ok(Checked {
             manifest,
             spec,
