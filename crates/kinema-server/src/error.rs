@@ -101,6 +101,14 @@ impl ApiError {
         Self::status(Code::NotFound, reasons::JOB_NOT_FOUND, "job not found")
     }
 
+    pub fn account_not_found() -> Self {
+        Self::status(
+            Code::NotFound,
+            reasons::ACCOUNT_NOT_FOUND,
+            "account not found",
+        )
+    }
+
     /// The key is over its requests-per-second allowance (CONTRACT.md §5).
     pub fn rate_limited(rps: u32, retry_delay: std::time::Duration) -> Self {
         ApiError::Exhausted {
