@@ -345,6 +345,33 @@ async fn bad_requests_are_refused_and_charge_nothing() {
     assert!(!foreign_after.cancel_requested);
 }
 
+/// A size the model allows but its price book does not reach is refused on the side
+/// at fault: the tiny model takes up to 128 px and is priced only up to 64 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_above_every_priced_tier_is_refused_on_its_side() {
+    let dir = TestDir::new();
+    wan::write_tiny_wan_models_file_priced(&dir.data_dir(), 3, 64);
+    let server = Server::start(&dir, Opts::default()).await;
+    let admin = server.admin().await;
+    let account = admin.create_account("tall").await;
+    let tall = pb::CreateJobRequest {
+        model: wan::TINY_WAN.into(),
+        ..job_request(&account, 48, 96, 5, 8, 3)
+    };
+    let s = expect_err(
+        "EstimateCost height 96",
+        admin
+            .jobs()
+            .estimate_cost(pb::EstimateCostRequest {
+                job: Some(tall.clone()),
+            })
+            .await,
+    );
+    assert_invalid_field(&s, "height");
+    let s = expect_err("CreateJob height 96", admin.create_job_raw(tall).await);
+    assert_invalid_field(&s, "height");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_retries_create_one_job() {
     let dir = TestDir::new();

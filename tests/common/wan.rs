@@ -16,6 +16,12 @@ pub fn tiny_wan_model() -> PathBuf {
 /// Writes the data dir's `models.toml` (read by `kinema serve` at start): the tiny
 /// model at 48x32, 5 frames, `steps` steps by default, 4 credits a second.
 pub fn write_tiny_wan_models_file(data_dir: &Path, steps: u32) {
+    write_tiny_wan_models_file_priced(data_dir, steps, 128);
+}
+
+/// The same, with its one price tier ending at `tier_max_side` px (its limits stay
+/// 128x128: above the tier a size is allowed but cannot be priced).
+pub fn write_tiny_wan_models_file_priced(data_dir: &Path, steps: u32, tier_max_side: u32) {
     let toml = format!(
         r#"[[model]]
 id = "{TINY_WAN}"
@@ -35,7 +41,7 @@ max_frames = 17
 max_steps = 10
 [model.price]
 default_steps = {steps}
-tiers = [{{ tier = "tiny", max_side = 128, credits_per_second = 4 }}]
+tiers = [{{ tier = "tiny", max_side = {tier_max_side}, credits_per_second = 4 }}]
 "#,
         tiny_wan_model().display()
     );

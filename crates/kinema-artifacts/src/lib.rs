@@ -17,4 +17,12 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    /// The directory an artifact was renamed into could not be synced: the file may
+    /// not survive a crash, so the store is not reported done.
+    #[error("syncing artifact directory {path}: {source}")]
+    DirSync {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

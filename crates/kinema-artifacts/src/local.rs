@@ -27,6 +27,16 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
     }
 }
 
+/// Makes a directory's entries (a rename into it, a new subdirectory) durable.
+async fn sync_dir(dir: &Path) -> Result<(), ArtifactError> {
+    let sync_err = |source| ArtifactError::DirSync {
+        path: dir.display().to_string(),
+        source,
+    };
+    let handle = tokio::fs::File::open(dir).await.map_err(sync_err)?;
+    handle.sync_all().await.map_err(sync_err)
+}
+
 impl LocalArtifacts {
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, ArtifactError> {
         let root = root.into();
@@ -37,7 +47,8 @@ impl LocalArtifacts {
     }
 
     /// Copies `source` in as `<job_id>/<name>`, durably (written to a temporary name,
-    /// synced, then renamed), and returns its size and SHA-256.
+    /// synced, renamed, then the directory synced so the new name survives a crash),
+    /// and returns its size and SHA-256.
     pub async fn put_file(
         &self,
         job_id: &str,
@@ -50,6 +61,7 @@ impl LocalArtifacts {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
+        let new_dir = !tokio::fs::try_exists(&dir).await.map_err(io_err(&dir))?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io_err(&dir))?;
@@ -80,6 +92,12 @@ impl LocalArtifacts {
         tokio::fs::rename(&partial, &dest)
             .await
             .map_err(io_err(&dest))?;
+        // The rename lives in the directory: without this, a crash right after a
+        // successful store could lose the file's name (and a new job directory's own).
+        sync_dir(&dir).await?;
+        if new_dir && dir != self.root {
+            sync_dir(&self.root).await?;
+        }
         Ok(StoredFile {
             location,
             bytes,
@@ -169,6 +187,41 @@ mod tests {
             store.read_from(&stored.location, 0).await,
             Err(ArtifactError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_stored_file_is_in_place_with_no_partial_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.bin");
+        tokio::fs::write(&src, b"poster bytes").await.unwrap();
+        let root = dir.path().join("store");
+        let store = LocalArtifacts::open(&root).await.unwrap();
+        // Twice into the same job directory: the second finds it there already.
+        for name in ["video.mp4", "poster.png"] {
+            store.put_file("job_2", name, &src).await.unwrap();
+        }
+        let mut names = Vec::new();
+        let mut entries = tokio::fs::read_dir(root.join("job_2")).await.unwrap();
+        while let Some(e) = entries.next_entry().await.unwrap() {
+            names.push(e.file_name().into_string().unwrap());
+        }
+        names.sort();
+        assert_eq!(names, ["poster.png", "video.mp4"]);
+        let stored = tokio::fs::read(root.join("job_2/video.mp4")).await.unwrap();
+        assert_eq!(stored, b"poster bytes");
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_synced_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        match sync_dir(&missing).await {
+            Err(ArtifactError::DirSync { path, source }) => {
+                assert_eq!(path, missing.display().to_string());
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected DirSync, got {other:?}"),
+        }
     }
 
     #[tokio::test]

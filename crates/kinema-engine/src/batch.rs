@@ -9,20 +9,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kinema_diffusion::{
-    BatchItem, Conditioning, GenerationRequest, PipelineError, StepControl, VideoFrames,
-};
+use kinema_diffusion::{BatchItem, Conditioning, GenerationRequest, PipelineError, StepControl};
 use kinema_store::Stage;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::faults::{FaultPlan, FaultStage};
+use crate::generation::{pipeline_failure, GenerateError, Generated, Progress, Signal};
 use crate::residency::ModelCache;
-use crate::run::{pipeline_failure, GenerateError, Progress, Signal};
 use crate::worker::StopFlags;
 use crate::{FailureCode, JobFailure};
-
-/// The frames and the milliseconds of text encoding, denoising and decoding.
-pub(crate) type Generated = Result<(VideoFrames, [u64; 3]), GenerateError>;
 
 /// One job of a batch, as the blocking thread sees it.
 pub(crate) struct Member {

@@ -9,6 +9,7 @@ mod devices;
 mod events;
 mod failure;
 mod faults;
+mod generation;
 mod idle_gap;
 mod manifest;
 mod meters;

@@ -1,10 +1,10 @@
+//! Artifact retention (CONTRACT.md §6): one pass deletes the artifacts past their
+//! `artifact_ttl`. The server's sweeper runs it on its interval with its other passes.
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use kinema_artifacts::LocalArtifacts;
 use kinema_store::Store;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::Clock;
@@ -17,7 +17,6 @@ pub struct RetentionSweeper {
     pub store: Store,
     pub artifacts: LocalArtifacts,
     pub clock: Arc<dyn Clock>,
-    pub interval: Duration,
 }
 
 impl RetentionSweeper {
@@ -52,20 +51,5 @@ impl RetentionSweeper {
             info!(deleted, "deleted artifacts past their retention");
         }
         deleted
-    }
-
-    pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                self.sweep().await;
-                tokio::select! {
-                    _ = tokio::time::sleep(self.interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    break;
-                }
-            }
-        })
     }
 }

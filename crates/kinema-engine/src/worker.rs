@@ -1,5 +1,5 @@
 //! One worker loop per device: it leases queued jobs its device can hold, one at a
-//! time, and runs them (run.rs). The [`WorkerPool`] holds every device's worker and
+//! time, and runs them (`run/`). The [`WorkerPool`] holds every device's worker and
 //! is what the server talks to: wake, cancel, drain, list.
 
 use std::collections::HashMap;

@@ -8,8 +8,13 @@ pub enum LedgerError {
     NonPositiveAmount(Credits),
     #[error("refund names lot {0}, which the account does not have")]
     UnknownLot(i64),
+    /// A request the price book cannot price; `field` is the request's field at fault
+    /// (`width`, `height`, `num_frames`, `fps`, `steps`).
     #[error("{field}: {reason}")]
     InvalidQuote { field: &'static str, reason: String },
+    /// A price book entry that prices nothing (a model's configuration, not a request).
+    #[error("invalid price book entry: {0}")]
+    InvalidPrice(String),
 
     #[error("unknown job state {0:?}")]
     UnknownJobState(String),

@@ -38,37 +38,49 @@ pub struct Quote {
 }
 
 /// credits = ceil(credits_per_second x frames / fps x max(steps, default) / default),
-/// and at least 1: every job costs something.
+/// and at least 1: every job costs something. A request the price book cannot price
+/// is an [`LedgerError::InvalidQuote`] naming the request field at fault.
 pub fn quote(price: &ModelPrice, input: QuoteInput) -> Result<Quote, LedgerError> {
-    let invalid = |field, reason: &str| LedgerError::InvalidQuote {
-        field,
-        reason: reason.to_string(),
-    };
+    let invalid = |field, reason: String| LedgerError::InvalidQuote { field, reason };
     if input.fps == 0 {
-        return Err(invalid("fps", "must be at least 1"));
+        return Err(invalid("fps", "must be at least 1".into()));
     }
     if input.num_frames == 0 {
-        return Err(invalid("num_frames", "must be at least 1"));
+        return Err(invalid("num_frames", "must be at least 1".into()));
     }
     if price.default_steps == 0 {
-        return Err(invalid(
-            "default_steps",
-            "price book entry has 0 default steps",
+        return Err(LedgerError::InvalidPrice(
+            "the price book entry has 0 default steps".into(),
         ));
     }
     let side = input.width.max(input.height);
+    // The larger side picks the tier, so it is the one that is too large.
+    let side_field = if input.width >= input.height {
+        "width"
+    } else {
+        "height"
+    };
     let tier = price
         .tiers
         .iter()
         .filter(|t| side <= t.max_side)
         .min_by_key(|t| t.max_side)
-        .ok_or_else(|| invalid("width", &format!("{side} px is above every priced tier")))?;
+        .ok_or_else(|| invalid(side_field, format!("{side} px is above every priced tier")))?;
     let steps = input.steps.max(price.default_steps);
-    let numerator = tier.credits_per_second as i128 * input.num_frames as i128 * steps as i128;
-    let denominator = input.fps as i128 * price.default_steps as i128;
-    let credits = ((numerator + denominator - 1) / denominator).max(1);
-    let credits =
-        Credits::try_from(credits).map_err(|_| invalid("num_frames", "price overflows"))?;
+    let credits_at = |steps: u32| {
+        let numerator = tier.credits_per_second as i128 * input.num_frames as i128 * steps as i128;
+        let denominator = input.fps as i128 * price.default_steps as i128;
+        Credits::try_from(((numerator + denominator - 1) / denominator).max(1)).ok()
+    };
+    let credits = match credits_at(steps) {
+        Some(credits) => credits,
+        // Steps above the default scale the price: they are at fault when the
+        // default's price fits.
+        None if steps > price.default_steps && credits_at(price.default_steps).is_some() => {
+            return Err(invalid("steps", "price overflows".into()))
+        }
+        None => return Err(invalid("num_frames", "price overflows".into())),
+    };
     Ok(Quote {
         credits,
         tier: tier.tier.clone(),
@@ -139,13 +151,57 @@ mod tests {
         );
     }
 
+    fn field_of(result: Result<Quote, LedgerError>) -> &'static str {
+        match result {
+            Err(LedgerError::InvalidQuote { field, .. }) => field,
+            other => panic!("expected InvalidQuote, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn sizes_beyond_every_tier_and_zero_fps_are_errors() {
+    fn each_unpriceable_request_names_its_field() {
+        // The larger side is above every tier: that side is at fault.
+        assert_eq!(
+            field_of(quote(&price(), input(1920, 1080, 16, 16, 50))),
+            "width"
+        );
+        assert_eq!(
+            field_of(quote(&price(), input(720, 1920, 16, 16, 50))),
+            "height"
+        );
+        assert_eq!(field_of(quote(&price(), input(832, 480, 16, 0, 50))), "fps");
+        assert_eq!(
+            field_of(quote(&price(), input(832, 480, 0, 16, 50))),
+            "num_frames"
+        );
+    }
+
+    #[test]
+    fn an_overflowing_price_names_steps_or_frames() {
+        let dear = ModelPrice {
+            tiers: vec![TierPrice {
+                tier: "any".into(),
+                max_side: 4096,
+                credits_per_second: i64::MAX / 4,
+            }],
+            default_steps: 1,
+        };
+        // Fits at the default step count; the extra steps overflow it.
+        assert_eq!(field_of(quote(&dear, input(64, 64, 1, 1, 8))), "steps");
+        // Too dear at the default already: the frames are at fault.
+        assert_eq!(field_of(quote(&dear, input(64, 64, 8, 1, 1))), "num_frames");
+    }
+
+    #[test]
+    fn a_price_book_entry_without_default_steps_is_not_the_request_s_fault() {
+        let broken = ModelPrice {
+            default_steps: 0,
+            ..price()
+        };
         assert!(matches!(
-            quote(&price(), input(1920, 1080, 16, 16, 50)),
-            Err(LedgerError::InvalidQuote { field: "width", .. })
+            quote(&broken, input(832, 480, 16, 16, 50)),
+            Err(LedgerError::InvalidPrice(_))
         ));
-        assert!(quote(&price(), input(832, 480, 16, 0, 50)).is_err());
     }
 
     #[test]

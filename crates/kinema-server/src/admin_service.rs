@@ -2,13 +2,13 @@ use std::sync::Arc;
 
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::admin_service_server::AdminService;
-use kinema_store::{AccountChange, BillingMode, Role, StoreError};
+use kinema_store::{AccountChange, BillingMode, Role};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::App;
-use crate::auth::authenticate;
 use crate::convert;
 use crate::error::{reasons, ApiError};
+use crate::rpc::{handle, Access};
 
 pub struct Admin {
     pub app: Arc<App>,
@@ -21,31 +21,24 @@ impl AdminService for Admin {
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        caller.require_operator()?;
-        let req = request.into_inner();
-        if req.name.trim().is_empty() {
-            return Err(ApiError::field("name", "must not be empty").into());
-        }
-        let external_id = (!req.external_id.is_empty()).then_some(req.external_id.as_str());
-        let billing = match pb::BillingMode::try_from(req.billing) {
-            Ok(pb::BillingMode::Unspecified | pb::BillingMode::Prepaid) => BillingMode::Prepaid,
-            Ok(pb::BillingMode::Postpaid) => BillingMode::Postpaid,
-            Err(_) => return Err(ApiError::field("billing", "must be PREPAID or POSTPAID").into()),
-        };
-        let now = app.now();
-        let account = app
-            .store
-            .create_account_with(&req.name, external_id, billing, now)
-            .await
-            .map_err(ApiError::from)?;
-        let view = app
-            .store
-            .account_view(&account.id, now)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::from(StoreError::NotFound("account")))?;
-        Ok(Response::new(convert::account_view(&view)))
+        handle(app, request, Access::Operator, |_, req| async move {
+            if req.name.trim().is_empty() {
+                return Err(ApiError::field("name", "must not be empty"));
+            }
+            let external_id = (!req.external_id.is_empty()).then_some(req.external_id.as_str());
+            let billing = match pb::BillingMode::try_from(req.billing) {
+                Ok(pb::BillingMode::Unspecified | pb::BillingMode::Prepaid) => BillingMode::Prepaid,
+                Ok(pb::BillingMode::Postpaid) => BillingMode::Postpaid,
+                Err(_) => return Err(ApiError::field("billing", "must be PREPAID or POSTPAID")),
+            };
+            let now = app.now();
+            let account = app
+                .store
+                .create_account_with(&req.name, external_id, billing, now)
+                .await?;
+            self.account_view(&account.id, now).await
+        })
+        .await
     }
 
     async fn get_account(
@@ -53,26 +46,20 @@ impl AdminService for Admin {
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let req = request.into_inner();
-        let account_id = if req.account_id.is_empty() && !req.external_id.is_empty() {
-            caller.require_operator()?;
-            app.store
-                .find_account_by_external_id(&req.external_id)
-                .await
-                .map_err(ApiError::from)?
-                .ok_or(ApiError::from(StoreError::NotFound("account")))?
-                .id
-        } else {
-            caller.account(&req.account_id)?
-        };
-        let view = app
-            .store
-            .account_view(&account_id, app.now())
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::from(StoreError::NotFound("account")))?;
-        Ok(Response::new(convert::account_view(&view)))
+        handle(app, request, Access::Any, |caller, req| async move {
+            let account_id = if req.account_id.is_empty() && !req.external_id.is_empty() {
+                caller.require_operator()?;
+                app.store
+                    .find_account_by_external_id(&req.external_id)
+                    .await?
+                    .ok_or_else(ApiError::account_not_found)?
+                    .id
+            } else {
+                caller.account(&req.account_id)?
+            };
+            self.account_view(&account_id, app.now()).await
+        })
+        .await
     }
 
     async fn suspend_account(
@@ -80,18 +67,17 @@ impl AdminService for Admin {
         request: Request<pb::SuspendAccountRequest>,
     ) -> Result<Response<pb::AccountChangeResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        caller.require_admin()?;
-        let req = request.into_inner();
-        let account_id = caller.account(&req.account_id)?;
-        let reason = non_blank(&req.reason, "operator");
-        let change = app
-            .store
-            .suspend_account(&account_id, &reason, &caller.actor(), app.now())
-            .await
-            .map_err(ApiError::from)?;
-        self.publish_cancelled(&change);
-        self.change_response(change).await
+        handle(app, request, Access::Admin, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let reason = non_blank(&req.reason, "operator");
+            let change = app
+                .store
+                .suspend_account(&account_id, &reason, &caller.actor(), app.now())
+                .await?;
+            self.publish_cancelled(&change);
+            self.change_response(change).await
+        })
+        .await
     }
 
     async fn reinstate_account(
@@ -99,15 +85,15 @@ impl AdminService for Admin {
         request: Request<pb::ReinstateAccountRequest>,
     ) -> Result<Response<pb::AccountChangeResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        caller.require_admin()?;
-        let account_id = caller.account(&request.get_ref().account_id)?;
-        let change = app
-            .store
-            .reinstate_account(&account_id, &caller.actor(), app.now())
-            .await
-            .map_err(ApiError::from)?;
-        self.change_response(change).await
+        handle(app, request, Access::Admin, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let change = app
+                .store
+                .reinstate_account(&account_id, &caller.actor(), app.now())
+                .await?;
+            self.change_response(change).await
+        })
+        .await
     }
 
     async fn terminate_account(
@@ -115,27 +101,26 @@ impl AdminService for Admin {
         request: Request<pb::TerminateAccountRequest>,
     ) -> Result<Response<pb::AccountChangeResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        caller.require_admin()?;
-        let req = request.into_inner();
-        let account_id = caller.account(&req.account_id)?;
-        let reason = non_blank(&req.reason, "violation");
-        let change = app
-            .store
-            .terminate_account(
-                &app.commerce.catalogue,
-                &account_id,
-                &reason,
-                &caller.actor(),
-                app.now(),
-            )
-            .await
-            .map_err(ApiError::from)?;
-        for id in &change.stopping {
-            app.worker.request_cancel(id);
-        }
-        self.publish_cancelled(&change);
-        self.change_response(change).await
+        handle(app, request, Access::Admin, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let reason = non_blank(&req.reason, "violation");
+            let change = app
+                .store
+                .terminate_account(
+                    &app.commerce.catalogue,
+                    &account_id,
+                    &reason,
+                    &caller.actor(),
+                    app.now(),
+                )
+                .await?;
+            for id in &change.stopping {
+                app.worker.request_cancel(id);
+            }
+            self.publish_cancelled(&change);
+            self.change_response(change).await
+        })
+        .await
     }
 
     async fn delete_account(
@@ -143,20 +128,21 @@ impl AdminService for Admin {
         request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::AccountChangeResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let account_id = caller.account(&request.get_ref().account_id)?;
-        let change = app
-            .store
-            .delete_account(
-                &app.commerce.catalogue,
-                &account_id,
-                app.commerce.account_min_age_ms,
-                &caller.actor(),
-                app.now(),
-            )
-            .await
-            .map_err(ApiError::from)?;
-        self.change_response(change).await
+        handle(app, request, Access::Any, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let change = app
+                .store
+                .delete_account(
+                    &app.commerce.catalogue,
+                    &account_id,
+                    app.commerce.account_min_age_ms,
+                    &caller.actor(),
+                    app.now(),
+                )
+                .await?;
+            self.change_response(change).await
+        })
+        .await
     }
 
     async fn create_api_key(
@@ -164,37 +150,43 @@ impl AdminService for Admin {
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let req = request.into_inner();
-        let role = match pb::KeyRole::try_from(req.role) {
-            Ok(pb::KeyRole::Admin) => Role::Admin,
-            Ok(pb::KeyRole::Platform) => Role::Platform,
-            Ok(pb::KeyRole::Account) => Role::Account,
-            _ => return Err(ApiError::field("role", "must be ADMIN, PLATFORM or ACCOUNT").into()),
-        };
-        // Platform keys may mint keys for accounts; only the operator mints the rest.
-        match (caller.role(), role) {
-            (Role::Admin, _) | (Role::Platform, Role::Account) => {}
-            _ => return Err(ApiError::role("admin").into()),
-        }
-        let account_id = match role {
-            Role::Account => Some(caller.account(&req.account_id)?),
-            _ if !req.account_id.is_empty() => {
-                return Err(
-                    ApiError::field("account_id", "only account keys belong to an account").into(),
-                )
+        handle(app, request, Access::Any, |caller, req| async move {
+            let role = match pb::KeyRole::try_from(req.role) {
+                Ok(pb::KeyRole::Admin) => Role::Admin,
+                Ok(pb::KeyRole::Platform) => Role::Platform,
+                Ok(pb::KeyRole::Account) => Role::Account,
+                _ => {
+                    return Err(ApiError::field(
+                        "role",
+                        "must be ADMIN, PLATFORM or ACCOUNT",
+                    ))
+                }
+            };
+            // Platform keys may mint keys for accounts; only the operator mints the rest.
+            match (caller.role(), role) {
+                (Role::Admin, _) | (Role::Platform, Role::Account) => {}
+                _ => return Err(ApiError::role("admin")),
             }
-            _ => None,
-        };
-        let (key, secret) = app
-            .store
-            .create_api_key(role, account_id.as_deref(), &req.name, app.now())
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::CreateApiKeyResponse {
-            key: Some(convert::api_key(&key)),
-            secret,
-        }))
+            let account_id = match role {
+                Role::Account => Some(caller.account(&req.account_id)?),
+                _ if !req.account_id.is_empty() => {
+                    return Err(ApiError::field(
+                        "account_id",
+                        "only account keys belong to an account",
+                    ))
+                }
+                _ => None,
+            };
+            let (key, secret) = app
+                .store
+                .create_api_key(role, account_id.as_deref(), &req.name, app.now())
+                .await?;
+            Ok(pb::CreateApiKeyResponse {
+                key: Some(convert::api_key(&key)),
+                secret,
+            })
+        })
+        .await
     }
 
     async fn list_api_keys(
@@ -202,20 +194,17 @@ impl AdminService for Admin {
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let requested = request.get_ref().account_id.clone();
-        let account = match caller.role() {
-            Role::Admin if requested.is_empty() => None,
-            _ => Some(caller.account(&requested)?),
-        };
-        let keys = app
-            .store
-            .list_api_keys(account.as_deref())
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListApiKeysResponse {
-            keys: keys.iter().map(convert::api_key).collect(),
-        }))
+        handle(app, request, Access::Any, |caller, req| async move {
+            let account = match caller.role() {
+                Role::Admin if req.account_id.is_empty() => None,
+                _ => Some(caller.account(&req.account_id)?),
+            };
+            let keys = app.store.list_api_keys(account.as_deref()).await?;
+            Ok(pb::ListApiKeysResponse {
+                keys: keys.iter().map(convert::api_key).collect(),
+            })
+        })
+        .await
     }
 
     async fn revoke_api_key(
@@ -223,14 +212,11 @@ impl AdminService for Admin {
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        caller.require_admin()?;
-        let key = app
-            .store
-            .revoke_api_key(&request.get_ref().key_id, app.now())
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(convert::api_key(&key)))
+        handle(app, request, Access::Admin, |_, req| async move {
+            let key = app.store.revoke_api_key(&req.key_id, app.now()).await?;
+            Ok(convert::api_key(&key))
+        })
+        .await
     }
 
     async fn advance_clock(
@@ -238,59 +224,55 @@ impl AdminService for Admin {
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::AdvanceClockResponse>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        caller.require_admin()?;
-        let Some(clock) = &app.test_clock else {
-            return Err(ApiError::status(
-                Code::FailedPrecondition,
-                reasons::TEST_CLOCK_DISABLED,
-                "the server was not started with --test-clock",
-            )
-            .into());
-        };
-        let by = request.into_inner().by.unwrap_or_default();
-        let by_ms = by
-            .seconds
-            .saturating_mul(1000)
-            .saturating_add(i64::from(by.nanos) / 1_000_000);
-        if by_ms < 0 {
-            return Err(ApiError::field("by", "the clock only moves forward").into());
-        }
-        let now = clock.advance(by_ms);
-        // Every time rule shows before the call returns.
-        app.sweeper.sweep().await;
-        app.worker.wake();
-        Ok(Response::new(pb::AdvanceClockResponse {
-            now: Some(convert::timestamp(now)),
-        }))
+        handle(app, request, Access::Admin, |_, req| async move {
+            let Some(clock) = &app.test_clock else {
+                return Err(ApiError::status(
+                    Code::FailedPrecondition,
+                    reasons::TEST_CLOCK_DISABLED,
+                    "the server was not started with --test-clock",
+                ));
+            };
+            let by = req.by.unwrap_or_default();
+            let by_ms = by
+                .seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(by.nanos) / 1_000_000);
+            if by_ms < 0 {
+                return Err(ApiError::field("by", "the clock only moves forward"));
+            }
+            let now = clock.advance(by_ms);
+            // Every time rule shows before the call returns.
+            app.sweeper.sweep().await;
+            app.worker.wake();
+            Ok(pb::AdvanceClockResponse {
+                now: Some(convert::timestamp(now)),
+            })
+        })
+        .await
     }
 
     async fn list_workers(
         &self,
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let caller = authenticate(&self.app, &request).await?;
-        caller.require_admin()?;
-        Ok(Response::new(pb::ListWorkersResponse {
-            workers: self
-                .app
-                .worker
-                .status()
-                .iter()
-                .map(convert::worker)
-                .collect(),
-        }))
+        let app = &self.app;
+        handle(app, request, Access::Admin, |_, _| async move {
+            Ok(pb::ListWorkersResponse {
+                workers: app.worker.status().iter().map(convert::worker).collect(),
+            })
+        })
+        .await
     }
 
     async fn drain_worker(
         &self,
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::Worker>, Status> {
-        let caller = authenticate(&self.app, &request).await?;
-        caller.require_admin()?;
-        let owner = request.into_inner().owner;
-        let status = self.app.worker.drain(&owner).map_err(ApiError::from)?;
-        Ok(Response::new(convert::worker(&status)))
+        let app = &self.app;
+        handle(app, request, Access::Admin, |_, req| async move {
+            Ok(convert::worker(&app.worker.drain(&req.owner)?))
+        })
+        .await
     }
 }
 
@@ -306,26 +288,36 @@ impl Admin {
         }
     }
 
+    /// An account as the API shows it.
+    async fn account_view(&self, account_id: &str, now: i64) -> Result<pb::Account, ApiError> {
+        let view = self
+            .app
+            .store
+            .account_view(account_id, now)
+            .await?
+            .ok_or_else(ApiError::account_not_found)?;
+        Ok(convert::account_view(&view))
+    }
+
     async fn change_response(
         &self,
         change: AccountChange,
-    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+    ) -> Result<pb::AccountChangeResponse, ApiError> {
         let app = &self.app;
         let account = match app
             .store
             .account_view(&change.account.id, app.now())
-            .await
-            .map_err(ApiError::from)?
+            .await?
         {
             Some(view) => convert::account_view(&view),
             None => convert::account(&change.account),
         };
-        Ok(Response::new(pb::AccountChangeResponse {
+        Ok(pb::AccountChangeResponse {
             account: Some(account),
             cancelled_jobs: change.cancelled.iter().map(convert::job).collect(),
             stopping_job_ids: change.stopping.clone(),
             forfeited_credits: change.forfeited,
-        }))
+        })
     }
 }
 

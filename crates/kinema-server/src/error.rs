@@ -101,6 +101,14 @@ impl ApiError {
         Self::status(Code::NotFound, reasons::JOB_NOT_FOUND, "job not found")
     }
 
+    pub fn account_not_found() -> Self {
+        Self::status(
+            Code::NotFound,
+            reasons::ACCOUNT_NOT_FOUND,
+            "account not found",
+        )
+    }
+
     /// The key is over its requests-per-second allowance (CONTRACT.md §5).
     pub fn rate_limited(rps: u32, retry_delay: std::time::Duration) -> Self {
         ApiError::Exhausted {
@@ -251,7 +259,8 @@ impl From<kinema_ledger::LedgerError> for ApiError {
             L::UnknownLot(_)
             | L::UnknownJobState(_)
             | L::UnknownEntryKind(_)
-            | L::InvalidCatalogue(_) => return ApiError::Internal(message),
+            | L::InvalidCatalogue(_)
+            | L::InvalidPrice(_) => return ApiError::Internal(message),
         };
         ApiError::status(code, reason, message)
     }
@@ -363,4 +372,58 @@ pub enum ServerError {
         addr: std::net::SocketAddr,
         message: String,
     },
+    /// The server's task panicked; `message` is the panic's.
+    #[error("the server task panicked: {message}")]
+    Panicked { message: String },
+    /// The server's task was cancelled before it finished.
+    #[error("the server task was cancelled")]
+    TaskCancelled,
+}
+
+impl From<tokio::task::JoinError> for ServerError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        match e.try_into_panic() {
+            Ok(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_string());
+                ServerError::Panicked { message }
+            }
+            Err(_) => ServerError::TaskCancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerError;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_reported_with_its_message() {
+        let joined = tokio::spawn(async { panic!("the worker pool is gone") }).await;
+        let e = ServerError::from(joined.unwrap_err());
+        assert!(
+            matches!(&e, ServerError::Panicked { message } if message == "the worker pool is gone"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "the server task panicked: the worker pool is gone"
+        );
+        let formatted = tokio::spawn(async { panic!("lost {} jobs", 3) }).await;
+        assert!(matches!(
+            ServerError::from(formatted.unwrap_err()),
+            ServerError::Panicked { message } if message == "lost 3 jobs"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_task_is_not_a_panic() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let e = ServerError::from(task.await.unwrap_err());
+        assert!(matches!(e, ServerError::TaskCancelled), "{e:?}");
+    }
 }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use kinema_engine::{FaultPlan, FieldViolation, JobSpec, ModelManifest, ResolvedSpec};
-use kinema_ledger::{Quote, QuoteInput};
+use kinema_ledger::{LedgerError, Quote, QuoteInput};
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::job_service_server::JobService;
 use kinema_store::{ArtifactKind, JobState, NewJob, Submitted};
@@ -15,9 +15,9 @@ use tonic::{Code, Request, Response, Status};
 use tracing::info;
 
 use crate::app::App;
-use crate::auth::authenticate;
 use crate::convert;
 use crate::error::{reasons, ApiError};
+use crate::rpc::{handle, Access, Page};
 
 const MAX_ID_CHARS: usize = 128;
 /// How often a watch on PostgreSQL looks for changes made by other replicas.
@@ -125,7 +125,10 @@ impl JobsService {
                 steps: spec.steps,
             },
         )
-        .map_err(|e| ApiError::field("width", e.to_string()))?;
+        .map_err(|e| match e {
+            LedgerError::InvalidQuote { field, reason } => ApiError::field(field, reason),
+            other => ApiError::from(other),
+        })?;
         Ok(Checked {
             manifest,
             spec,
@@ -165,108 +168,100 @@ impl JobService for JobsService {
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let req = request.into_inner();
-        let account_id = caller.account(&req.account_id)?;
-        let priority = caller.priority(req.priority)?;
-        let checked = self.check(&req, true)?;
-        let new = NewJob {
-            account_id: account_id.clone(),
-            external_id: non_empty(&req.external_id),
-            idempotency_key: non_empty(&req.idempotency_key),
-            request_hash: request_hash(&req),
-            model: checked.manifest.id.clone(),
-            prompt: req.prompt.clone(),
-            negative_prompt: req.negative_prompt.clone(),
-            width: checked.spec.width,
-            height: checked.spec.height,
-            num_frames: checked.spec.num_frames,
-            fps: checked.spec.fps,
-            steps: checked.spec.steps,
-            guidance_scale: checked.spec.guidance_scale,
-            seed: req.seed.unwrap_or_else(rand::random),
-            output_format: "mp4".into(),
-            callback_url: req.callback_url.clone(),
-            metadata: req.metadata.clone(),
-            quote: checked.quote.credits,
-            priority,
-            // Jobs with one key (model, size, frames, steps) may share a batch.
-            batch_key: checked.manifest.batch_key(&checked.spec),
-        };
-        let submitted = app
-            .store
-            .submit_job(new, &caller.actor(), app.now())
-            .await
-            .map_err(ApiError::from)?;
-        let job = match submitted {
-            Submitted::Created(job) => {
-                info!(job = %job.id, account = %account_id, model = %job.model, quote = job.quoted, "job queued");
-                app.events.publish(
-                    kinema_engine::JobEventKind::StateChanged,
-                    job.clone(),
-                    app.now(),
-                );
-                app.worker.wake();
-                job
-            }
-            Submitted::Existing(job) => job,
-        };
-        Ok(Response::new(convert::job(&job)))
+        handle(app, request, Access::Any, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let priority = caller.priority(req.priority)?;
+            let checked = self.check(&req, true)?;
+            let new = NewJob {
+                account_id: account_id.clone(),
+                external_id: non_empty(&req.external_id),
+                idempotency_key: non_empty(&req.idempotency_key),
+                request_hash: request_hash(&req),
+                model: checked.manifest.id.clone(),
+                prompt: req.prompt.clone(),
+                negative_prompt: req.negative_prompt.clone(),
+                width: checked.spec.width,
+                height: checked.spec.height,
+                num_frames: checked.spec.num_frames,
+                fps: checked.spec.fps,
+                steps: checked.spec.steps,
+                guidance_scale: checked.spec.guidance_scale,
+                seed: req.seed.unwrap_or_else(rand::random),
+                output_format: "mp4".into(),
+                callback_url: req.callback_url.clone(),
+                metadata: req.metadata.clone(),
+                quote: checked.quote.credits,
+                priority,
+                // Jobs with one key (model, size, frames, steps) may share a batch.
+                batch_key: checked.manifest.batch_key(&checked.spec),
+            };
+            let submitted = app
+                .store
+                .submit_job(new, &caller.actor(), app.now())
+                .await?;
+            let job = match submitted {
+                Submitted::Created(job) => {
+                    info!(job = %job.id, account = %account_id, model = %job.model, quote = job.quoted, "job queued");
+                    app.events.publish(
+                        kinema_engine::JobEventKind::StateChanged,
+                        job.clone(),
+                        app.now(),
+                    );
+                    app.worker.wake();
+                    job
+                }
+                Submitted::Existing(job) => job,
+            };
+            Ok(convert::job(&job))
+        })
+        .await
     }
 
     async fn get_job(
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let caller = authenticate(&self.app, &request).await?;
-        let req = request.into_inner();
-        let job = self
-            .load_job(&caller.account(&req.account_id)?, &req.job_id)
-            .await?;
-        Ok(Response::new(convert::job(&job)))
+        handle(&self.app, request, Access::Any, |caller, req| async move {
+            let job = self
+                .load_job(&caller.account(&req.account_id)?, &req.job_id)
+                .await?;
+            Ok(convert::job(&job))
+        })
+        .await
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let caller = authenticate(&self.app, &request).await?;
-        let req = request.into_inner();
-        let account_id = caller.account(&req.account_id)?;
-        let before = if req.page_token.is_empty() {
-            i64::MAX
-        } else {
-            req.page_token
-                .parse::<i64>()
-                .map_err(|_| ApiError::field("page_token", "not a token this server issued"))?
-        };
-        let mut states = Vec::new();
-        for s in &req.states {
-            let state = pb::JobState::try_from(*s)
-                .ok()
-                .and_then(convert::store_job_state)
-                .ok_or_else(|| ApiError::field("states", format!("{s} is not a job state")))?;
-            states.push(state);
-        }
-        let limit = if req.page_size == 0 {
-            DEFAULT_PAGE
-        } else {
-            req.page_size.min(MAX_PAGE)
-        };
-        let jobs = self
-            .app
-            .store
-            .list_jobs(&account_id, &states, before, limit)
-            .await
-            .map_err(ApiError::from)?;
-        let next_page_token = match jobs.last() {
-            Some(last) if jobs.len() == limit as usize => last.seq.to_string(),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(convert::job).collect(),
-            next_page_token,
-        }))
+        let app = &self.app;
+        handle(app, request, Access::Any, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let page = Page::from_request(
+                &req.page_token,
+                req.page_size,
+                i64::MAX,
+                DEFAULT_PAGE,
+                MAX_PAGE,
+            )?;
+            let mut states = Vec::new();
+            for s in &req.states {
+                let state = pb::JobState::try_from(*s)
+                    .ok()
+                    .and_then(convert::store_job_state)
+                    .ok_or_else(|| ApiError::field("states", format!("{s} is not a job state")))?;
+                states.push(state);
+            }
+            let jobs = app
+                .store
+                .list_jobs(&account_id, &states, page.cursor, page.limit)
+                .await?;
+            Ok(pb::ListJobsResponse {
+                next_page_token: page.next_token(&jobs, |j| j.seq),
+                jobs: jobs.iter().map(convert::job).collect(),
+            })
+        })
+        .await
     }
 
     type WatchJobStream = EventStream;
@@ -275,71 +270,72 @@ impl JobService for JobsService {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let app = self.app.clone();
-        let caller = authenticate(&app, &request).await?;
-        let req = request.into_inner();
-        let account_id = caller.account(&req.account_id)?;
-        // Subscribe before reading the snapshot, so no event falls between the two.
-        let mut events = app.events.subscribe();
-        let job = self.load_job(&account_id, &req.job_id).await?;
-        let mut shutdown = app.shutdown.clone();
-        // Replicas sharing PostgreSQL: the job may run on another server, whose events
-        // do not reach this one; the store is polled for its changes.
-        let poll_store = app.store.backend() == kinema_store::Backend::Postgres;
-        let stream = async_stream::try_stream! {
-            let id = job.id.clone();
-            let terminal = job.state.is_terminal();
-            let mut seen = (job.state, job.stage, job.progress_step);
-            yield convert::snapshot_event(&job, app.now());
-            let mut poll = tokio::time::interval_at(
-                tokio::time::Instant::now() + WATCH_POLL,
-                WATCH_POLL,
-            );
-            if !terminal {
-                loop {
-                    let event = tokio::select! {
-                        e = events.recv() => Some(e),
-                        _ = poll.tick(), if poll_store => None,
-                        _ = shutdown.changed() => break,
-                    };
-                    let event = match event {
-                        Some(e) => e,
-                        None => {
-                            let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
-                            let Some(current) = current else { break };
-                            let now_seen = (current.state, current.stage, current.progress_step);
-                            if now_seen != seen {
-                                seen = now_seen;
+        handle(&self.app, request, Access::Any, |caller, req| async move {
+            let app = self.app.clone();
+            let account_id = caller.account(&req.account_id)?;
+            // Subscribe before reading the snapshot, so no event falls between the two.
+            let mut events = app.events.subscribe();
+            let job = self.load_job(&account_id, &req.job_id).await?;
+            let mut shutdown = app.shutdown.clone();
+            // Replicas sharing PostgreSQL: the job may run on another server, whose events
+            // do not reach this one; the store is polled for its changes.
+            let poll_store = app.store.backend() == kinema_store::Backend::Postgres;
+            let stream = async_stream::try_stream! {
+                let id = job.id.clone();
+                let terminal = job.state.is_terminal();
+                let mut seen = (job.state, job.stage, job.progress_step);
+                yield convert::snapshot_event(&job, app.now());
+                let mut poll = tokio::time::interval_at(
+                    tokio::time::Instant::now() + WATCH_POLL,
+                    WATCH_POLL,
+                );
+                if !terminal {
+                    loop {
+                        let event = tokio::select! {
+                            e = events.recv() => Some(e),
+                            _ = poll.tick(), if poll_store => None,
+                            _ = shutdown.changed() => break,
+                        };
+                        let event = match event {
+                            Some(e) => e,
+                            None => {
+                                let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
+                                let Some(current) = current else { break };
+                                let now_seen = (current.state, current.stage, current.progress_step);
+                                if now_seen != seen {
+                                    seen = now_seen;
+                                    let done = current.state.is_terminal();
+                                    yield convert::snapshot_event(&current, app.now());
+                                    if done { break; }
+                                }
+                                continue;
+                            }
+                        };
+                        match event {
+                            Ok(e) if e.job.id == id => {
+                                seen = (e.job.state, e.job.stage, e.job.progress_step);
+                                let done = e.job.state.is_terminal();
+                                yield convert::job_event(&e);
+                                if done { break; }
+                            }
+                            Ok(_) => {}
+                            // Fell behind: the store has the truth.
+                            Err(RecvError::Lagged(_)) => {
+                                let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
+                                let Some(current) = current else { break };
+                                seen = (current.state, current.stage, current.progress_step);
                                 let done = current.state.is_terminal();
                                 yield convert::snapshot_event(&current, app.now());
                                 if done { break; }
                             }
-                            continue;
+                            Err(RecvError::Closed) => break,
                         }
-                    };
-                    match event {
-                        Ok(e) if e.job.id == id => {
-                            seen = (e.job.state, e.job.stage, e.job.progress_step);
-                            let done = e.job.state.is_terminal();
-                            yield convert::job_event(&e);
-                            if done { break; }
-                        }
-                        Ok(_) => {}
-                        // Fell behind: the store has the truth.
-                        Err(RecvError::Lagged(_)) => {
-                            let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
-                            let Some(current) = current else { break };
-                            seen = (current.state, current.stage, current.progress_step);
-                            let done = current.state.is_terminal();
-                            yield convert::snapshot_event(&current, app.now());
-                            if done { break; }
-                        }
-                        Err(RecvError::Closed) => break,
                     }
                 }
-            }
-        };
-        Ok(Response::new(Box::pin(stream)))
+            };
+            Ok(Box::pin(stream) as EventStream)
+        })
+        .await
     }
 
     async fn cancel_job(
@@ -347,24 +343,24 @@ impl JobService for JobsService {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let req = request.into_inner();
-        let account_id = caller.account(&req.account_id)?;
-        let outcome = app
-            .store
-            .cancel_job(&account_id, &req.job_id, &caller.actor(), app.now())
-            .await
-            .map_err(ApiError::from)?;
-        if outcome.stop_requested {
-            app.worker.request_cancel(&req.job_id);
-        } else if outcome.job.state == JobState::Cancelled {
-            app.events.publish(
-                kinema_engine::JobEventKind::StateChanged,
-                outcome.job.clone(),
-                app.now(),
-            );
-        }
-        Ok(Response::new(convert::job(&outcome.job)))
+        handle(app, request, Access::Any, |caller, req| async move {
+            let account_id = caller.account(&req.account_id)?;
+            let outcome = app
+                .store
+                .cancel_job(&account_id, &req.job_id, &caller.actor(), app.now())
+                .await?;
+            if outcome.stop_requested {
+                app.worker.request_cancel(&req.job_id);
+            } else if outcome.job.state == JobState::Cancelled {
+                app.events.publish(
+                    kinema_engine::JobEventKind::StateChanged,
+                    outcome.job.clone(),
+                    app.now(),
+                );
+            }
+            Ok(convert::job(&outcome.job))
+        })
+        .await
     }
 
     type DownloadArtifactStream = ChunkStream;
@@ -374,101 +370,104 @@ impl JobService for JobsService {
         request: Request<pb::DownloadArtifactRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let app = &self.app;
-        let caller = authenticate(app, &request).await?;
-        let req = request.into_inner();
-        let job = self
-            .load_job(&caller.account(&req.account_id)?, &req.job_id)
-            .await?;
-        let kind = match pb::ArtifactKind::try_from(req.kind) {
-            Ok(pb::ArtifactKind::Unspecified | pb::ArtifactKind::Video) => ArtifactKind::Video,
-            Ok(pb::ArtifactKind::Poster) => ArtifactKind::Poster,
-            Err(_) => return Err(ApiError::field("kind", "unknown artifact kind").into()),
-        };
-        let artifact = job
-            .artifacts
-            .iter()
-            .find(|a| a.kind == kind)
-            .ok_or_else(|| {
-                ApiError::status(
+        handle(app, request, Access::Any, |caller, req| async move {
+            let job = self
+                .load_job(&caller.account(&req.account_id)?, &req.job_id)
+                .await?;
+            let kind = match pb::ArtifactKind::try_from(req.kind) {
+                Ok(pb::ArtifactKind::Unspecified | pb::ArtifactKind::Video) => ArtifactKind::Video,
+                Ok(pb::ArtifactKind::Poster) => ArtifactKind::Poster,
+                Err(_) => return Err(ApiError::field("kind", "unknown artifact kind")),
+            };
+            let artifact = job
+                .artifacts
+                .iter()
+                .find(|a| a.kind == kind)
+                .ok_or_else(|| {
+                    ApiError::status(
+                        Code::NotFound,
+                        reasons::ARTIFACT_NOT_FOUND,
+                        format!(
+                            "job {} has no {kind} artifact (state {})",
+                            job.id, job.state
+                        ),
+                    )
+                })?;
+            if artifact.expires_at <= app.now() {
+                return Err(ApiError::status(
                     Code::NotFound,
-                    reasons::ARTIFACT_NOT_FOUND,
-                    format!(
-                        "job {} has no {kind} artifact (state {})",
-                        job.id, job.state
-                    ),
-                )
-            })?;
-        if artifact.expires_at <= app.now() {
-            return Err(ApiError::status(
-                Code::NotFound,
-                reasons::ARTIFACT_EXPIRED,
-                "the artifact's retention period has ended",
-            )
-            .into());
-        }
-        if req.offset > artifact.bytes {
-            return Err(ApiError::field(
-                "offset",
-                format!(
-                    "{} is past the artifact's {} bytes",
-                    req.offset, artifact.bytes
-                ),
-            )
-            .into());
-        }
-        let (mut file, total) = app
-            .artifacts
-            .read_from(&artifact.location, req.offset)
-            .await
-            .map_err(|e| match e {
-                kinema_artifacts::ArtifactError::NotFound(_) => ApiError::status(
-                    Code::NotFound,
-                    reasons::ARTIFACT_NOT_FOUND,
-                    "artifact is missing from storage",
-                ),
-                other => ApiError::Internal(other.to_string()),
-            })?;
-        let mut offset = req.offset;
-        let stream = async_stream::try_stream! {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            loop {
-                let n = file.read(&mut buf).await.map_err(|e| Status::from(ApiError::Internal(format!("reading artifact: {e}"))))?;
-                if n == 0 { break; }
-                yield pb::ArtifactChunk { offset, data: buf[..n].to_vec(), total_bytes: total };
-                offset += n as u64;
+                    reasons::ARTIFACT_EXPIRED,
+                    "the artifact's retention period has ended",
+                ));
             }
-        };
-        Ok(Response::new(Box::pin(stream)))
+            if req.offset > artifact.bytes {
+                return Err(ApiError::field(
+                    "offset",
+                    format!(
+                        "{} is past the artifact's {} bytes",
+                        req.offset, artifact.bytes
+                    ),
+                ));
+            }
+            let (mut file, total) = app
+                .artifacts
+                .read_from(&artifact.location, req.offset)
+                .await
+                .map_err(|e| match e {
+                    kinema_artifacts::ArtifactError::NotFound(_) => ApiError::status(
+                        Code::NotFound,
+                        reasons::ARTIFACT_NOT_FOUND,
+                        "artifact is missing from storage",
+                    ),
+                    other => ApiError::Internal(other.to_string()),
+                })?;
+            let mut offset = req.offset;
+            let stream = async_stream::try_stream! {
+                let mut buf = vec![0u8; CHUNK_BYTES];
+                loop {
+                    let n = file.read(&mut buf).await.map_err(|e| Status::from(ApiError::Internal(format!("reading artifact: {e}"))))?;
+                    if n == 0 { break; }
+                    yield pb::ArtifactChunk { offset, data: buf[..n].to_vec(), total_bytes: total };
+                    offset += n as u64;
+                }
+            };
+            Ok(Box::pin(stream) as ChunkStream)
+        })
+        .await
     }
 
     async fn estimate_cost(
         &self,
         request: Request<pb::EstimateCostRequest>,
     ) -> Result<Response<pb::CostEstimate>, Status> {
-        authenticate(&self.app, &request).await?;
-        let req = request.into_inner().job.unwrap_or_default();
-        let checked = self.check(&req, false)?;
-        let s = &checked.spec;
-        Ok(Response::new(pb::CostEstimate {
-            credits: checked.quote.credits,
-            model: checked.manifest.id.clone(),
-            width: s.width,
-            height: s.height,
-            num_frames: s.num_frames,
-            fps: s.fps,
-            steps: s.steps,
-            resolution_tier: checked.quote.tier.clone(),
-            video_millis: checked.quote.video_millis,
-        }))
+        handle(&self.app, request, Access::Any, |_, req| async move {
+            let req = req.job.unwrap_or_default();
+            let checked = self.check(&req, false)?;
+            let s = &checked.spec;
+            Ok(pb::CostEstimate {
+                credits: checked.quote.credits,
+                model: checked.manifest.id.clone(),
+                width: s.width,
+                height: s.height,
+                num_frames: s.num_frames,
+                fps: s.fps,
+                steps: s.steps,
+                resolution_tier: checked.quote.tier.clone(),
+                video_millis: checked.quote.video_millis,
+            })
+        })
+        .await
     }
 
     async fn list_models(
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        authenticate(&self.app, &request).await?;
-        Ok(Response::new(pb::ListModelsResponse {
-            models: self.app.registry.manifests().map(convert::model).collect(),
-        }))
+        handle(&self.app, request, Access::Any, |_, _| async move {
+            Ok(pb::ListModelsResponse {
+                models: self.app.registry.manifests().map(convert::model).collect(),
+            })
+        })
+        .await
     }
 }

@@ -13,6 +13,7 @@ mod data_dir;
 mod error;
 mod jobs_service;
 mod rate_limit;
+mod rpc;
 mod server;
 mod sweeper;
 

@@ -42,14 +42,10 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
     }
 
+    /// The server's result once it has stopped; a panic in its task is
+    /// [`ServerError::Panicked`].
     pub async fn wait(self) -> Result<(), ServerError> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(ServerError::DataDir {
-                path: PathBuf::new(),
-                source: std::io::Error::other(format!("server task ended abnormally: {e}")),
-            }),
-        }
+        self.task.await?
     }
 }
 

@@ -55,7 +55,6 @@ impl Sweeper {
             store: store.clone(),
             artifacts: artifacts.clone(),
             clock: clock.clone(),
-            interval,
         };
         Self {
             store,
