@@ -365,7 +365,17 @@ async fn termination_for_violation_forfeits_every_credit() {
     assert_status(
         &expect_err("a job on a terminated account", refused),
         Code::FailedPrecondition,
-        "ACCOUNT_SUSPENDED",
+        "ACCOUNT_CLOSED",
+    );
+    // Its videos are deleted with it: refused as such from the termination on, before
+    // the sweeper has removed the files.
+    let going = admin
+        .download(&account, &job.id, pb::ArtifactKind::Video, 0)
+        .await;
+    assert_status(
+        &expect_err("a video of a terminated account", going),
+        Code::NotFound,
+        "ARTIFACT_DELETED",
     );
     let buy = admin.purchase(&account, "starter", "pay-w").await;
     assert_status(
@@ -383,7 +393,7 @@ async fn termination_for_violation_forfeits_every_credit() {
     assert_status(
         &expect_err("a purged video", gone),
         Code::NotFound,
-        "ARTIFACT_EXPIRED",
+        "ARTIFACT_DELETED",
     );
     assert_ledger_verifies(&server.data_dir);
 }

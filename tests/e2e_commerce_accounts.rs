@@ -90,10 +90,18 @@ async fn arrears_suspend_after_24_hours_and_terminate_after_15_days_deleting_vid
     let gone = admin
         .download(&account, &done.id, pb::ArtifactKind::Video, 0)
         .await;
+    // Its retention (7 days) ended before the termination did: expired, not deleted
+    // with the account.
     assert_status(
-        &expect_err("a deleted video", gone),
+        &expect_err("a video past its retention", gone),
         Code::NotFound,
         "ARTIFACT_EXPIRED",
+    );
+    let closed = admin.create_job_raw(small_job(&account)).await;
+    assert_status(
+        &expect_err("a job on a terminated account", closed),
+        Code::FailedPrecondition,
+        "ACCOUNT_CLOSED",
     );
     let job = admin.get_job(&account, &done.id).await;
     assert_eq!(job.prompt, "", "prompts are deleted");

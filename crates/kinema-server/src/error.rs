@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use kinema_engine::FieldViolation;
-use kinema_store::StoreError;
+use kinema_store::{NotFound, StoreError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -16,6 +16,7 @@ pub mod reasons {
     pub const KEY_NOT_FOUND: &str = "KEY_NOT_FOUND";
     pub const ARTIFACT_NOT_FOUND: &str = "ARTIFACT_NOT_FOUND";
     pub const ARTIFACT_EXPIRED: &str = "ARTIFACT_EXPIRED";
+    pub const ARTIFACT_DELETED: &str = "ARTIFACT_DELETED";
     pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
     pub const ACCOUNT_SUSPENDED: &str = "ACCOUNT_SUSPENDED";
     pub const TEST_CLOCK_DISABLED: &str = "TEST_CLOCK_DISABLED";
@@ -101,6 +102,15 @@ impl ApiError {
         Self::status(Code::NotFound, reasons::JOB_NOT_FOUND, "job not found")
     }
 
+    /// The artifact's retention period has ended (its file is deleted, or about to be).
+    pub fn artifact_expired() -> Self {
+        Self::status(
+            Code::NotFound,
+            reasons::ARTIFACT_EXPIRED,
+            "the artifact's retention period has ended",
+        )
+    }
+
     pub fn account_not_found() -> Self {
         Self::status(
             Code::NotFound,
@@ -145,13 +155,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use reasons::*;
         match e {
-            StoreError::NotFound("job") => ApiError::job_not_found(),
-            StoreError::NotFound("account") => {
-                ApiError::status(Code::NotFound, ACCOUNT_NOT_FOUND, "account not found")
-            }
-            StoreError::NotFound("api key") => {
-                ApiError::status(Code::NotFound, KEY_NOT_FOUND, "api key not found")
-            }
+            StoreError::NotFound(what) => ApiError::from(what),
             StoreError::InsufficientCredits { needed, available } => ApiError::status(
                 Code::FailedPrecondition,
                 INSUFFICIENT_CREDITS,
@@ -175,11 +179,6 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(message) => {
                 ApiError::status(Code::InvalidArgument, INVALID_SPEC, message)
             }
-            StoreError::NotFound("subscription") => ApiError::status(
-                Code::NotFound,
-                SUBSCRIPTION_NOT_FOUND,
-                "the account has no subscription with that id",
-            ),
             StoreError::PaymentRefConflict { .. } => {
                 ApiError::status(Code::AlreadyExists, PAYMENT_REF_CONFLICT, e.to_string())
             }
@@ -227,6 +226,26 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Ledger(rule) => ApiError::from(rule),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<NotFound> for ApiError {
+    fn from(what: NotFound) -> Self {
+        use reasons::*;
+        match what {
+            NotFound::Job => ApiError::job_not_found(),
+            NotFound::Account => ApiError::account_not_found(),
+            NotFound::ApiKey => {
+                ApiError::status(Code::NotFound, KEY_NOT_FOUND, "api key not found")
+            }
+            NotFound::Subscription => ApiError::status(
+                Code::NotFound,
+                SUBSCRIPTION_NOT_FOUND,
+                "the account has no subscription with that id",
+            ),
+            // Lots are never named by a request: one missing is the store's problem.
+            NotFound::Lot => ApiError::Internal("a lot the ledger names is missing".into()),
         }
     }
 }

@@ -6,7 +6,7 @@ use kinema_engine::{FaultPlan, FieldViolation, JobSpec, ModelManifest, ResolvedS
 use kinema_ledger::{LedgerError, Quote, QuoteInput};
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::job_service_server::JobService;
-use kinema_store::{ArtifactKind, JobState, NewJob, Submitted};
+use kinema_store::{ArtifactKind, ArtifactRemoval, JobState, NewJob, Submitted};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -393,12 +393,19 @@ impl JobService for JobsService {
                         ),
                     )
                 })?;
-            if artifact.expires_at <= app.now() {
-                return Err(ApiError::status(
-                    Code::NotFound,
-                    reasons::ARTIFACT_EXPIRED,
-                    "the artifact's retention period has ended",
-                ));
+            match artifact.removal {
+                Some(ArtifactRemoval::AccountClosed) => {
+                    return Err(ApiError::status(
+                        Code::NotFound,
+                        reasons::ARTIFACT_DELETED,
+                        "the artifact was deleted when its account was closed",
+                    ));
+                }
+                Some(ArtifactRemoval::Retention) => return Err(ApiError::artifact_expired()),
+                None if artifact.expires_at <= app.now() => {
+                    return Err(ApiError::artifact_expired())
+                }
+                None => {}
             }
             if req.offset > artifact.bytes {
                 return Err(ApiError::field(

@@ -180,7 +180,10 @@ struct Tally {
 
 impl Tally {
     fn report(&self, backend: &str) {
-        println!("{backend}: µs per statement, median of {} rounds", self.any.len());
+        println!(
+            "{backend}: µs per statement, median of {} rounds",
+            self.any.len()
+        );
         println!("  statement        Any   native   Any/native");
         for (i, name) in ["read job row", "update by id", "insert ledger"]
             .iter()
@@ -212,7 +215,9 @@ async fn sqlite(a: &Args) {
     let url = format!("sqlite://{}", path.display());
     let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF";
     let any_options: AnyConnectOptions = url.parse().expect("url");
-    let mut any = AnyConnection::connect_with(&any_options).await.expect("any");
+    let mut any = AnyConnection::connect_with(&any_options)
+        .await
+        .expect("any");
     any.execute(pragmas).await.expect("pragmas");
     let mut native = SqliteConnection::connect(&url).await.expect("native");
     native.execute(pragmas).await.expect("pragmas");
@@ -249,7 +254,9 @@ async fn postgres(a: &Args) {
     let (account, jobs) = seed(&store).await;
     store.close().await;
     let any_options: AnyConnectOptions = url.parse().expect("url");
-    let mut any = AnyConnection::connect_with(&any_options).await.expect("any");
+    let mut any = AnyConnection::connect_with(&any_options)
+        .await
+        .expect("any");
     let mut native = PgConnection::connect(&url).await.expect("native");
     let mut tally = Tally {
         any: Vec::new(),

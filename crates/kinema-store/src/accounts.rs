@@ -1,9 +1,8 @@
 use kinema_ledger::{PostpaidAccount, PostpaidStatus, UnixMillis};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
-use crate::db::{new_id, Backend};
-use crate::{Account, AccountStatus, AccountView, BillingMode, Store, StoreError};
+use crate::db::new_id;
+use crate::{Account, AccountStatus, AccountView, BillingMode, NotFound, Store, StoreError};
 
 impl Store {
     /// A prepaid account (credit lots).
@@ -26,7 +25,6 @@ impl Store {
         billing: BillingMode,
         now: UnixMillis,
     ) -> Result<Account, StoreError> {
-        let b = self.backend;
         let account = Account {
             id: new_id("acct"),
             name: name.to_string(),
@@ -37,20 +35,19 @@ impl Store {
             status_changed_at: None,
             created_at: now,
         };
-        let this = self.clone();
-        self.write(move |tx| {
+        self.write(move |mut tx| {
             Box::pin(async move {
-                let inserted = sqlx::query(&b.sql(
+                let inserted = sqlx::query(
                     "INSERT INTO accounts (id, name, external_id, status, billing, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-                ))
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .bind(&account.id)
                 .bind(&account.name)
                 .bind(&account.external_id)
                 .bind(account.status.as_str())
                 .bind(billing.as_str())
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await;
                 match inserted {
                     Ok(_) => {}
@@ -62,15 +59,9 @@ impl Store {
                     Err(e) => return Err(e.into()),
                 }
                 if billing == BillingMode::Postpaid {
-                    let balance = kinema_ledger::Money::zero(this.policy.usage_price.currency);
-                    crate::postpaid::insert_postpaid(
-                        &mut *tx,
-                        b,
-                        &account.id,
-                        &PostpaidAccount::new(balance),
-                        now,
-                    )
-                    .await?;
+                    let balance = kinema_ledger::Money::zero(tx.policy.usage_price.currency);
+                    let postpaid = PostpaidAccount::new(balance);
+                    crate::postpaid::insert_postpaid(&mut tx, &account.id, &postpaid, now).await?;
                 }
                 Ok(account)
             })
@@ -79,28 +70,22 @@ impl Store {
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        sqlx::query(&self.backend.sql("SELECT * FROM accounts WHERE id = ?"))
+        Ok(sqlx::query_as("SELECT * FROM accounts WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
-            .await?
-            .map(|r| account_from_row(&r))
-            .transpose()
+            .await?)
     }
 
     pub async fn find_account_by_external_id(
         &self,
         external_id: &str,
     ) -> Result<Option<Account>, StoreError> {
-        sqlx::query(
-            &self
-                .backend
-                .sql("SELECT * FROM accounts WHERE external_id = ?"),
+        Ok(
+            sqlx::query_as("SELECT * FROM accounts WHERE external_id = $1")
+                .bind(external_id)
+                .fetch_optional(&self.read)
+                .await?,
         )
-        .bind(external_id)
-        .fetch_optional(&self.read)
-        .await?
-        .map(|r| account_from_row(&r))
-        .transpose()
     }
 
     /// The account as of `now`: a postpaid account past its grace is suspended (or
@@ -110,17 +95,15 @@ impl Store {
         id: &str,
         now: UnixMillis,
     ) -> Result<Option<AccountView>, StoreError> {
-        let b = self.backend;
         let mut conn = self.read.acquire().await?;
-        let Some(row) = sqlx::query(&b.sql("SELECT * FROM accounts WHERE id = ?"))
+        let account: Option<Account> = sqlx::query_as("SELECT * FROM accounts WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *conn)
-            .await?
-        else {
+            .await?;
+        let Some(account) = account else {
             return Ok(None);
         };
-        let account = account_from_row(&row)?;
-        let postpaid = match crate::postpaid::load_postpaid(&mut conn, b, id).await? {
+        let postpaid = match crate::postpaid::load_postpaid(&mut conn, id).await? {
             Some(pp) => {
                 let status = kinema_ledger::postpaid_status(&pp, &self.policy.postpaid, now);
                 Some((pp, status))
@@ -136,7 +119,7 @@ impl Store {
             }
             (s, _) => s,
         };
-        let trial = crate::purchases::load_trial(&mut conn, b, id).await?;
+        let trial = crate::purchases::load_trial(&mut conn, id).await?;
         Ok(Some(AccountView {
             account,
             status,
@@ -148,26 +131,11 @@ impl Store {
 
 pub(crate) async fn load_account(
     conn: &mut AnyConnection,
-    b: Backend,
     id: &str,
 ) -> Result<Account, StoreError> {
-    let row = sqlx::query(&b.sql("SELECT * FROM accounts WHERE id = ?"))
+    sqlx::query_as("SELECT * FROM accounts WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or(StoreError::NotFound("account"))?;
-    account_from_row(&row)
-}
-
-fn account_from_row(r: &AnyRow) -> Result<Account, StoreError> {
-    Ok(Account {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        external_id: r.try_get("external_id")?,
-        status: r.try_get::<String, _>("status")?.parse()?,
-        billing: r.try_get::<String, _>("billing")?.parse()?,
-        status_reason: r.try_get("status_reason")?,
-        status_changed_at: r.try_get("status_changed_at")?,
-        created_at: r.try_get("created_at")?,
-    })
+        .ok_or(StoreError::NotFound(NotFound::Account))
 }

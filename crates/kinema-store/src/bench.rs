@@ -8,45 +8,48 @@ use crate::{Store, StoreError};
 impl Store {
     /// Commits `n` one-row transactions one after another (each BEGIN, INSERT,
     /// COMMIT, durable as every store transaction is, through the same writer) in a
-    /// scratch table, and returns how long they took. For benchmarks only: it writes
-    /// to `bench_raw`.
+    /// scratch table of its own, dropped afterwards, and returns how long they took.
+    /// For benchmarks, on a scratch database.
     pub async fn bench_raw_commits(&self, n: u32) -> Result<Duration, StoreError> {
-        let b = self.backend;
-        let base: i64 = self
-            .write(|tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "CREATE TABLE IF NOT EXISTS bench_raw \
-                         (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)",
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                    Ok(sqlx::query_scalar(
-                        "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM bench_raw",
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?)
-                })
+        let table = format!("bench_raw_{}", uuid::Uuid::new_v4().simple());
+        let create = format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)");
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                sqlx::query(&create).execute(tx.conn()).await?;
+                Ok(())
             })
-            .await?;
-        let sql = b
-            .sql("INSERT INTO bench_raw (id, v) VALUES (?, ?)")
-            .into_owned();
+        })
+        .await?;
+        let insert = format!("INSERT INTO {table} (id, v) VALUES ($1, $2)");
         let start = Instant::now();
+        let mut result = Ok(());
         for i in 1..=i64::from(n) {
-            let sql = sql.clone();
-            self.write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(&sql)
-                        .bind(base + i)
-                        .bind(i)
-                        .execute(&mut *tx)
-                        .await?;
-                    Ok(())
+            let insert = insert.clone();
+            result = self
+                .write(move |mut tx| {
+                    Box::pin(async move {
+                        sqlx::query(&insert)
+                            .bind(i)
+                            .bind(i)
+                            .execute(tx.conn())
+                            .await?;
+                        Ok(())
+                    })
                 })
-            })
-            .await?;
+                .await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(start.elapsed())
+        let elapsed = start.elapsed();
+        let drop = format!("DROP TABLE {table}");
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                sqlx::query(&drop).execute(tx.conn()).await?;
+                Ok(())
+            })
+        })
+        .await?;
+        result.map(|()| elapsed)
     }
 }

@@ -5,7 +5,7 @@
 use kinema_ledger::{Catalogue, Money, PriceHistory, ScheduledPrice, UnixMillis};
 use sqlx::AnyConnection;
 
-use crate::db::Backend;
+use crate::tx::Tx;
 use crate::{Store, StoreError};
 
 /// Which catalogue item a price belongs to.
@@ -47,13 +47,12 @@ fn history_mut<'a>(
 /// Changes for items no longer in the file are ignored.
 pub(crate) async fn catalogue_in(
     conn: &mut AnyConnection,
-    b: Backend,
     base: &Catalogue,
 ) -> Result<Catalogue, StoreError> {
-    let rows: Vec<(String, String, i64, String, i64, i64)> = sqlx::query_as(&b.sql(
+    let rows: Vec<(String, String, i64, String, i64, i64)> = sqlx::query_as(
         "SELECT item_kind, item_id, price_minor, currency, announced_at, effective_at \
          FROM price_changes ORDER BY id",
-    ))
+    )
     .fetch_all(&mut *conn)
     .await?;
     let mut cat = base.clone();
@@ -81,7 +80,7 @@ impl Store {
     /// The catalogue in force: `base` (the operator's file) with the scheduled changes.
     pub async fn catalogue(&self, base: &Catalogue) -> Result<Catalogue, StoreError> {
         let mut conn = self.read.acquire().await?;
-        catalogue_in(&mut conn, self.backend, base).await
+        catalogue_in(&mut conn, base).await
     }
 
     /// Schedules a new price for a pack or plan, announced now, taking effect at
@@ -99,43 +98,60 @@ impl Store {
         actor: &str,
         now: UnixMillis,
     ) -> Result<PriceHistory, StoreError> {
-        let b = self.backend;
         let base = base.clone();
-        let item_id = item_id.to_owned();
-        let actor = actor.to_owned();
-        self.write(move |tx| {
+        let (item_id, actor) = (item_id.to_owned(), actor.to_owned());
+        self.write(move |mut tx| {
             Box::pin(async move {
-                let base = &base;
-                let item_id = item_id.as_str();
-                let actor = actor.as_str();
-                let mut cat = catalogue_in(&mut *tx, b, base).await?;
-                let history = history_mut(&mut cat, kind, item_id).ok_or_else(|| match kind {
-                    ItemKind::Pack => kinema_ledger::LedgerError::UnknownPack(item_id.to_string()),
-                    ItemKind::Plan => kinema_ledger::LedgerError::UnknownPlan(item_id.to_string()),
-                })?;
-                let next = kinema_ledger::schedule_price_change(
-                    history,
+                let change = PriceChange {
+                    kind,
+                    item_id: &item_id,
                     price,
-                    now,
                     effective_at,
                     notice_ms,
-                )?;
-                sqlx::query(&b.sql(
-            "INSERT INTO price_changes (item_kind, item_id, price_minor, currency, announced_at, \
-             effective_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(kind.as_str())
-        .bind(item_id)
-        .bind(price.minor)
-        .bind(price.currency.as_str())
-        .bind(now)
-        .bind(effective_at)
-        .bind(actor)
-        .execute(&mut *tx)
-        .await?;
-                Ok(next)
+                    actor: &actor,
+                };
+                schedule(&mut tx, &base, change, now).await
             })
         })
         .await
     }
+}
+
+/// A new price for an item, announced now.
+struct PriceChange<'a> {
+    kind: ItemKind,
+    item_id: &'a str,
+    price: Money,
+    effective_at: UnixMillis,
+    notice_ms: i64,
+    actor: &'a str,
+}
+
+async fn schedule(
+    tx: &mut Tx<'_>,
+    base: &Catalogue,
+    c: PriceChange<'_>,
+    now: UnixMillis,
+) -> Result<PriceHistory, StoreError> {
+    let mut cat = catalogue_in(tx.conn(), base).await?;
+    let history = history_mut(&mut cat, c.kind, c.item_id).ok_or_else(|| match c.kind {
+        ItemKind::Pack => kinema_ledger::LedgerError::UnknownPack(c.item_id.to_string()),
+        ItemKind::Plan => kinema_ledger::LedgerError::UnknownPlan(c.item_id.to_string()),
+    })?;
+    let next =
+        kinema_ledger::schedule_price_change(history, c.price, now, c.effective_at, c.notice_ms)?;
+    sqlx::query(
+        "INSERT INTO price_changes (item_kind, item_id, price_minor, currency, announced_at, \
+         effective_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(c.kind.as_str())
+    .bind(c.item_id)
+    .bind(c.price.minor)
+    .bind(c.price.currency.as_str())
+    .bind(now)
+    .bind(c.effective_at)
+    .bind(c.actor)
+    .execute(tx.conn())
+    .await?;
+    Ok(next)
 }

@@ -1,8 +1,6 @@
-use std::borrow::Cow;
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
-use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
@@ -42,8 +40,9 @@ const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1
 /// The currency of the built-in catalogue and of postpaid usage by default.
 pub const DEFAULT_CURRENCY: kinema_ledger::Currency = kinema_ledger::Currency::EUR;
 
-/// Which database the store runs on. Queries are written once, with `?`
-/// placeholders and portable SQL; the few places the dialects differ ask this.
+/// Which database the store runs on. Queries are written once, with numbered
+/// placeholders (`$1`, which both accept) and portable SQL; the few places the
+/// dialects differ ask this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -51,33 +50,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The query in this backend's placeholder syntax (`$1, $2, …` on PostgreSQL).
-    pub(crate) fn sql(self, query: &str) -> Cow<'_, str> {
-        match self {
-            Backend::Sqlite => Cow::Borrowed(query),
-            Backend::Postgres => {
-                let mut out = String::with_capacity(query.len() + 16);
-                let mut n = 0;
-                let mut quoted = false;
-                for c in query.chars() {
-                    match c {
-                        '\'' => {
-                            quoted = !quoted;
-                            out.push(c);
-                        }
-                        '?' if !quoted => {
-                            n += 1;
-                            out.push('$');
-                            out.push_str(&n.to_string());
-                        }
-                        _ => out.push(c),
-                    }
-                }
-                Cow::Owned(out)
-            }
-        }
-    }
-
     /// Row lock on the rows a `SELECT` reads, held to the end of the transaction.
     /// SQLite needs none: the store gives it a single writer.
     pub(crate) fn for_update(self) -> &'static str {
@@ -95,22 +67,24 @@ impl Backend {
         }
     }
 
-    /// Row lock on the rows of the `accounts` table (aliased `a`) in a join, passing
-    /// over rows another transaction has locked (PostgreSQL).
-    pub(crate) fn for_update_of_account_skip_locked(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE OF a SKIP LOCKED",
+    /// Row lock on the rows of the `accounts` table (aliased `a`) in a join; with
+    /// `skip_locked`, passing over rows another transaction has locked (PostgreSQL).
+    pub(crate) fn for_update_of_account(self, skip_locked: bool) -> &'static str {
+        match (self, skip_locked) {
+            (Backend::Sqlite, _) => "",
+            (Backend::Postgres, false) => " FOR UPDATE OF a",
+            (Backend::Postgres, true) => " FOR UPDATE OF a SKIP LOCKED",
         }
     }
+}
 
-    /// Row lock on the rows of the `accounts` table (aliased `a`) in a join.
-    pub(crate) fn for_update_of_account(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE OF a",
-        }
-    }
+/// `n` numbered placeholders from `$first` on, comma-separated (`$3, $4, $5`), for
+/// an `IN (…)` list built at run time.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The database: SQLite (embedded default) or PostgreSQL (replicas sharing one).
@@ -124,7 +98,7 @@ pub struct Store {
     pub(crate) writer: Writer,
     pub(crate) read: AnyPool,
     pub(crate) backend: Backend,
-    pub(crate) policy: StorePolicy,
+    pub(crate) policy: Arc<StorePolicy>,
 }
 
 /// Where write transactions run.
@@ -174,7 +148,7 @@ impl Store {
             writer: Writer::Pool(pool.clone()),
             read: pool,
             backend: Backend::Postgres,
-            policy,
+            policy: Arc::new(policy),
         })
     }
 
@@ -208,7 +182,7 @@ impl Store {
             writer: Writer::Sqlite(writer),
             read,
             backend: Backend::Sqlite,
-            policy,
+            policy: Arc::new(policy),
         })
     }
 
@@ -237,7 +211,7 @@ impl Store {
                 writer: Writer::Pool(pool.clone()),
                 read: pool,
                 backend: Backend::Sqlite,
-                policy,
+                policy: Arc::new(policy),
             });
         }
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -254,28 +228,8 @@ impl Store {
             writer: Writer::Pool(pool.clone()),
             read: pool,
             backend: Backend::Postgres,
-            policy,
+            policy: Arc::new(policy),
         })
-    }
-
-    /// Runs `body` as one write transaction: committed (durably) if it returns `Ok`,
-    /// rolled back, with nothing it wrote kept, if it returns an error.
-    pub(crate) async fn write<T, F>(&self, body: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
-    {
-        match &self.writer {
-            Writer::Sqlite(writer) => writer.run(Box::new(body)).await,
-            Writer::Pool(pool) => {
-                let mut tx = pool.begin().await?;
-                let value = body(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(value)
-            }
-        }
     }
 
     /// A read-only transaction whose statements all see one snapshot, so figures read
@@ -330,15 +284,10 @@ pub(crate) fn new_id(prefix: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Backend;
-
     #[test]
-    fn placeholders_are_numbered_for_postgres_outside_quotes() {
-        let q = "SELECT * FROM t WHERE a = ? AND b = '?' AND c IN (?, ?)";
-        assert_eq!(Backend::Sqlite.sql(q), q);
-        assert_eq!(
-            Backend::Postgres.sql(q),
-            "SELECT * FROM t WHERE a = $1 AND b = '?' AND c IN ($2, $3)"
-        );
+    fn placeholders_are_numbered_from_the_first() {
+        assert_eq!(super::placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(super::placeholders(1, 1), "$1");
+        assert_eq!(super::placeholders(1, 0), "");
     }
 }

@@ -1,4 +1,28 @@
+use std::fmt;
+
 use kinema_ledger::Credits;
+
+/// What the store looked for and did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFound {
+    Job,
+    Account,
+    ApiKey,
+    Lot,
+    Subscription,
+}
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotFound::Job => "job",
+            NotFound::Account => "account",
+            NotFound::ApiKey => "api key",
+            NotFound::Lot => "lot",
+            NotFound::Subscription => "subscription",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -9,9 +33,11 @@ pub enum StoreError {
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(NotFound),
     #[error("insufficient credits: {needed} needed, {available} available")]
     InsufficientCredits { needed: Credits, available: Credits },
+    /// Suspended (by an operator, or by arrears past their grace): no new jobs until
+    /// reinstated or topped up.
     #[error("account is {status}")]
     AccountNotActive { status: String },
     #[error("idempotency key was used for a different request")]
@@ -31,6 +57,7 @@ pub enum StoreError {
         payment_ref: String,
         used_for: String,
     },
+    /// Terminated or deleted: closed for good.
     #[error("the account is {status}")]
     AccountClosed { status: String },
     #[error("the account is {actual}: {what} needs a {needed} account")]
@@ -52,5 +79,11 @@ pub enum StoreError {
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Corrupt(format!("json: {e}"))
+    }
+}
+
+impl From<std::num::TryFromIntError> for StoreError {
+    fn from(e: std::num::TryFromIntError) -> Self {
+        StoreError::Corrupt(format!("a stored number is out of range: {e}"))
     }
 }

@@ -3,10 +3,9 @@
 //! top-ups) and of plan and account state changes, next to the credit ledger.
 
 use kinema_ledger::{Money, PostpaidEffect, SubscriptionEffect, UnixMillis};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
-use crate::db::Backend;
+use crate::rows::EventRow;
+use crate::tx::Tx;
 use crate::{BillingEvent, BillingEventKind, Store, StoreError};
 
 /// An event to append.
@@ -23,8 +22,7 @@ pub(crate) struct EventDraft<'a> {
 }
 
 pub(crate) async fn append_event(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     account_id: &str,
     draft: EventDraft<'_>,
     now: UnixMillis,
@@ -49,11 +47,11 @@ pub(crate) async fn append_event(
     } else {
         draft.detail
     };
-    let id: i64 = sqlx::query_scalar(&b.sql(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO billing_events (account_id, kind, amount_minor, currency, subscription_id, \
          plan_id, job_id, payment_ref, detail, effective_at, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    ))
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
     .bind(account_id)
     .bind(kind.as_str())
     .bind(minor)
@@ -65,7 +63,7 @@ pub(crate) async fn append_event(
     .bind(&detail)
     .bind(draft.effective_at)
     .bind(now)
-    .fetch_one(&mut *conn)
+    .fetch_one(tx.conn())
     .await?;
     Ok(BillingEvent {
         id,
@@ -228,42 +226,14 @@ impl Store {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<BillingEvent>, StoreError> {
-        let rows = sqlx::query(&self.backend.sql(
-            "SELECT * FROM billing_events WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
-        ))
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT * FROM billing_events WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
         .bind(account_id)
         .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        rows.into_iter().map(BillingEvent::try_from).collect()
     }
-}
-
-fn event_from_row(r: &AnyRow) -> Result<BillingEvent, StoreError> {
-    let currency: String = r.try_get("currency")?;
-    let minor: i64 = r.try_get("amount_minor")?;
-    let amount = if currency.is_empty() {
-        None
-    } else {
-        Some(Money::new(
-            minor,
-            currency
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("billing event currency: {e}")))?,
-        ))
-    };
-    Ok(BillingEvent {
-        id: r.try_get("id")?,
-        account_id: r.try_get("account_id")?,
-        kind: r.try_get::<String, _>("kind")?.parse()?,
-        amount,
-        subscription_id: r.try_get("subscription_id")?,
-        plan_id: r.try_get("plan_id")?,
-        job_id: r.try_get("job_id")?,
-        payment_ref: r.try_get("payment_ref")?,
-        detail: r.try_get("detail")?,
-        effective_at: r.try_get("effective_at")?,
-        created_at: r.try_get("created_at")?,
-    })
 }

@@ -1,11 +1,8 @@
+use crate::db::new_id;
+use crate::{ApiKey, NotFound, Role, Store, StoreError};
 use kinema_ledger::UnixMillis;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
-use crate::db::new_id;
-use crate::{ApiKey, Role, Store, StoreError};
 
 /// Secrets are 32 random bytes; only their SHA-256 is stored. A fast hash is right
 /// here: the secret has full entropy, so there is nothing to brute-force.
@@ -30,7 +27,7 @@ impl Store {
         if let Some(id) = account_id {
             self.get_account(id)
                 .await?
-                .ok_or(StoreError::NotFound("account"))?;
+                .ok_or(StoreError::NotFound(NotFound::Account))?;
         }
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -45,14 +42,13 @@ impl Store {
             last_used_at: None,
             revoked_at: None,
         };
-        let b = self.backend;
         let (row_key, secret_hash) = (key.clone(), hash_secret(&secret));
-        self.write(move |tx| {
+        self.write(move |mut tx| {
             Box::pin(async move {
-                sqlx::query(&b.sql(
+                sqlx::query(
                     "INSERT INTO api_keys (id, role, account_id, name, prefix, secret_hash, \
-                     created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ))
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
                 .bind(&row_key.id)
                 .bind(role.as_str())
                 .bind(&row_key.account_id)
@@ -60,7 +56,7 @@ impl Store {
                 .bind(&row_key.prefix)
                 .bind(secret_hash)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
                 Ok(())
             })
@@ -76,25 +72,21 @@ impl Store {
         secret: &str,
         now: UnixMillis,
     ) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(
-            &self
-                .backend
-                .sql("SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL"),
-        )
-        .bind(hash_secret(secret))
-        .fetch_optional(&self.read)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut key = key_from_row(&row)?;
+        let key: Option<ApiKey> =
+            sqlx::query_as("SELECT * FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL")
+                .bind(hash_secret(secret))
+                .fetch_optional(&self.read)
+                .await?;
+        let Some(mut key) = key else { return Ok(None) };
         // Recording last use costs a write; once a minute per key is enough.
         if key.last_used_at.is_none_or(|t| now - t >= 60_000) {
-            let (b, id) = (self.backend, key.id.clone());
-            self.write(move |tx| {
+            let id = key.id.clone();
+            self.write(move |mut tx| {
                 Box::pin(async move {
-                    sqlx::query(&b.sql("UPDATE api_keys SET last_used_at = ? WHERE id = ?"))
+                    sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                         .bind(now)
                         .bind(id)
-                        .execute(&mut *tx)
+                        .execute(tx.conn())
                         .await?;
                     Ok(())
                 })
@@ -106,28 +98,12 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, account_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = match account_id {
-            Some(id) => {
-                sqlx::query(
-                    &self
-                        .backend
-                        .sql("SELECT * FROM api_keys WHERE account_id = ? ORDER BY created_at, id"),
-                )
-                .bind(id)
-                .fetch_all(&self.read)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    &self
-                        .backend
-                        .sql("SELECT * FROM api_keys ORDER BY created_at, id"),
-                )
-                .fetch_all(&self.read)
-                .await?
-            }
-        };
-        rows.iter().map(key_from_row).collect()
+        Ok(sqlx::query_as(
+            "SELECT * FROM api_keys WHERE ($1 = '' OR account_id = $1) ORDER BY created_at, id",
+        )
+        .bind(account_id.unwrap_or(""))
+        .fetch_all(&self.read)
+        .await?)
     }
 
     pub async fn revoke_api_key(
@@ -135,46 +111,29 @@ impl Store {
         key_id: &str,
         now: UnixMillis,
     ) -> Result<ApiKey, StoreError> {
-        let (b, key_id) = (self.backend, key_id.to_owned());
-        let row = self
-            .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(&b.sql(
-                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
-                         RETURNING *",
-                    ))
-                    .bind(now)
-                    .bind(key_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or(StoreError::NotFound("api key"))
-                })
+        let key_id = key_id.to_owned();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                sqlx::query_as(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+                     RETURNING *",
+                )
+                .bind(now)
+                .bind(key_id)
+                .fetch_optional(tx.conn())
+                .await?
+                .ok_or(StoreError::NotFound(NotFound::ApiKey))
             })
-            .await?;
-        key_from_row(&row)
+        })
+        .await
     }
 
     pub async fn count_live_keys(&self, role: Role) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            &self
-                .backend
-                .sql("SELECT COUNT(*) FROM api_keys WHERE role = ? AND revoked_at IS NULL"),
+            "SELECT COUNT(*) FROM api_keys WHERE role = $1 AND revoked_at IS NULL",
         )
         .bind(role.as_str())
         .fetch_one(&self.read)
         .await?)
     }
-}
-
-fn key_from_row(r: &AnyRow) -> Result<ApiKey, StoreError> {
-    Ok(ApiKey {
-        id: r.try_get("id")?,
-        role: r.try_get::<String, _>("role")?.parse()?,
-        account_id: r.try_get("account_id")?,
-        name: r.try_get("name")?,
-        prefix: r.try_get("prefix")?,
-        created_at: r.try_get("created_at")?,
-        last_used_at: r.try_get("last_used_at")?,
-        revoked_at: r.try_get("revoked_at")?,
-    })
 }

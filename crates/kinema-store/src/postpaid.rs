@@ -2,73 +2,48 @@
 //! succeeded job is charged the money price fixed at its submission; the ledger
 //! crate's rules move the account through arrears, suspension and termination.
 
-use kinema_ledger::{
-    Money, PostpaidAccount, PostpaidEffect, PostpaidPhase, PostpaidPolicy, UnixMillis,
-};
-use sqlx::{AnyConnection, Row};
+use kinema_ledger::{Money, PostpaidAccount, PostpaidEffect, PostpaidPolicy, UnixMillis};
+use sqlx::AnyConnection;
 
-use crate::credits::lock_account;
-use crate::db::Backend;
 use crate::events::{append_event, postpaid_event};
+use crate::locks::lock_account;
 use crate::purchases::{check_payment_ref, insert_payment, replayed_payment};
+use crate::rows::{phase_str, PostpaidRow};
+use crate::tx::Tx;
 use crate::{BillingMode, Job, Payment, PostpaidAdvanced, Store, StoreError, ToppedUp};
-
-fn phase_str(p: PostpaidPhase) -> &'static str {
-    match p {
-        PostpaidPhase::Active => "active",
-        PostpaidPhase::InArrears => "in_arrears",
-        PostpaidPhase::Suspended => "suspended",
-        PostpaidPhase::Terminated => "terminated",
-    }
-}
-
-fn parse_phase(s: &str) -> Result<PostpaidPhase, StoreError> {
-    Ok(match s {
-        "active" => PostpaidPhase::Active,
-        "in_arrears" => PostpaidPhase::InArrears,
-        "suspended" => PostpaidPhase::Suspended,
-        "terminated" => PostpaidPhase::Terminated,
-        other => return Err(StoreError::Corrupt(format!("postpaid phase {other:?}"))),
-    })
-}
 
 pub(crate) async fn load_postpaid(
     conn: &mut AnyConnection,
-    b: Backend,
     account_id: &str,
 ) -> Result<Option<PostpaidAccount>, StoreError> {
-    let Some(r) = sqlx::query(&b.sql("SELECT * FROM postpaid_accounts WHERE account_id = ?"))
-        .bind(account_id)
-        .fetch_optional(&mut *conn)
+    let row: Option<PostpaidRow> =
+        sqlx::query_as("SELECT * FROM postpaid_accounts WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(PostpaidAccount::try_from).transpose()
+}
+
+/// The postpaid balance of an account the caller knows is postpaid.
+async fn require_postpaid(
+    tx: &mut Tx<'_>,
+    account_id: &str,
+) -> Result<PostpaidAccount, StoreError> {
+    load_postpaid(tx.conn(), account_id)
         .await?
-    else {
-        return Ok(None);
-    };
-    let currency: String = r.try_get("currency")?;
-    Ok(Some(PostpaidAccount {
-        balance: Money::new(
-            r.try_get("balance_minor")?,
-            currency
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("postpaid currency: {e}")))?,
-        ),
-        arrears_since: r.try_get("arrears_since")?,
-        phase: parse_phase(&r.try_get::<String, _>("phase")?)?,
-        terminated_at: r.try_get("terminated_at")?,
-    }))
+        .ok_or_else(|| StoreError::Corrupt("postpaid account without a balance".into()))
 }
 
 pub(crate) async fn insert_postpaid(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     account_id: &str,
     account: &PostpaidAccount,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    sqlx::query(&b.sql(
-        "INSERT INTO postpaid_accounts (account_id, balance_minor, currency, arrears_since, phase, \
-         terminated_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    ))
+    sqlx::query(
+        "INSERT INTO postpaid_accounts (account_id, balance_minor, currency, arrears_since, \
+         phase, terminated_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
     .bind(account_id)
     .bind(account.balance.minor)
     .bind(account.balance.currency.as_str())
@@ -76,22 +51,21 @@ pub(crate) async fn insert_postpaid(
     .bind(phase_str(account.phase))
     .bind(account.terminated_at)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
 
 pub(crate) async fn save_postpaid(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     account_id: &str,
     account: &PostpaidAccount,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    sqlx::query(&b.sql(
-        "UPDATE postpaid_accounts SET balance_minor = ?, currency = ?, arrears_since = ?, \
-         phase = ?, terminated_at = ?, updated_at = ? WHERE account_id = ?",
-    ))
+    sqlx::query(
+        "UPDATE postpaid_accounts SET balance_minor = $1, currency = $2, arrears_since = $3, \
+         phase = $4, terminated_at = $5, updated_at = $6 WHERE account_id = $7",
+    )
     .bind(account.balance.minor)
     .bind(account.balance.currency.as_str())
     .bind(account.arrears_since)
@@ -99,7 +73,7 @@ pub(crate) async fn save_postpaid(
     .bind(account.terminated_at)
     .bind(now)
     .bind(account_id)
-    .execute(&mut *conn)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
@@ -108,18 +82,14 @@ pub(crate) async fn save_postpaid(
 /// jobs, a termination closes the account (its queued jobs cancelled, running ones
 /// asked to stop; the sweeper purges its content). Returns the jobs cancelled, for
 /// their watchers.
-#[allow(clippy::too_many_arguments)]
 async fn record_effects(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     account_id: &str,
     effects: &[PostpaidEffect],
     job_id: Option<&str>,
     payment_ref: Option<&str>,
-    refund_on_cancel: bool,
-    refund_grace_ms: i64,
     now: UnixMillis,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<Job>, StoreError> {
     let mut cancelled = Vec::new();
     for effect in effects {
         let (kind, mut parts) = postpaid_event(effect)?;
@@ -130,37 +100,24 @@ async fn record_effects(
             PostpaidEffect::Charged { .. } => job_id,
             _ => None,
         };
-        append_event(conn, b, account_id, parts.draft(kind, job), now).await?;
-        // Suspended for arrears as an operator suspends (CONTRACT.md §4, §5): no new
-        // jobs, and the queued ones are cancelled rather than run up more debt.
-        if let PostpaidEffect::Suspended { .. } = effect {
-            let ids = crate::lifecycle::cancel_queued_jobs(
-                conn,
-                b,
-                account_id,
-                refund_on_cancel,
-                refund_grace_ms,
-                "system",
-                now,
-            )
-            .await?;
-            cancelled.extend(ids);
-        }
-        if let PostpaidEffect::Terminated { at } = effect {
-            let (ids, _stopping) = crate::lifecycle::close_account(
-                conn,
-                b,
-                account_id,
-                crate::AccountStatus::Terminated,
-                "arrears",
-                *at,
-                refund_on_cancel,
-                refund_grace_ms,
-                "system",
-                now,
-            )
-            .await?;
-            cancelled.extend(ids);
+        append_event(tx, account_id, parts.draft(kind, job), now).await?;
+        match effect {
+            // Suspended for arrears as an operator suspends: no new jobs, and the
+            // queued ones are cancelled rather than run up more debt.
+            PostpaidEffect::Suspended { .. } => {
+                let jobs =
+                    crate::lifecycle::cancel_queued_jobs(tx, account_id, "system", now).await?;
+                cancelled.extend(jobs);
+            }
+            PostpaidEffect::Terminated { at } => {
+                let status = crate::AccountStatus::Terminated;
+                let (jobs, _stopping) = crate::lifecycle::close_account(
+                    tx, account_id, status, "arrears", *at, "system", now,
+                )
+                .await?;
+                cancelled.extend(jobs);
+            }
+            _ => {}
         }
     }
     Ok(cancelled)
@@ -170,55 +127,29 @@ async fn record_effects(
 /// the caller has locked (suspension, termination: see `record_effects`). `None` when
 /// nothing was due (or the account is prepaid); else the queued jobs it cancelled.
 pub(crate) async fn catch_up(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     account_id: &str,
-    policy: &crate::StorePolicy,
     now: UnixMillis,
 ) -> Result<Option<Vec<Job>>, StoreError> {
-    let Some(account) = load_postpaid(&mut *conn, b, account_id).await? else {
+    let Some(account) = load_postpaid(tx.conn(), account_id).await? else {
         return Ok(None);
     };
-    let t = kinema_ledger::advance_postpaid(&account, &policy.postpaid, now);
+    let t = kinema_ledger::advance_postpaid(&account, &tx.policy.postpaid, now);
     if t.effects.is_empty() {
         return Ok(None);
     }
-    save_postpaid(&mut *conn, b, account_id, &t.account, now).await?;
-    let cancelled = record_effects(
-        &mut *conn,
-        b,
-        account_id,
-        &t.effects,
-        None,
-        None,
-        policy.refund_on_cancel,
-        policy.refund_grace_ms,
-        now,
-    )
-    .await?;
-    Ok(Some(load_jobs(conn, b, &cancelled).await?))
-}
-
-/// The jobs with these ids, as they now stand.
-async fn load_jobs(
-    conn: &mut AnyConnection,
-    b: Backend,
-    ids: &[String],
-) -> Result<Vec<Job>, StoreError> {
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        jobs.extend(crate::jobs::load_job(&mut *conn, b, id).await?);
-    }
-    Ok(jobs)
+    save_postpaid(tx, account_id, &t.account, now).await?;
+    Ok(Some(
+        record_effects(tx, account_id, &t.effects, None, None, now).await?,
+    ))
 }
 
 /// Charges a succeeded postpaid job its price (in the caller's transaction, which
-/// holds the account lock).
+/// holds the account lock), and records it on `job`. Returns the queued jobs a
+/// suspension that came due while the job ran cancelled, for their watchers.
 pub(crate) async fn charge_succeeded(
-    conn: &mut AnyConnection,
-    b: Backend,
-    store: &Store,
-    job: &Job,
+    tx: &mut Tx<'_>,
+    job: &mut Job,
     now: UnixMillis,
 ) -> Result<Vec<Job>, StoreError> {
     let Some(price) = job.price else {
@@ -227,33 +158,16 @@ pub(crate) async fn charge_succeeded(
             job.id
         )));
     };
-    let account = load_postpaid(conn, b, &job.account_id)
-        .await?
-        .ok_or_else(|| {
-            StoreError::Corrupt("postpaid job of an account without a balance".into())
-        })?;
-    let t = kinema_ledger::charge_job(&account, &store.policy.postpaid, &job.id, price, now)?;
-    save_postpaid(conn, b, &job.account_id, &t.account, now).await?;
-    sqlx::query(&b.sql("UPDATE jobs SET charged_minor = ? WHERE id = ?"))
+    let account = require_postpaid(tx, &job.account_id).await?;
+    let t = kinema_ledger::charge_job(&account, &tx.policy.postpaid, &job.id, price, now)?;
+    save_postpaid(tx, &job.account_id, &t.account, now).await?;
+    sqlx::query("UPDATE jobs SET charged_minor = $1 WHERE id = $2")
         .bind(price.minor)
         .bind(&job.id)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
-    // A suspension that came due while the job ran cancels the account's queued jobs
-    // here; they go back to the caller for their watchers.
-    let cancelled = record_effects(
-        conn,
-        b,
-        &job.account_id,
-        &t.effects,
-        Some(&job.id),
-        None,
-        store.policy.refund_on_cancel,
-        store.policy.refund_grace_ms,
-        now,
-    )
-    .await?;
-    load_jobs(conn, b, &cancelled).await
+    job.charged_minor = price.minor;
+    record_effects(tx, &job.account_id, &t.effects, Some(&job.id), None, now).await
 }
 
 impl Store {
@@ -262,7 +176,7 @@ impl Store {
         account_id: &str,
     ) -> Result<Option<PostpaidAccount>, StoreError> {
         let mut conn = self.read.acquire().await?;
-        load_postpaid(&mut conn, self.backend, account_id).await
+        load_postpaid(&mut conn, account_id).await
     }
 
     pub fn postpaid_policy(&self) -> &PostpaidPolicy {
@@ -280,72 +194,9 @@ impl Store {
         now: UnixMillis,
     ) -> Result<ToppedUp, StoreError> {
         check_payment_ref(payment_ref)?;
-        let b = self.backend;
-        let account_id = account_id.to_owned();
-        let payment_ref = payment_ref.to_owned();
-        let this = self.clone();
-        self.write(move |tx| {
-            Box::pin(async move {
-                let account_id = account_id.as_str();
-                let payment_ref = payment_ref.as_str();
-                let locked = lock_account(&mut *tx, b, account_id).await?;
-                let item = format!("{} {}", amount.minor, amount.currency);
-                if replayed_payment(&mut *tx, b, payment_ref, account_id, "top_up", &item)
-                    .await?
-                    .is_some()
-                {
-                    let account = load_postpaid(&mut *tx, b, account_id)
-                        .await?
-                        .ok_or_else(|| StoreError::Corrupt("top-up of a prepaid account".into()))?;
-                    return Ok(ToppedUp {
-                        account,
-                        effects: Vec::new(),
-                        cancelled: Vec::new(),
-                        created: false,
-                    });
-                }
-                locked.require_billing(BillingMode::Postpaid, "a top-up")?;
-                locked.require_open()?;
-                let account = load_postpaid(&mut *tx, b, account_id)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("postpaid account without a balance".into())
-                    })?;
-                let t = kinema_ledger::top_up(&account, &this.policy.postpaid, amount, now)?;
-                save_postpaid(&mut *tx, b, account_id, &t.account, now).await?;
-                let cancelled = record_effects(
-                    &mut *tx,
-                    b,
-                    account_id,
-                    &t.effects,
-                    None,
-                    Some(payment_ref),
-                    this.policy.refund_on_cancel,
-                    this.policy.refund_grace_ms,
-                    now,
-                )
-                .await?;
-                insert_payment(
-                    &mut *tx,
-                    b,
-                    &Payment {
-                        payment_ref: payment_ref.to_string(),
-                        account_id: account_id.to_string(),
-                        kind: "top_up".into(),
-                        item_id: item,
-                        amount,
-                        created_at: now,
-                    },
-                    &serde_json::json!({}),
-                )
-                .await?;
-                Ok(ToppedUp {
-                    account: t.account,
-                    effects: t.effects,
-                    cancelled: load_jobs(&mut *tx, b, &cancelled).await?,
-                    created: true,
-                })
-            })
+        let (account_id, payment_ref) = (account_id.to_owned(), payment_ref.to_owned());
+        self.write(move |mut tx| {
+            Box::pin(async move { top_up(&mut tx, &account_id, amount, &payment_ref, now).await })
         })
         .await
     }
@@ -358,28 +209,26 @@ impl Store {
         now: UnixMillis,
         limit: u32,
     ) -> Result<Vec<PostpaidAdvanced>, StoreError> {
-        let b = self.backend;
         let policy = self.policy.postpaid;
         let suspend_before = now.saturating_sub(policy.grace_ms);
         let terminate_before = suspend_before.saturating_sub(policy.suspension_limit_ms);
-        let candidates: Vec<(String, String)> = sqlx::query_as(&b.sql(
-            "SELECT account_id, phase FROM postpaid_accounts WHERE arrears_since IS NOT NULL \
-             AND terminated_at IS NULL AND ((phase <> 'suspended' AND arrears_since <= ?) \
-             OR arrears_since <= ?) ORDER BY arrears_since LIMIT ?",
-        ))
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT account_id FROM postpaid_accounts WHERE arrears_since IS NOT NULL \
+             AND terminated_at IS NULL AND ((phase <> 'suspended' AND arrears_since <= $1) \
+             OR arrears_since <= $2) ORDER BY arrears_since LIMIT $3",
+        )
         .bind(suspend_before)
         .bind(terminate_before)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         let mut changed = Vec::new();
-        for (account_id, _) in candidates {
-            let policy = self.policy.clone();
+        for account_id in candidates {
             let advanced = self
-                .write(move |tx| {
+                .write(move |mut tx| {
                     Box::pin(async move {
-                        lock_account(&mut *tx, b, &account_id).await?;
-                        let cancelled = catch_up(&mut *tx, b, &account_id, &policy, now).await?;
+                        lock_account(&mut tx, &account_id).await?;
+                        let cancelled = catch_up(&mut tx, &account_id, now).await?;
                         Ok(cancelled.map(|cancelled| PostpaidAdvanced {
                             account_id,
                             cancelled,
@@ -391,4 +240,51 @@ impl Store {
         }
         Ok(changed)
     }
+}
+
+async fn top_up(
+    tx: &mut Tx<'_>,
+    account_id: &str,
+    amount: Money,
+    payment_ref: &str,
+    now: UnixMillis,
+) -> Result<ToppedUp, StoreError> {
+    let locked = lock_account(tx, account_id).await?;
+    let item = format!("{} {}", amount.minor, amount.currency);
+    if replayed_payment(tx, payment_ref, account_id, "top_up", &item)
+        .await?
+        .is_some()
+    {
+        let account = load_postpaid(tx.conn(), account_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("top-up of a prepaid account".into()))?;
+        return Ok(ToppedUp {
+            account,
+            effects: Vec::new(),
+            cancelled: Vec::new(),
+            created: false,
+        });
+    }
+    locked.require_billing(BillingMode::Postpaid, "a top-up")?;
+    locked.require_open()?;
+    let account = require_postpaid(tx, account_id).await?;
+    let t = kinema_ledger::top_up(&account, &tx.policy.postpaid, amount, now)?;
+    save_postpaid(tx, account_id, &t.account, now).await?;
+    let cancelled =
+        record_effects(tx, account_id, &t.effects, None, Some(payment_ref), now).await?;
+    let payment = Payment {
+        payment_ref: payment_ref.to_string(),
+        account_id: account_id.to_string(),
+        kind: "top_up".into(),
+        item_id: item,
+        amount,
+        created_at: now,
+    };
+    insert_payment(tx, &payment, &serde_json::json!({})).await?;
+    Ok(ToppedUp {
+        account: t.account,
+        effects: t.effects,
+        cancelled,
+        created: true,
+    })
 }

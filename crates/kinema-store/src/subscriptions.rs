@@ -7,21 +7,23 @@ use kinema_ledger::{Catalogue, SubscriptionEffect, SubscriptionState, Transition
 use sqlx::AnyConnection;
 
 use crate::catalog::catalogue_in;
-use crate::credits::{expire_due_lots, lock_account};
-use crate::db::{new_id, Backend};
+use crate::db::new_id;
 use crate::events::{append_event, subscription_event};
+use crate::locks::lock_account;
+use crate::lots::expire_due_lots;
 use crate::purchases::{check_payment_ref, grant_new_lot, insert_payment, replayed_payment};
+use crate::tx::Tx;
 use crate::{
-    BillingEvent, BillingMode, CancelTarget, Lot, Payment, Store, StoreError, SubscriptionChange,
+    BillingEvent, BillingMode, CancelTarget, Lot, NotFound, Payment, Store, StoreError,
+    SubscriptionChange,
 };
 
 pub(crate) async fn load_subscriptions(
     conn: &mut AnyConnection,
-    b: Backend,
     account_id: &str,
 ) -> Result<SubscriptionState, StoreError> {
     let state: Option<String> =
-        sqlx::query_scalar(&b.sql("SELECT state FROM subscriptions WHERE account_id = ?"))
+        sqlx::query_scalar("SELECT state FROM subscriptions WHERE account_id = $1")
             .bind(account_id)
             .fetch_optional(&mut *conn)
             .await?;
@@ -31,23 +33,22 @@ pub(crate) async fn load_subscriptions(
     }
 }
 
-pub(crate) async fn save_subscriptions(
-    conn: &mut AnyConnection,
-    b: Backend,
+async fn save_subscriptions(
+    tx: &mut Tx<'_>,
     account_id: &str,
     state: &SubscriptionState,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    sqlx::query(&b.sql(
-        "INSERT INTO subscriptions (account_id, state, next_due_at, updated_at) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, \
+    sqlx::query(
+        "INSERT INTO subscriptions (account_id, state, next_due_at, updated_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, \
          next_due_at = excluded.next_due_at, updated_at = excluded.updated_at",
-    ))
+    )
     .bind(account_id)
     .bind(serde_json::to_string(state)?)
     .bind(state.next_due_at())
     .bind(now)
-    .execute(&mut *conn)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
@@ -55,8 +56,7 @@ pub(crate) async fn save_subscriptions(
 /// Writes a transition's effects and its new state. Lots granted for months already
 /// over (a sweeper that slept) are expired at once.
 pub(crate) async fn apply_transition(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     account_id: &str,
     t: &Transition,
     payment_ref: Option<&str>,
@@ -67,12 +67,8 @@ pub(crate) async fn apply_transition(
     let mut events = Vec::new();
     for effect in &t.effects {
         if let SubscriptionEffect::GrantLot(lot) = effect {
-            expire_due_lots(conn, b, account_id, now).await?;
-            lots.push(
-                grant_new_lot(conn, b, account_id, lot, actor, "", now)
-                    .await?
-                    .0,
-            );
+            expire_due_lots(tx, account_id, now).await?;
+            lots.push(grant_new_lot(tx, account_id, lot, actor, "", now).await?.0);
             continue;
         }
         // The payment_ref belongs to the charge it paid: the new plan's first period.
@@ -81,11 +77,11 @@ pub(crate) async fn apply_transition(
             _ => None,
         };
         if let Some((kind, parts)) = subscription_event(effect, reference)? {
-            events.push(append_event(conn, b, account_id, parts.draft(kind, None), now).await?);
+            events.push(append_event(tx, account_id, parts.draft(kind, None), now).await?);
         }
     }
-    expire_due_lots(conn, b, account_id, now).await?;
-    save_subscriptions(conn, b, account_id, &t.state, now).await?;
+    expire_due_lots(tx, account_id, now).await?;
+    save_subscriptions(tx, account_id, &t.state, now).await?;
     Ok((lots, events))
 }
 
@@ -106,9 +102,9 @@ fn first_charge(
 }
 
 impl Store {
-    /// Buys `plan_id` (CONTRACT.md §3): with nothing current it starts now, charged
-    /// and its first month granted; otherwise it is paid now and queued to start when
-    /// the current plan ends. With a `payment_ref`, presenting it again changes nothing.
+    /// Buys `plan_id`: with nothing current it starts now, charged and its first month
+    /// granted; otherwise it is paid now and queued to start when the current plan
+    /// ends. With a `payment_ref`, presenting it again changes nothing.
     #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(
         &self,
@@ -122,69 +118,18 @@ impl Store {
         if let Some(r) = payment_ref {
             check_payment_ref(r)?;
         }
-        let b = self.backend;
         let base = base.clone();
-        let account_id = account_id.to_owned();
-        let plan_id = plan_id.to_owned();
-        let payment_ref = payment_ref.map(str::to_owned);
-        let actor = actor.to_owned();
-        self.write(move |tx| {
+        let (account_id, plan_id) = (account_id.to_owned(), plan_id.to_owned());
+        let (payment_ref, actor) = (payment_ref.map(str::to_owned), actor.to_owned());
+        self.write(move |mut tx| {
             Box::pin(async move {
-                let base = &base;
-                let account_id = account_id.as_str();
-                let plan_id = plan_id.as_str();
-                let payment_ref = payment_ref.as_deref();
-                let actor = actor.as_str();
-                let account = lock_account(&mut *tx, b, account_id).await?;
-                if let Some(r) = payment_ref {
-                    if replayed_payment(&mut *tx, b, r, account_id, "subscription", plan_id)
-                        .await?
-                        .is_some()
-                    {
-                        let state = load_subscriptions(&mut *tx, b, account_id).await?;
-                        return Ok(SubscriptionChange {
-                            state,
-                            effects: Vec::new(),
-                            lots: Vec::new(),
-                            events: Vec::new(),
-                            created: false,
-                        });
-                    }
-                }
-                account.require_open()?;
-                account.require_billing(BillingMode::Prepaid, "a subscription")?;
-                let cat = catalogue_in(&mut *tx, b, base).await?;
-                let state = load_subscriptions(&mut *tx, b, account_id).await?;
-                let subscription_id = new_id("sub");
-                let t = kinema_ledger::subscribe(&state, &cat, plan_id, &subscription_id, now)?;
-                let (lots, events) =
-                    apply_transition(&mut *tx, b, account_id, &t, payment_ref, actor, now).await?;
-                if let Some(r) = payment_ref {
-                    let amount = first_charge(&t.effects, &subscription_id).ok_or_else(|| {
-                        StoreError::Corrupt("a subscription without its charge".into())
-                    })?;
-                    insert_payment(
-                        &mut *tx,
-                        b,
-                        &Payment {
-                            payment_ref: r.to_string(),
-                            account_id: account_id.to_string(),
-                            kind: "subscription".into(),
-                            item_id: plan_id.to_string(),
-                            amount,
-                            created_at: now,
-                        },
-                        &serde_json::json!({ "subscription_id": subscription_id }),
-                    )
-                    .await?;
-                }
-                Ok(SubscriptionChange {
-                    state: t.state,
-                    effects: t.effects,
-                    lots,
-                    events,
-                    created: true,
-                })
+                let order = Order {
+                    account_id: &account_id,
+                    plan_id: &plan_id,
+                    payment_ref: payment_ref.as_deref(),
+                    actor: &actor,
+                };
+                subscribe(&mut tx, &base, order, now).await
             })
         })
         .await
@@ -200,31 +145,25 @@ impl Store {
         actor: &str,
         now: UnixMillis,
     ) -> Result<SubscriptionChange, StoreError> {
-        let b = self.backend;
-        let base = base.clone();
-        let account_id = account_id.to_owned();
-        let target = target.clone();
-        let actor = actor.to_owned();
-        self.write(move |tx| {
+        let (base, target) = (base.clone(), target.clone());
+        let (account_id, actor) = (account_id.to_owned(), actor.to_owned());
+        self.write(move |mut tx| {
             Box::pin(async move {
-                let base = &base;
-                let account_id = account_id.as_str();
-                let target = &target;
-                let actor = actor.as_str();
-                lock_account(&mut *tx, b, account_id).await?;
-                let cat = catalogue_in(&mut *tx, b, base).await?;
-                let state = load_subscriptions(&mut *tx, b, account_id).await?;
-                let queued = match target {
+                let tx = &mut tx;
+                lock_account(tx, &account_id).await?;
+                let cat = catalogue_in(tx.conn(), &base).await?;
+                let state = load_subscriptions(tx.conn(), &account_id).await?;
+                let queued = match &target {
                     CancelTarget::Current => false,
                     CancelTarget::Queued => true,
-                    CancelTarget::Id(id) => {
-                        if state.queued.as_ref().is_some_and(|q| &q.id == id) {
-                            true
-                        } else if state.current.as_ref().is_some_and(|c| &c.id == id) {
-                            false
-                        } else {
-                            return Err(StoreError::NotFound("subscription"));
-                        }
+                    CancelTarget::Id(id) if state.queued.as_ref().is_some_and(|q| &q.id == id) => {
+                        true
+                    }
+                    CancelTarget::Id(id) if state.current.as_ref().is_some_and(|c| &c.id == id) => {
+                        false
+                    }
+                    CancelTarget::Id(_) => {
+                        return Err(StoreError::NotFound(NotFound::Subscription))
                     }
                 };
                 let t = if queued {
@@ -233,7 +172,7 @@ impl Store {
                     kinema_ledger::cancel_subscription(&state, &cat, now)?
                 };
                 let (lots, events) =
-                    apply_transition(&mut *tx, b, account_id, &t, None, actor, now).await?;
+                    apply_transition(tx, &account_id, &t, None, &actor, now).await?;
                 Ok(SubscriptionChange {
                     state: t.state,
                     effects: t.effects,
@@ -254,16 +193,11 @@ impl Store {
         account_id: &str,
         now: UnixMillis,
     ) -> Result<SubscriptionChange, StoreError> {
-        let b = self.backend;
-        let base = base.clone();
-        let account_id = account_id.to_owned();
-        self.write(move |tx| {
+        let (base, account_id) = (base.clone(), account_id.to_owned());
+        self.write(move |mut tx| {
             Box::pin(async move {
-                let base = &base;
-                let account_id = account_id.as_str();
-                lock_account(&mut *tx, b, account_id).await?;
-                let change = tick_locked(&mut *tx, b, base, account_id, now).await?;
-                Ok(change)
+                lock_account(&mut tx, &account_id).await?;
+                tick_locked(&mut tx, &base, &account_id, now).await
             })
         })
         .await
@@ -277,21 +211,20 @@ impl Store {
         now: UnixMillis,
         limit: u32,
     ) -> Result<usize, StoreError> {
-        let b = self.backend;
-        let due: Vec<String> = sqlx::query_scalar(&b.sql(
+        let due: Vec<String> = sqlx::query_scalar(
             "SELECT account_id FROM subscriptions WHERE next_due_at IS NOT NULL \
-             AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
-        ))
+             AND next_due_at <= $1 ORDER BY next_due_at LIMIT $2",
+        )
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         for account_id in &due {
             let (base, account_id) = (base.clone(), account_id.clone());
-            self.write(move |tx| {
+            self.write(move |mut tx| {
                 Box::pin(async move {
-                    lock_account(&mut *tx, b, &account_id).await?;
-                    tick_locked(&mut *tx, b, &base, &account_id, now).await
+                    lock_account(&mut tx, &account_id).await?;
+                    tick_locked(&mut tx, &base, &account_id, now).await
                 })
             })
             .await?;
@@ -300,21 +233,80 @@ impl Store {
     }
 }
 
+/// Who buys which plan, with which payment.
+struct Order<'a> {
+    account_id: &'a str,
+    plan_id: &'a str,
+    payment_ref: Option<&'a str>,
+    actor: &'a str,
+}
+
+async fn subscribe(
+    tx: &mut Tx<'_>,
+    base: &Catalogue,
+    o: Order<'_>,
+    now: UnixMillis,
+) -> Result<SubscriptionChange, StoreError> {
+    let account = lock_account(tx, o.account_id).await?;
+    if let Some(r) = o.payment_ref {
+        if replayed_payment(tx, r, o.account_id, "subscription", o.plan_id)
+            .await?
+            .is_some()
+        {
+            return Ok(SubscriptionChange {
+                state: load_subscriptions(tx.conn(), o.account_id).await?,
+                effects: Vec::new(),
+                lots: Vec::new(),
+                events: Vec::new(),
+                created: false,
+            });
+        }
+    }
+    account.require_open()?;
+    account.require_billing(BillingMode::Prepaid, "a subscription")?;
+    let cat = catalogue_in(tx.conn(), base).await?;
+    let state = load_subscriptions(tx.conn(), o.account_id).await?;
+    let subscription_id = new_id("sub");
+    let t = kinema_ledger::subscribe(&state, &cat, o.plan_id, &subscription_id, now)?;
+    let (lots, events) =
+        apply_transition(tx, o.account_id, &t, o.payment_ref, o.actor, now).await?;
+    if let Some(r) = o.payment_ref {
+        let amount = first_charge(&t.effects, &subscription_id)
+            .ok_or_else(|| StoreError::Corrupt("a subscription without its charge".into()))?;
+        let payment = Payment {
+            payment_ref: r.to_string(),
+            account_id: o.account_id.to_string(),
+            kind: "subscription".into(),
+            item_id: o.plan_id.to_string(),
+            amount,
+            created_at: now,
+        };
+        let bought = serde_json::json!({ "subscription_id": subscription_id });
+        insert_payment(tx, &payment, &bought).await?;
+    }
+    Ok(SubscriptionChange {
+        state: t.state,
+        effects: t.effects,
+        lots,
+        events,
+        created: true,
+    })
+}
+
 /// Ticks an account whose row the caller has locked.
 pub(crate) async fn tick_locked(
-    conn: &mut AnyConnection,
-    b: Backend,
+    tx: &mut Tx<'_>,
     base: &Catalogue,
     account_id: &str,
     now: UnixMillis,
 ) -> Result<SubscriptionChange, StoreError> {
-    let cat = catalogue_in(conn, b, base).await?;
-    let state = load_subscriptions(conn, b, account_id).await?;
+    let cat = catalogue_in(tx.conn(), base).await?;
+    let state = load_subscriptions(tx.conn(), account_id).await?;
     let t = kinema_ledger::tick_subscriptions(&state, &cat, now);
     let (lots, events) = if t.effects.is_empty() && t.state == state {
         (Vec::new(), Vec::new())
     } else {
-        apply_transition(conn, b, account_id, &t, None, "system", now).await?
+        apply_transition(tx, account_id, &t, None, "system", now).await?
     };
     Ok(SubscriptionChange {
         state: t.state,

@@ -31,6 +31,13 @@ macro_rules! text_enum {
                 }
             }
         }
+        // Lets a row type decode the column straight into the enum.
+        impl TryFrom<String> for $name {
+            type Error = StoreError;
+            fn try_from(s: String) -> Result<Self, StoreError> {
+                s.parse()
+            }
+        }
     };
 }
 
@@ -55,6 +62,7 @@ text_enum!(EntryKind {
     Adjust => "ADJUST",
 });
 text_enum!(ArtifactKind { Video => "video", Poster => "poster" });
+text_enum!(ArtifactRemoval { Retention => "retention", AccountClosed => "account_closed" });
 
 /// A job's class in the queue: every queued job of a higher class is leased before
 /// any of a lower one (fair share applies within a class).
@@ -108,7 +116,7 @@ impl JobState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Account {
     pub id: String,
     pub name: String,
@@ -116,7 +124,9 @@ pub struct Account {
     /// As the operator (or the sweeper) last set it. A postpaid account in arrears
     /// past its grace is suspended by the clock before the sweeper records it: see
     /// [`crate::AccountView`].
+    #[sqlx(try_from = "String")]
     pub status: AccountStatus,
+    #[sqlx(try_from = "String")]
     pub billing: BillingMode,
     /// Why it is suspended or terminated ("operator", "violation", "arrears", ...).
     pub status_reason: String,
@@ -124,9 +134,10 @@ pub struct Account {
     pub created_at: UnixMillis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiKey {
     pub id: String,
+    #[sqlx(try_from = "String")]
     pub role: Role,
     pub account_id: Option<String>,
     pub name: String,
@@ -136,7 +147,7 @@ pub struct ApiKey {
     pub revoked_at: Option<UnixMillis>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Lot {
     pub id: i64,
     pub account_id: String,
@@ -189,6 +200,9 @@ pub struct Artifact {
     /// Where the artifact store keeps it (a key, not a path the client sees).
     pub location: String,
     pub expires_at: UnixMillis,
+    /// Why the file is gone or going: its retention ended (deleted by the sweeper), or
+    /// its account was closed (terminated or deleted). `None` while it is kept.
+    pub removal: Option<ArtifactRemoval>,
 }
 
 /// Per-stage timings and where the job ran (CONTRACT.md §6 usage records).
@@ -274,7 +288,11 @@ pub struct Job {
     pub refunded: Credits,
     pub failure: Option<Failure>,
     pub cancel_requested: bool,
+    /// Every start of the job, including one a draining worker handed back.
     pub attempts: u32,
+    /// Starts a draining worker handed back to the queue: they do not count against
+    /// the retry budget (`--max-attempts`).
+    pub handed_back: u32,
     pub usage: Usage,
     pub created_at: UnixMillis,
     pub started_at: Option<UnixMillis>,

@@ -1,5 +1,5 @@
 //! `kinema ledger verify`: the store's lots, jobs and ledger entries exported as the
-//! plain records [`kinema_ledger::verify_ledger`] checks (CONTRACT.md §2.7).
+//! plain records [`kinema_ledger::verify_ledger`] checks .
 
 use std::str::FromStr;
 
@@ -23,10 +23,9 @@ impl Store {
         &self,
         account_id: Option<&str>,
     ) -> Result<LedgerExport, StoreError> {
-        let b = self.backend;
         let mut tx = self.read_snapshot().await?;
         let filter = if account_id.is_some() {
-            " WHERE account_id = ?"
+            " WHERE account_id = $1"
         } else {
             ""
         };
@@ -36,7 +35,6 @@ impl Store {
             "SELECT id, account_id, kind, amount, allocations, job_id, balance_after, \
              held_after, created_at FROM ledger_entries{filter} ORDER BY id"
         );
-        let sql = b.sql(&sql).into_owned();
         let mut q = sqlx::query(&sql);
         if account_id.is_some() {
             q = q.bind(bind);
@@ -67,7 +65,6 @@ impl Store {
             "SELECT id, account_id, original, remaining, expires_at, created_at FROM lots{filter} \
              ORDER BY id"
         );
-        let sql = b.sql(&sql).into_owned();
         let mut q = sqlx::query(&sql);
         if account_id.is_some() {
             q = q.bind(bind);
@@ -92,7 +89,6 @@ impl Store {
             "SELECT id, account_id, state, quoted, held, debited, refunded FROM jobs{filter} \
              ORDER BY seq"
         );
-        let sql = b.sql(&sql).into_owned();
         let mut q = sqlx::query(&sql);
         if account_id.is_some() {
             q = q.bind(bind);
@@ -157,30 +153,25 @@ impl Store {
     /// charges) and checks each postpaid job's charge: one USAGE_CHARGE of its price if
     /// it SUCCEEDED, none otherwise. One snapshot, like [`Store::export_ledger`].
     pub async fn verify_money(&self, account_id: Option<&str>) -> Result<MoneyReport, StoreError> {
-        let b = self.backend;
         let mut tx = self.read_snapshot().await?;
         let (filter, bind) = match account_id {
-            Some(a) => (" AND account_id = ?", a),
+            Some(a) => (" AND account_id = $1", a),
             None => ("", ""),
         };
         let mut report = MoneyReport::default();
 
-        let sql = b
-            .sql(&format!(
-                "SELECT account_id, balance_minor, currency FROM postpaid_accounts WHERE 1 = 1{filter}"
-            ))
-            .into_owned();
+        let sql = format!(
+            "SELECT account_id, balance_minor, currency FROM postpaid_accounts WHERE 1 = 1{filter}"
+        );
         let mut q = sqlx::query_as::<_, (String, i64, String)>(&sql);
         if account_id.is_some() {
             q = q.bind(bind);
         }
         let accounts = q.fetch_all(&mut *tx).await?;
-        let sql = b
-            .sql(&format!(
-                "SELECT account_id, kind, amount_minor, currency, job_id FROM billing_events \
-                 WHERE kind IN ('TOP_UP', 'USAGE_CHARGE'){filter} ORDER BY id"
-            ))
-            .into_owned();
+        let sql = format!(
+            "SELECT account_id, kind, amount_minor, currency, job_id FROM billing_events \
+             WHERE kind IN ('TOP_UP', 'USAGE_CHARGE'){filter} ORDER BY id"
+        );
         let mut q = sqlx::query_as::<_, (String, String, i64, String, Option<String>)>(&sql);
         if account_id.is_some() {
             q = q.bind(bind);
@@ -204,11 +195,10 @@ impl Store {
         }
         report.accounts_checked = accounts.len();
 
-        let sql = b
-            .sql(&format!(
-                "SELECT id, state, price_minor, charged_minor FROM jobs WHERE billing = 'postpaid'{filter}"
-            ))
-            .into_owned();
+        let sql = format!(
+            "SELECT id, state, price_minor, charged_minor FROM jobs \
+             WHERE billing = 'postpaid'{filter}"
+        );
         let mut q = sqlx::query_as::<_, (String, String, Option<i64>, i64)>(&sql);
         if account_id.is_some() {
             q = q.bind(bind);

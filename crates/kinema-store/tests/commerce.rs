@@ -156,6 +156,7 @@ fn video(job_id: &str, expires_at: i64) -> Artifact {
         sha256: "00".into(),
         location: format!("{job_id}/video.mp4"),
         expires_at,
+        removal: None,
     }
 }
 
@@ -600,7 +601,7 @@ async fn a_queued_plan_is_refunded_in_full_before_it_starts(f: Fixture) {
                 T0
             )
             .await,
-        Err(StoreError::NotFound("subscription"))
+        Err(StoreError::NotFound(kinema_store::NotFound::Subscription))
     ));
     let c = f
         .store

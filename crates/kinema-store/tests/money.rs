@@ -14,6 +14,8 @@ const LEASE: i64 = 60_000;
 #[macro_use]
 mod common;
 
+use sqlx::Connection;
+
 struct Fixture {
     store: Store,
     account: String,
@@ -34,7 +36,6 @@ impl Fixture {
 
     /// Runs raw SQL on the database, bypassing the store (to corrupt it on purpose).
     async fn raw(&self, sql: &str) {
-        use sqlx::Connection;
         let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
         sqlx::query(sql)
             .execute(&mut conn)
@@ -440,7 +441,7 @@ async fn cancel_releases_queued_holds_and_refunds_running_jobs(f: Fixture) {
     let other = f.store.create_account("Other", None, T0).await.unwrap();
     assert!(matches!(
         f.store.cancel_job(&other.id, &running.id, "k", T0).await,
-        Err(StoreError::NotFound("job"))
+        Err(StoreError::NotFound(kinema_store::NotFound::Job))
     ));
     let all = entries(&f).await;
     assert_eq!(
@@ -476,6 +477,7 @@ async fn a_cancel_that_lands_after_the_last_step_still_wins(f: Fixture) {
         sha256: "00".into(),
         location: format!("{}/video.mp4", job.id),
         expires_at: T0 + DAY,
+        removal: None,
     };
     let done = f
         .store
@@ -502,6 +504,7 @@ async fn success_records_artifacts_and_keeps_the_debit(f: Fixture) {
         sha256: "ab".into(),
         location: format!("{}/video.mp4", job.id),
         expires_at: T0 + DAY,
+        removal: None,
     };
     let usage = Usage {
         device: "cpu".into(),
@@ -598,17 +601,97 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out(f: F
     assert_invariants(&f, T0 + LEASE).await;
 }
 
-async fn a_drained_job_goes_back_to_the_queue_without_using_an_attempt(f: Fixture) {
+/// The database itself refuses a second DEBIT or REFUND for a job, whatever writes
+/// it: here raw inserts past the store, after the job was debited and refunded.
+async fn the_database_refuses_a_second_debit_or_refund_for_a_job(f: Fixture) {
     f.store
         .grant_credits(&f.account, 50, None, "", "admin", T0)
         .await
         .unwrap();
     let job = submit(&f, 10, T0).await;
     f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
-    let back = f.store.requeue_job(&job.id, OWNER).await.unwrap();
+    let failure = Failure {
+        code: "MODEL_ERROR".into(),
+        message: "nan".into(),
+        retryable: false,
+    };
+    f.store
+        .fail_job(&job.id, OWNER, &failure, &Usage::default(), T0 + 1)
+        .await
+        .unwrap();
+    for kind in ["REFUND", "DEBIT"] {
+        let sql = format!(
+            "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
+             balance_after, held_after, memo, created_at) VALUES ('{}', '{kind}', 10, '[]', \
+             '{}', 'test', 0, 0, '', {})",
+            f.account,
+            job.id,
+            T0 + 2
+        );
+        let mut conn = sqlx::AnyConnection::connect(&f.url).await.unwrap();
+        let refused = sqlx::query(&sql).execute(&mut conn).await.unwrap_err();
+        let unique = refused
+            .as_database_error()
+            .is_some_and(|e| e.is_unique_violation());
+        assert!(unique, "a second {kind}: {refused}");
+        conn.close().await.unwrap();
+    }
     assert_eq!(
-        (back.state, back.attempts, back.debited),
-        (JobState::Queued, 0, 10)
+        kinds(&entries(&f).await, &job.id),
+        vec![EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
+    );
+    assert_invariants(&f, T0 + 2).await;
+}
+
+/// A cancel requested while the job ran wins over the failure its worker reports, as
+/// it does over a success or a retry: CANCELLED, refunded once.
+async fn a_failure_reported_after_a_cancel_request_ends_the_job_cancelled(f: Fixture) {
+    f.store
+        .grant_credits(&f.account, 50, None, "", "admin", T0)
+        .await
+        .unwrap();
+    let job = submit(&f, 10, T0).await;
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    let asked = f
+        .store
+        .cancel_job(&f.account, &job.id, "k", T0 + 1)
+        .await
+        .unwrap();
+    assert!(asked.stop_requested);
+    let failure = Failure {
+        code: "MODEL_ERROR".into(),
+        message: "nan".into(),
+        retryable: false,
+    };
+    let ended = f
+        .store
+        .fail_job(&job.id, OWNER, &failure, &Usage::default(), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ended.state, ended.failure.is_none(), ended.refunded),
+        (JobState::Cancelled, true, 10)
+    );
+    assert_eq!(
+        kinds(&entries(&f).await, &job.id),
+        vec![EntryKind::Hold, EntryKind::Debit, EntryKind::Refund]
+    );
+    assert_invariants(&f, T0 + 2).await;
+}
+
+/// A start a draining worker hands back is counted (`attempts` counts every start)
+/// but does not use the retry budget (`handed_back`).
+async fn a_drained_job_goes_back_to_the_queue_without_using_its_retry_budget(f: Fixture) {
+    f.store
+        .grant_credits(&f.account, 50, None, "", "admin", T0)
+        .await
+        .unwrap();
+    let job = submit(&f, 10, T0).await;
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    let back = f.store.requeue_job(&job.id, OWNER, T0).await.unwrap();
+    assert_eq!(
+        (back.state, back.attempts, back.handed_back, back.debited),
+        (JobState::Queued, 1, 1, 10)
     );
     let again = f
         .store
@@ -617,13 +700,33 @@ async fn a_drained_job_goes_back_to_the_queue_without_using_an_attempt(f: Fixtur
         .unwrap()
         .job
         .unwrap();
-    assert_eq!((again.attempts, again.debited), (1, 10));
+    assert_eq!((again.attempts, again.debited), (2, 10));
     assert!(matches!(
         f.store
             .report_progress(&job.id, OWNER, Stage::Denoising, 1, LEASE, T0)
             .await,
         Err(StoreError::LeaseLost)
     ));
+    // Two starts, one handed back: a budget of two starts has one left.
+    let failure = Failure {
+        code: "STORAGE_ERROR".into(),
+        message: "disk".into(),
+        retryable: true,
+    };
+    let retried = f
+        .store
+        .retry_job(
+            &job.id,
+            "worker-b",
+            &failure,
+            2,
+            false,
+            &Usage::default(),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried.state, JobState::Queued);
     assert_eq!(
         kinds(&entries(&f).await, &job.id),
         vec![EntryKind::Hold, EntryKind::Debit]
@@ -862,7 +965,9 @@ on_both_backends!(
     a_cancel_that_lands_after_the_last_step_still_wins,
     success_records_artifacts_and_keeps_the_debit,
     lost_workers_requeue_without_a_second_debit_until_attempts_run_out,
-    a_drained_job_goes_back_to_the_queue_without_using_an_attempt,
+    a_drained_job_goes_back_to_the_queue_without_using_its_retry_budget,
+    the_database_refuses_a_second_debit_or_refund_for_a_job,
+    a_failure_reported_after_a_cancel_request_ends_the_job_cancelled,
     parallel_submissions_never_overspend,
     balances_read_during_starts_are_consistent,
     keys_are_stored_hashed_and_revocable,

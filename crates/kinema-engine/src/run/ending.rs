@@ -115,7 +115,7 @@ impl Worker {
                     .finish_cancelled(&job.id, owner, usage, now)
                     .await
             }
-            Ending::Interrupted => inner.store.requeue_job(&job.id, owner).await,
+            Ending::Interrupted => inner.store.requeue_job(&job.id, owner, now).await,
             Ending::LeaseLost => {
                 warn!("lease lost; another worker or recovery owns the job now");
                 return None;

@@ -122,6 +122,7 @@ impl Worker {
                 sha256: stored.sha256,
                 location: stored.location,
                 expires_at,
+                removal: None,
             });
         }
         Ok(artifacts)

@@ -1,0 +1,20 @@
+-- One ending per job (issue 10): the database itself refuses a second DEBIT or
+-- REFUND for a job, starts handed back by a draining worker are counted apart from
+-- the retry budget, and an artifact records why its file is gone.
+-- migrations/postgres/0004_one_ending.sql is the same schema for PostgreSQL: change both
+-- together.
+
+-- At most one DEBIT and one REFUND per job, whatever code path writes them.
+CREATE UNIQUE INDEX ledger_one_money_move_per_job ON ledger_entries(job_id, kind)
+    WHERE kind IN ('DEBIT', 'REFUND');
+
+-- Starts that a draining worker handed back: counted in attempts (every start), but
+-- not against --max-attempts.
+ALTER TABLE jobs ADD COLUMN handed_back INTEGER NOT NULL DEFAULT 0;
+
+-- Why the file is gone or going: 'retention' (its time ran out) or 'account_closed'
+-- (the account was terminated or deleted). NULL while it is kept.
+ALTER TABLE artifacts ADD COLUMN removal TEXT;
+
+-- kinema bench ledger once left its scratch table behind.
+DROP TABLE IF EXISTS bench_raw;
