@@ -36,6 +36,23 @@
 //!   cancelled by its owner. At most one plan is queued.
 //! - **Termination** for violation ([`terminate_subscriptions`]): the subscription and
 //!   any queued plan end at once, with no refund (§2.6).
+//! - **Catch-up** (nobody ticked for a while, e.g. the server was down): everything due
+//!   is processed in calendar order, each effect at its own instant, except that no
+//!   month whose credits would arrive already expired is granted or paid for. Month
+//!   `m` is *missed* at `now` when its credits' expiry `add_months(anchor, m + 1)` is
+//!   `<= now`; a month still running at `now` (the sweeper was merely late) is granted
+//!   as usual, with its usual expiry.
+//!   - A renewal whose paid-for months (to the period end, or to a cancellation's end
+//!     if that comes first) are all missed is **skipped**: not charged, nothing
+//!     granted, recorded as [`SubscriptionEffect::RenewalSkipped`]. The subscription
+//!     stays on its calendar (same anchor) and renews normally, at the price in effect
+//!     then, for the first period with a month still running.
+//!   - Missed months of a period that is charged (a renewal that is partly over: an
+//!     annual plan renewed months late; an annual period charged before the outage;
+//!     a queued plan's prepaid first period) are not granted, and their share of the
+//!     period's price, `paid * missed / months_in_period` rounded up, is owed back
+//!     ([`MoneyRefundReason::MissedMonths`]). A later mid-term cancellation of an
+//!     annual plan counts only the months granted, against what is left of the price.
 
 use serde::{Deserialize, Serialize};
 
@@ -81,10 +98,15 @@ pub struct Subscription {
     pub period_start: UnixMillis,
     /// The renewal instant.
     pub period_end: UnixMillis,
-    /// Months whose credits have been granted (months `0 .. months_granted`).
+    /// Months dealt with: granted, or passed over by a catch-up as missed or in a
+    /// skipped period (months `0 .. months_granted`).
     pub months_granted: u32,
+    /// Months of the current period passed over by a catch-up because their credits
+    /// would have arrived already expired: not granted, their share of `paid` owed back.
+    #[serde(default)]
+    pub missed_months: u32,
     pub credits_per_month: Credits,
-    /// What the current period was charged.
+    /// What the current period was charged (zero for a skipped period).
     pub paid: Money,
     /// Annual plans: what a started month of the current period costs on cancellation.
     pub monthly_reference: Option<Money>,
@@ -106,6 +128,20 @@ impl Subscription {
             self.anchor,
             i64::from(period) * i64::from(self.interval.months()),
         )
+    }
+
+    /// The first month after the current period.
+    fn period_end_month(&self) -> u32 {
+        (self.period + 1).saturating_mul(self.interval.months())
+    }
+
+    /// What the current period's first `months` months cost, pro rata of `paid`,
+    /// rounded up (in the customer's favour when owed back); all of it at most.
+    fn share_of_paid(&self, months: u32) -> i64 {
+        let per = i128::from(self.interval.months());
+        let months = i128::from(months).min(per);
+        let share = (i128::from(self.paid.minor.max(0)) * months + per - 1) / per;
+        i64::try_from(share).unwrap_or(i64::MAX)
     }
 
     /// Price of one started month when an annual period is prorated.
@@ -189,10 +225,18 @@ pub enum EndReason {
 #[serde(rename_all = "snake_case")]
 pub enum MoneyRefundReason {
     /// An annual plan cancelled mid-term: `months_charged` months at `month_price`
-    /// were kept out of the period's price.
+    /// were kept out of the period's price (less what was owed back for missed months).
     AnnualProration {
         months_charged: u32,
         month_price: Money,
+    },
+    /// A catch-up passed over `months` months of `period`, from month `first_month` of
+    /// the subscription, whose credits would have arrived already expired: their share
+    /// of the period's price.
+    MissedMonths {
+        period: u32,
+        first_month: u32,
+        months: u32,
     },
     /// A queued plan cancelled before it started: everything back.
     QueuedPlanCancelled,
@@ -236,6 +280,17 @@ pub enum SubscriptionEffect {
         subscription_id: String,
         period: u32,
         period_end: UnixMillis,
+        at: UnixMillis,
+    },
+    /// A renewal reached by a catch-up after every month it would pay for was over:
+    /// not charged (`price` is what it would have cost), nothing granted. The
+    /// subscription goes on to the next period on the same calendar.
+    RenewalSkipped {
+        subscription_id: String,
+        plan_id: String,
+        period: u32,
+        period_end: UnixMillis,
+        price: Money,
         at: UnixMillis,
     },
     CancellationScheduled {
@@ -297,7 +352,9 @@ pub fn apply_subscription_event(
 
 /// Processes, in order, every grant, renewal and end due by `now` (inclusive).
 /// Renewals missed while nobody ticked are each charged at the price in effect at
-/// their own instant.
+/// their own instant, unless every month they pay for is already over at `now`: then
+/// they are skipped, and months already over are never granted (module docs,
+/// "Catch-up").
 pub fn tick_subscriptions(
     state: &SubscriptionState,
     catalogue: &Catalogue,
@@ -520,11 +577,18 @@ fn is_late(cur: &Subscription, now: UnixMillis) -> bool {
     now > cur.period_end.saturating_sub(RENEWAL_CANCEL_NOTICE_MS)
 }
 
-/// The refund of an annual period of which `months` were started.
-fn proration(cur: &Subscription, months: u32) -> Option<(Money, MoneyRefundReason)> {
+/// The refund of an annual period of which `started` months were started. Months a
+/// catch-up passed over were neither granted nor kept: they are left out of the months
+/// charged, and what was owed back for them out of the price.
+fn proration(cur: &Subscription, started: u32) -> Option<(Money, MoneyRefundReason)> {
     let month_price = cur.month_price();
+    let months = started.saturating_sub(cur.missed_months).max(1);
     let kept = month_price.minor.saturating_mul(i64::from(months));
-    let owed = cur.paid.minor.saturating_sub(kept).max(0);
+    let net = cur
+        .paid
+        .minor
+        .saturating_sub(cur.share_of_paid(cur.missed_months));
+    let owed = net.saturating_sub(kept).max(0);
     (owed > 0).then(|| {
         (
             Money::new(owed, cur.paid.currency),
@@ -552,6 +616,7 @@ fn start(t: &mut Transition, q: QueuedPlan, at: UnixMillis) {
         period: 0,
         period_start: at,
         months_granted: 0,
+        missed_months: 0,
         credits_per_month: q.credits_per_month,
         paid: q.paid,
         monthly_reference: q.monthly_reference,
@@ -589,18 +654,24 @@ fn catch_up(t: &mut Transition, catalogue: &Catalogue, now: UnixMillis) {
             return;
         };
         match step {
-            Step::Grant => grant(t, at),
+            Step::Grant => grant(t, at, now),
             Step::End => end(t, at),
-            Step::Renew => renew(t, catalogue, at),
+            Step::Renew => renew(t, catalogue, at, now),
         }
     }
 }
 
-fn grant(t: &mut Transition, at: UnixMillis) {
+/// Grants the month due at `at`, or, if its credits would arrive already expired at
+/// `now`, passes over it and the missed months after it in one go.
+fn grant(t: &mut Transition, at: UnixMillis, now: UnixMillis) {
     let Some(cur) = t.state.current.as_mut() else {
         return;
     };
     let m = cur.months_granted;
+    if cur.month_start(m + 1) <= now {
+        miss_months(t, now);
+        return;
+    }
     cur.months_granted += 1;
     t.effects.push(SubscriptionEffect::GrantLot(NewLot {
         source: LotSource::Subscription {
@@ -633,7 +704,46 @@ fn end(t: &mut Transition, at: UnixMillis) {
     }
 }
 
-fn renew(t: &mut Transition, catalogue: &Catalogue, at: UnixMillis) {
+/// Passes over the run of missed months from the next month due: not granted, and
+/// their share of what the period was charged is owed back.
+fn miss_months(t: &mut Transition, now: UnixMillis) {
+    let Some(cur) = t.state.current.as_mut() else {
+        return;
+    };
+    let first = cur.months_granted;
+    let last = cur.period_end_month();
+    let ends_at = cur.ends_at();
+    let mut m = first;
+    while m < last
+        && ends_at.is_none_or(|e| cur.month_start(m) < e)
+        && cur.month_start(m + 1) <= now
+    {
+        m += 1;
+    }
+    let months = m - first;
+    if months == 0 {
+        return;
+    }
+    let before = cur.share_of_paid(cur.missed_months);
+    cur.months_granted = m;
+    cur.missed_months += months;
+    let owed = cur.share_of_paid(cur.missed_months) - before;
+    if owed > 0 {
+        t.effects.push(SubscriptionEffect::RefundOwed {
+            subscription_id: cur.id.clone(),
+            plan_id: cur.plan_id.clone(),
+            amount: Money::new(owed, cur.paid.currency),
+            reason: MoneyRefundReason::MissedMonths {
+                period: cur.period,
+                first_month: first,
+                months,
+            },
+            at: cur.month_start(first),
+        });
+    }
+}
+
+fn renew(t: &mut Transition, catalogue: &Catalogue, at: UnixMillis, now: UnixMillis) {
     let Some(cur) = t.state.current.as_mut() else {
         return;
     };
@@ -664,9 +774,28 @@ fn renew(t: &mut Transition, catalogue: &Catalogue, at: UnixMillis) {
     cur.period += 1;
     cur.period_start = at;
     cur.period_end = cur.period_boundary(cur.period + 1);
-    cur.paid = price;
+    cur.missed_months = 0;
     cur.credits_per_month = plan.credits_per_month.max(1);
     cur.monthly_reference = catalogue.monthly_reference_price(plan, at).ok().flatten();
+    // Every month this renewal pays for (to a cancellation's end if that comes first:
+    // always a month boundary) is over at `now`: skipped, uncharged.
+    let paid_until = cur
+        .ends_at()
+        .map_or(cur.period_end, |e| e.min(cur.period_end));
+    if paid_until <= now {
+        cur.paid = Money::zero(price.currency);
+        cur.months_granted = cur.period_end_month();
+        t.effects.push(SubscriptionEffect::RenewalSkipped {
+            subscription_id: cur.id.clone(),
+            plan_id: cur.plan_id.clone(),
+            period: cur.period,
+            period_end: cur.period_end,
+            price,
+            at,
+        });
+        return;
+    }
+    cur.paid = price;
     t.effects.push(SubscriptionEffect::Charge {
         subscription_id: cur.id.clone(),
         plan_id: cur.plan_id.clone(),
@@ -755,6 +884,27 @@ mod tests {
             .collect()
     }
 
+    /// The state ticked at each instant something falls due up to `until`, then at
+    /// `until`, as a sweeper that never sleeps would; the effects of all the ticks.
+    fn swept(state: &SubscriptionState, cat: &Catalogue, until: UnixMillis) -> Transition {
+        let mut t = Transition {
+            state: state.clone(),
+            effects: Vec::new(),
+        };
+        let mut last = UnixMillis::MIN;
+        while let Some(due) = t.state.next_due_at().filter(|d| *d < until) {
+            assert!(due > last, "the schedule moves forward");
+            last = due;
+            let next = tick_subscriptions(&t.state, cat, due);
+            t.effects.extend(next.effects);
+            t.state = next.state;
+        }
+        let next = tick_subscriptions(&t.state, cat, until);
+        t.effects.extend(next.effects);
+        t.state = next.state;
+        t
+    }
+
     fn grants(effects: &[SubscriptionEffect]) -> Vec<&NewLot> {
         effects
             .iter()
@@ -780,8 +930,8 @@ mod tests {
 
         let before = tick_subscriptions(&t.state, &cat, date(2024, 2, 29, 10) - 1);
         assert!(before.effects.is_empty());
-        // Two renewals caught up in one tick, each on its calendar instant.
-        let later = tick_subscriptions(&t.state, &cat, date(2024, 3, 31, 10));
+        // Two renewals, each on its calendar instant (Jan 31 -> Feb 29 -> Mar 31).
+        let later = swept(&t.state, &cat, date(2024, 3, 31, 10));
         assert_eq!(
             charges(&later.effects),
             vec![
@@ -808,7 +958,7 @@ mod tests {
             DEFAULT_PRICE_NOTICE_MS,
         )
         .unwrap();
-        let later = tick_subscriptions(&t.state, &cat, date(2024, 3, 1, 0));
+        let later = swept(&t.state, &cat, date(2024, 3, 1, 0));
         assert_eq!(
             charges(&later.effects),
             vec![
@@ -840,6 +990,7 @@ mod tests {
         let t0 = date(2024, 1, 1, 0);
         let renewal = date(2025, 1, 1, 0);
         let t = subscribe(&SubscriptionState::default(), &cat, "basic-y", "s1", t0).unwrap();
+        let t = swept(&t.state, &cat, renewal - 23 * HOUR_MS);
         let c = cancel_subscription(&t.state, &cat, renewal - 23 * HOUR_MS).unwrap();
         assert!(refunds(&c.effects).is_empty());
         let r = tick_subscriptions(&c.state, &cat, renewal);
@@ -855,6 +1006,7 @@ mod tests {
         let cat = catalogue();
         let t0 = date(2024, 1, 1, 0);
         let t = subscribe(&SubscriptionState::default(), &cat, "basic-y", "s1", t0).unwrap();
+        let t = swept(&t.state, &cat, date(2024, 11, 15, 0));
         let c = cancel_subscription(&t.state, &cat, date(2024, 11, 15, 0)).unwrap();
         assert!(refunds(&c.effects).is_empty());
         assert_eq!(

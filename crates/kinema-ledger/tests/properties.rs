@@ -15,10 +15,10 @@ use kinema_ledger::calendar::{
 use kinema_ledger::{
     admin_grant, advance_postpaid, cancel_queued_plan, cancel_subscription, charge_job,
     postpaid_status, purchase_pack, start_trial, subscribe, tick_subscriptions, top_up,
-    verify_ledger, Catalogue, Currency, EntryKind, JobState, LedgerError, LotSource, Money, Pack,
-    Plan, PlanInterval, PostpaidAccount, PostpaidPhase, PostpaidPolicy, PostpaidStatus,
-    PriceHistory, SubscriptionEffect, SubscriptionState, TrialOffer, TrialRecord, UnixMillis,
-    Validity, VerifyPolicy,
+    verify_ledger, Catalogue, Currency, EntryKind, JobState, LedgerError, LotSource, Money,
+    MoneyRefundReason, NewLot, Pack, Plan, PlanInterval, PostpaidAccount, PostpaidPhase,
+    PostpaidPolicy, PostpaidStatus, PriceHistory, SubscriptionEffect, SubscriptionState,
+    TrialOffer, TrialRecord, UnixMillis, Validity, VerifyPolicy,
 };
 use proptest::prelude::*;
 
@@ -148,6 +148,9 @@ struct World {
     money: BTreeMap<String, (i64, i64)>,
     granted_months: BTreeSet<(String, u32)>,
     anchors: BTreeMap<String, UnixMillis>,
+    /// Catch-ups that skipped a renewal or owed back missed months.
+    skipped_renewals: usize,
+    missed_month_refunds: usize,
 }
 
 impl World {
@@ -162,6 +165,8 @@ impl World {
             money: BTreeMap::new(),
             granted_months: BTreeSet::new(),
             anchors: BTreeMap::new(),
+            skipped_renewals: 0,
+            missed_month_refunds: 0,
         }
     }
 
@@ -170,6 +175,7 @@ impl World {
     }
 
     fn apply_sub_effects(&mut self, acct: usize, effects: &[SubscriptionEffect]) {
+        self.assert_renewals_pay_for_usable_months(effects);
         for e in effects {
             match e {
                 SubscriptionEffect::Charge {
@@ -180,8 +186,15 @@ impl World {
                 SubscriptionEffect::RefundOwed {
                     subscription_id,
                     amount,
+                    reason,
                     ..
-                } => self.money.entry(subscription_id.clone()).or_default().1 += amount.minor,
+                } => {
+                    self.money.entry(subscription_id.clone()).or_default().1 += amount.minor;
+                    if matches!(reason, MoneyRefundReason::MissedMonths { .. }) {
+                        self.missed_month_refunds += 1;
+                    }
+                }
+                SubscriptionEffect::RenewalSkipped { .. } => self.skipped_renewals += 1,
                 SubscriptionEffect::Started {
                     subscription_id,
                     at,
@@ -211,10 +224,45 @@ impl World {
                     );
                     assert_eq!(lot.granted_at, add_months(anchor, i64::from(*month)));
                     assert!(lot.granted_at <= self.m.now);
+                    assert!(
+                        lot.expires_at.is_some_and(|x| x > self.m.now),
+                        "month {month} of {subscription_id} granted already expired"
+                    );
                     self.m.grant(ACCOUNTS[acct], lot);
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A renewal is charged only if a month it pays for is granted in the same
+    /// transition (one still running): never for a period already over.
+    fn assert_renewals_pay_for_usable_months(&self, effects: &[SubscriptionEffect]) {
+        for e in effects {
+            let SubscriptionEffect::Charge {
+                subscription_id,
+                plan_id,
+                period,
+                ..
+            } = e
+            else {
+                continue;
+            };
+            if *period == 0 {
+                continue; // a purchase: paid now, for a period not begun or begun now
+            }
+            let per = self.cat.plan(plan_id).unwrap().interval.months();
+            let months = period * per..(period + 1) * per;
+            assert!(
+                effects.iter().any(|g| matches!(
+                    g,
+                    SubscriptionEffect::GrantLot(NewLot {
+                        source: LotSource::Subscription { subscription_id: s, month, .. },
+                        ..
+                    }) if s == subscription_id && months.contains(month)
+                )),
+                "{subscription_id} charged for period {period} with none of its months granted: {effects:?}"
+            );
         }
     }
 
@@ -554,6 +602,7 @@ fn the_interleavings_reach_every_rule() {
     let strategy = prop::collection::vec(op(), 40..80);
     let mut kinds = BTreeSet::new();
     let (mut refund_lots, mut failed_at_start, mut renewals, mut money_refunds) = (0, 0, 0, 0);
+    let (mut skipped_renewals, mut missed_month_refunds) = (0, 0);
     for _ in 0..200 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
         let mut w = World::new();
@@ -584,6 +633,8 @@ fn the_interleavings_reach_every_rule() {
                 .count();
         renewals += w.money.values().filter(|(c, _)| *c > 1_000).count();
         money_refunds += w.money.values().filter(|(_, r)| *r > 0).count();
+        skipped_renewals += w.skipped_renewals;
+        missed_month_refunds += w.missed_month_refunds;
     }
     let all: BTreeSet<EntryKind> = EntryKind::ALL
         .into_iter()
@@ -598,5 +649,9 @@ fn the_interleavings_reach_every_rule() {
     assert!(
         renewals > 0 && money_refunds > 0,
         "{renewals} {money_refunds}"
+    );
+    assert!(
+        skipped_renewals > 0 && missed_month_refunds > 0,
+        "catch-up: {skipped_renewals} renewals skipped, {missed_month_refunds} missed-month refunds"
     );
 }

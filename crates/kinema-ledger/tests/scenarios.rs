@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::sweeper::swept;
 use common::Model;
 use kinema_ledger::calendar::{join_instant, CivilDate, DAY_MS, HOUR_MS};
 use kinema_ledger::{
@@ -244,7 +245,9 @@ fn annual_cancel_in_month_5_refunds_the_annual_price_minus_5_monthly_prices() {
     .unwrap();
     assert_eq!(charges(&sub.effects), vec![(15_000, start)]);
     let in_month_5 = date(2025, 6, 1, 0); // month 5 runs May 15 .. June 15
-    let c = cancel_subscription(&sub.state, &cat, in_month_5).unwrap();
+                                          // The sweeper grants months 2..5 on the way, each at its start.
+    let to_month_5 = swept(&sub.state, &cat, in_month_5);
+    let c = cancel_subscription(&to_month_5.state, &cat, in_month_5).unwrap();
     assert_eq!(
         refunds(&c.effects),
         vec![(
@@ -262,9 +265,10 @@ fn annual_cancel_in_month_5_refunds_the_annual_price_minus_5_monthly_prices() {
     );
     let end = tick_subscriptions(&c.state, &cat, date(2026, 1, 15, 0));
     assert!(end.state.current.is_none());
-    let grants = c
+    let grants = to_month_5
         .effects
         .iter()
+        .chain(&c.effects)
         .chain(&end.effects)
         .filter(|e| matches!(e, SubscriptionEffect::GrantLot(_)))
         .count();
@@ -274,7 +278,8 @@ fn annual_cancel_in_month_5_refunds_the_annual_price_minus_5_monthly_prices() {
     );
     assert!(charges(&end.effects).is_empty());
     // Never below zero: an expensive month makes the refund 0, not negative.
-    let c12 = cancel_subscription(&sub.state, &cat, date(2025, 12, 20, 0)).unwrap();
+    let in_month_12 = swept(&sub.state, &cat, date(2025, 12, 20, 0));
+    let c12 = cancel_subscription(&in_month_12.state, &cat, date(2025, 12, 20, 0)).unwrap();
     assert!(refunds(&c12.effects).is_empty());
 }
 

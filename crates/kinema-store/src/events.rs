@@ -143,6 +143,16 @@ pub(crate) fn subscription_event(
             BillingEventKind::SubscriptionRenewed,
             parts(subscription_id, None, None, *at),
         ),
+        // No money moves: the price it would have cost is in the detail.
+        E::RenewalSkipped {
+            subscription_id,
+            plan_id,
+            at,
+            ..
+        } => (
+            BillingEventKind::RenewalSkipped,
+            parts(subscription_id, Some(plan_id), None, *at),
+        ),
         E::CancellationScheduled {
             subscription_id,
             at,

@@ -53,8 +53,9 @@ async fn save_subscriptions(
     Ok(())
 }
 
-/// Writes a transition's effects and its new state. Lots granted for months already
-/// over (a sweeper that slept) are expired at once.
+/// Writes a transition's effects and its new state. The rules never grant a month
+/// already over (a sweeper that slept skips it: RENEWAL_SKIPPED, or REFUND_OWED for
+/// missed months); lots that fall due while writing are expired as usual.
 pub(crate) async fn apply_transition(
     tx: &mut Tx<'_>,
     account_id: &str,

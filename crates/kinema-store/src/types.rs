@@ -348,6 +348,7 @@ text_enum!(BillingEventKind {
     SubscriptionStarted => "SUBSCRIPTION_STARTED",
     SubscriptionQueued => "SUBSCRIPTION_QUEUED",
     SubscriptionRenewed => "SUBSCRIPTION_RENEWED",
+    RenewalSkipped => "RENEWAL_SKIPPED",
     CancellationScheduled => "CANCELLATION_SCHEDULED",
     CancellationWithdrawn => "CANCELLATION_WITHDRAWN",
     SubscriptionEnded => "SUBSCRIPTION_ENDED",

@@ -542,10 +542,12 @@ async fn an_annual_plan_cancelled_in_month_five_refunds_the_rest(f: Fixture) {
         .unwrap();
     // Into the fifth month (months 0..=4 started), with the sweeper granting each month.
     let in_month_5 = add_months(T0, 4) + 3 * DAY_MS;
-    f.store
-        .tick_due_subscriptions(&f.cat, in_month_5, 100)
-        .await
-        .unwrap();
+    for month in 1..=4 {
+        f.store
+            .tick_due_subscriptions(&f.cat, add_months(T0, month), 100)
+            .await
+            .unwrap();
+    }
     let c = f
         .store
         .cancel_subscription(&f.cat, &f.account, &CancelTarget::Current, "p", in_month_5)

@@ -3,6 +3,8 @@
 //! `verify_ledger` then checks.
 #![allow(dead_code)]
 
+pub mod sweeper;
+
 use kinema_ledger::{
     allocate_debit, due_expiries, forfeit_all, live_total, plan_refund, verify_ledger, Allocation,
     Credits, EntryKind, EntryRecord, JobRecord, JobState, LedgerError, LotRecord, LotState, NewLot,
