@@ -1,6 +1,8 @@
 //! Measures every output setting this FFmpeg supports on a smooth synthetic
 //! scene: PSNR (RGB, all channels) of the decoded file against the source
-//! frames, file size and encode time, as a Markdown table.
+//! frames, file size and encode time, as a Markdown table; then the same for
+//! the animated previews at full size (WebP has no PSNR: FFmpeg 5.1 cannot
+//! decode animated WebP).
 //!
 //! ```text
 //! cargo run -p kinema-media --example fidelity --release -- [WIDTHxHEIGHT] [FRAMES] [FPS] [SETTING...]
@@ -14,7 +16,10 @@ mod scene;
 
 use std::time::Instant;
 
-use kinema_media::{decode_rgb, encode_video, psnr_rgb, VideoOutput, VideoSpec};
+use kinema_media::{
+    decode_rgb, encode_video, preview, psnr_rgb, PreviewFormat, PreviewOptions, VideoOutput,
+    VideoSpec,
+};
 
 const SETTINGS: &[&str] = &[
     "h264",
@@ -93,6 +98,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    println!("\n| preview (full size) | PSNR dB | bytes | encode ms |");
+    println!("|---|---:|---:|---:|");
+    for text in ["gif", "webp", "webp:q=90"] {
+        let options = PreviewOptions {
+            max_side: width.max(height),
+            max_fps: fps.min(kinema_media::MAX_PREVIEW_FPS),
+            ..text.parse::<PreviewOptions>()?
+        };
+        let path = dir.join(format!("preview.{}", options.format.extension()));
+        let started = Instant::now();
+        let encoded = preview(&spec, &options, frames.iter().map(Vec::as_slice), &path)?;
+        let millis = started.elapsed().as_millis();
+        let psnr = match options.format {
+            PreviewFormat::Gif => {
+                let decoded = decode_rgb(&path)?;
+                let kept: Vec<&Vec<u8>> =
+                    frames.iter().step_by(encoded.frame_step as usize).collect();
+                format!(
+                    "{:.2}",
+                    psnr_rgb(width, height, &kept, &decoded.frames)?.mean_db
+                )
+            }
+            PreviewFormat::Webp => "n/a".to_string(),
+        };
+        println!("| `{text}` | {psnr} | {} | {millis} |", encoded.bytes);
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

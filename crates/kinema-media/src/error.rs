@@ -49,6 +49,10 @@ pub enum MediaError {
     #[error("invalid output: {0}")]
     InvalidOutput(#[from] crate::OutputOptionError),
 
+    /// The preview options do not fit together (or did not parse).
+    #[error("invalid preview: {0}")]
+    InvalidPreview(#[from] crate::PreviewOptionError),
+
     /// The linked FFmpeg has no encoder for the codec (`encoder` lists the
     /// names looked for).
     #[error("this FFmpeg build has no {codec} encoder (looked for {encoder})")]

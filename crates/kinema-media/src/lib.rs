@@ -1,4 +1,4 @@
-//! Video encoding and poster images for Kinema.
+//! Video encoding, previews and poster images for Kinema.
 //!
 //! * [`encode_video`] turns packed RGB24 frames into a video file in the
 //!   codec, container, pixel format and quality a [`VideoOutput`] names
@@ -7,6 +7,7 @@
 //! * [`VideoOutput::validate`] and [`VideoOutput::check_available`] refuse
 //!   what the linked FFmpeg cannot do, before anything is written;
 //!   [`supported_outputs`] lists what it can.
+//! * [`preview`] writes a small looping animated WebP or GIF.
 //! * [`write_poster_png`] writes a single RGB24 frame as a PNG.
 //! * [`decode_rgb`] and [`psnr_rgb`] read a video back and measure how close
 //!   it is to its source.
@@ -24,6 +25,7 @@ mod mp4;
 mod output;
 mod output_file;
 mod poster;
+mod preview;
 mod spec;
 mod video_writer;
 
@@ -37,4 +39,8 @@ pub use output::{
     VideoEncoder, VideoOutput,
 };
 pub use poster::write_poster_png;
+pub use preview::{
+    preview, EncodedPreview, PreviewFormat, PreviewOptionError, PreviewOptions, MAX_PREVIEW_FPS,
+    MAX_PREVIEW_SIDE,
+};
 pub use spec::{VideoSpec, MAX_DIMENSION, MAX_FPS};
