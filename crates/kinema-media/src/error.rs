@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while encoding a video or writing a poster.
+/// Everything that can go wrong while encoding a video, a preview or a poster,
+/// or decoding a video back.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MediaError {
-    /// Width or height is zero, odd (H.264 yuv420p needs even sizes) or too large.
+    /// Width or height is zero, too large, or not what the pixel format or
+    /// encoder needs (4:2:0 needs even sizes; some encoders have minimums).
     #[error("invalid video size {width}x{height}: {reason}")]
     InvalidSize {
         width: u32,
@@ -43,9 +45,37 @@ pub enum MediaError {
     #[error("output path {path:?} cannot be used: {reason}")]
     UnsupportedPath { path: PathBuf, reason: &'static str },
 
-    /// This FFmpeg build has no H.264 encoder.
-    #[error("no H.264 encoder available (looked for libx264, then any H.264 encoder)")]
-    EncoderNotFound,
+    /// The output options do not fit together (or did not parse).
+    #[error("invalid output: {0}")]
+    InvalidOutput(#[from] crate::OutputOptionError),
+
+    /// The preview options do not fit together (or did not parse).
+    #[error("invalid preview: {0}")]
+    InvalidPreview(#[from] crate::PreviewOptionError),
+
+    /// The linked FFmpeg has no encoder for the codec (`encoder` lists the
+    /// names looked for).
+    #[error("this FFmpeg build has no {codec} encoder (looked for {encoder})")]
+    EncoderUnavailable {
+        codec: &'static str,
+        encoder: String,
+    },
+
+    /// The encoder is present but cannot encode this pixel format.
+    #[error("{encoder} in this FFmpeg build cannot encode {codec} in {pix_fmt}")]
+    PixelFormatUnsupported {
+        codec: &'static str,
+        encoder: &'static str,
+        pix_fmt: &'static str,
+    },
+
+    /// A file to decode has no video stream.
+    #[error("{path:?} has no video stream")]
+    NoVideoStream { path: PathBuf },
+
+    /// Two frame sequences that should correspond differ in length.
+    #[error("expected {expected} frames, got {actual}")]
+    FrameCount { expected: usize, actual: usize },
 
     /// An FFmpeg call failed; `op` names the step.
     #[error("ffmpeg: {op} failed: {source}")]

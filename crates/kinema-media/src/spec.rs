@@ -18,18 +18,25 @@ pub struct VideoSpec {
 impl VideoSpec {
     /// Checks that this spec can be encoded as H.264 yuv420p: width and height
     /// non-zero, even and at most [`MAX_DIMENSION`]; fps in `1..=MAX_FPS`.
+    ///
+    /// Other outputs have their own size rules: see
+    /// [`crate::VideoOutput::validate`].
     pub fn validate(&self) -> Result<(), MediaError> {
-        check_size(self.width, self.height)?;
-        let invalid = |reason| MediaError::InvalidSize {
-            width: self.width,
-            height: self.height,
-            reason,
-        };
+        self.check_geometry()?;
         if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
-            return Err(invalid(
-                "H.264 yuv420p needs even width and height; resize or pad the frames",
-            ));
+            return Err(MediaError::InvalidSize {
+                width: self.width,
+                height: self.height,
+                reason: "H.264 yuv420p needs even width and height; resize or pad the frames",
+            });
         }
+        Ok(())
+    }
+
+    /// Checks what every output needs: width and height non-zero and at most
+    /// [`MAX_DIMENSION`]; fps in `1..=MAX_FPS`.
+    pub(crate) fn check_geometry(&self) -> Result<(), MediaError> {
+        check_size(self.width, self.height)?;
         if self.fps == 0 || self.fps > MAX_FPS {
             return Err(MediaError::InvalidFps {
                 fps: self.fps,

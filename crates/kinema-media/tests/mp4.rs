@@ -343,19 +343,6 @@ fn box_at(file: &[u8], offset: usize) -> String {
     "past the last box".into()
 }
 
-/// Makes glibc fill every fresh heap block with a byte derived from `byte` (and freed
-/// ones with another; 0: off again), so code that reads memory it never wrote sees
-/// different garbage in each run instead of, by luck, the same.
-fn perturb_heap(byte: u8) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a malloc tuning parameter.
-    unsafe {
-        libc::mallopt(libc::M_PERTURB, i32::from(byte));
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = byte;
-}
-
 #[test]
 fn same_frames_give_identical_bytes() {
     let dir = tempfile::tempdir().unwrap();

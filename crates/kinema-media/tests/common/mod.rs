@@ -2,6 +2,8 @@
 //! ffmpeg runners, and an MP4 top-level box scanner.
 #![allow(dead_code)]
 
+pub mod scene;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -45,6 +47,12 @@ pub struct Probe {
     pub r_frame_rate: String,
     pub avg_frame_rate: String,
     pub nb_read_frames: u64,
+    /// The stream's four-character tag (`avc1`, `hvc1`, `av01`, ...; `[0][0][0][0]` in WebM).
+    pub codec_tag_string: String,
+    /// The container as ffprobe names it (`mov,mp4,m4a,3gp,3g2,mj2`, `matroska,webm`, `gif`).
+    pub format_name: String,
+    /// Container duration in seconds.
+    pub duration: f64,
 }
 
 pub fn ffprobe(file: &Path) -> Probe {
@@ -56,7 +64,7 @@ pub fn ffprobe(file: &Path) -> Probe {
             "v:0",
             "-count_frames",
             "-show_entries",
-            "stream=codec_name,pix_fmt,width,height,r_frame_rate,avg_frame_rate,nb_read_frames",
+            "stream=codec_name,codec_tag_string,pix_fmt,width,height,r_frame_rate,avg_frame_rate,nb_read_frames:format=format_name,duration",
             "-of",
             "json",
         ])
@@ -91,6 +99,15 @@ pub fn ffprobe(file: &Path) -> Probe {
         r_frame_rate: text("r_frame_rate"),
         avg_frame_rate: text("avg_frame_rate"),
         nb_read_frames: text("nb_read_frames").parse().expect("nb_read_frames"),
+        codec_tag_string: text("codec_tag_string"),
+        format_name: json["format"]["format_name"]
+            .as_str()
+            .expect("format_name")
+            .to_string(),
+        duration: json["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .expect("duration"),
     }
 }
 
@@ -149,4 +166,17 @@ pub fn top_level_boxes(file: &Path) -> Vec<String> {
     }
     assert_eq!(pos, data.len(), "boxes must tile the file exactly");
     boxes
+}
+
+/// Makes glibc fill every fresh heap block with a byte derived from `byte` (and freed
+/// ones with another; 0: off again), so code that reads memory it never wrote sees
+/// different garbage in each run instead of, by luck, the same.
+pub fn perturb_heap(byte: u8) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tuning parameter.
+    unsafe {
+        libc::mallopt(libc::M_PERTURB, i32::from(byte));
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = byte;
 }
