@@ -287,6 +287,18 @@ pub struct GenerateArgs {
     pub seed: Option<u64>,
     #[arg(long, short, default_value = "kinema-output.mp4")]
     pub output: PathBuf,
+    /// How to encode the video: a codec and options, e.g. `h265:crf=24`,
+    /// `av1:pix=yuv420p10le`, `vp9` (WebM); default: the model's (H.264 MP4). The
+    /// file name given with -o should carry the container's extension.
+    #[arg(long, value_name = "CODEC[:KEY=VALUE...]")]
+    pub format: Option<String>,
+    /// Also make an animated preview (`webp`, `gif`, `gif:max=240:fps=10`), saved
+    /// beside the video as <output>.preview.<webp|gif> unless --preview-out names a
+    /// file.
+    #[arg(long, value_name = "webp|gif[:KEY=VALUE...]")]
+    pub preview: Option<String>,
+    #[arg(long, requires = "preview")]
+    pub preview_out: Option<PathBuf>,
     /// Also save the poster image here.
     #[arg(long)]
     pub poster: Option<PathBuf>,
@@ -341,13 +353,15 @@ pub enum JobsCommand {
     Watch {
         job_id: String,
     },
-    /// Download a finished job's video (or poster).
+    /// Download a finished job's video (or poster, or preview).
     Download {
         job_id: String,
         #[arg(long, short)]
         output: PathBuf,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "preview")]
         poster: bool,
+        #[arg(long)]
+        preview: bool,
     },
 }
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolve_model_source};
 use kinema_diffusion::{Pipeline, PipelineError};
 use kinema_ledger::{ModelPrice, TierPrice};
+use kinema_media::{PreviewOptions, VideoOutput};
 use kinema_wan::info::WanModelInfo;
 use kinema_wan::pipeline::WanPipeline;
 use serde::Deserialize;
@@ -104,6 +105,13 @@ pub struct DefaultsSpec {
     pub guidance: Option<f32>,
     /// Flow shift of the sampler (Wan: 3.0 for 480p, 5.0 suggested for 720p).
     pub shift: Option<f32>,
+    /// How the video is encoded unless a job says otherwise, in the text form of
+    /// `kinema_media::VideoOutput` (`h264`, `h265:crf=24`, `vp9:pix=yuv444p`, ...);
+    /// default `h264` (yuv420p MP4).
+    pub output: Option<String>,
+    /// An animated preview made for every job unless it says otherwise (`webp`,
+    /// `gif:max=240`); default none.
+    pub preview: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -126,6 +134,35 @@ pub struct LimitsSpec {
 struct ModelsFile {
     #[serde(default)]
     model: Vec<ModelSpec>,
+}
+
+/// A model's default video output, checked against this FFmpeg now so that a
+/// models file naming an encoder the server lacks fails at start.
+fn default_output(id: &str, text: Option<&str>) -> Result<VideoOutput, CatalogError> {
+    let output = match text {
+        None => VideoOutput::default(),
+        Some(t) => t
+            .parse()
+            .map_err(|e| model_error(id, format!("defaults.output: {e}")))?,
+    };
+    output
+        .check_available()
+        .map_err(|e| model_error(id, format!("defaults.output: {e}")))?;
+    Ok(output)
+}
+
+/// A model's default preview (`none` or absent: none), checked like its output.
+fn default_preview(id: &str, text: Option<&str>) -> Result<Option<PreviewOptions>, CatalogError> {
+    let Some(text) = text.filter(|t| !t.eq_ignore_ascii_case(crate::manifest::NO_PREVIEW)) else {
+        return Ok(None);
+    };
+    let preview: PreviewOptions = text
+        .parse()
+        .map_err(|e| model_error(id, format!("defaults.preview: {e}")))?;
+    preview
+        .check_available()
+        .map_err(|e| model_error(id, format!("defaults.preview: {e}")))?;
+    Ok(Some(preview))
 }
 
 /// `ID=SOURCE` (the `--model` flag): a model with every default.
@@ -254,6 +291,8 @@ fn wan_model(
         steps: d.steps.unwrap_or(50),
         guidance_scale: d.guidance.unwrap_or(5.0),
         flow_shift: Some(shift),
+        output: default_output(id, d.output.as_deref())?,
+        preview: default_preview(id, d.preview.as_deref())?,
     };
     if !(shift.is_finite() && shift > 0.0) {
         return Err(model_error(

@@ -1,4 +1,5 @@
 use kinema_ledger::ModelPrice;
+use kinema_media::{PreviewOptions, VideoOutput, VideoSpec};
 
 /// What a model accepts. Requests outside these are refused at submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,11 @@ pub struct ModelDefaults {
     pub guidance_scale: f32,
     /// The sampler's flow shift, for flow-matching models.
     pub flow_shift: Option<f32>,
+    /// How the video is encoded (default H.264 yuv420p in MP4, what every browser
+    /// plays).
+    pub output: VideoOutput,
+    /// An animated preview beside the video; none by default.
+    pub preview: Option<PreviewOptions>,
 }
 
 /// A model as the catalogue describes it: identity, limits, defaults and price.
@@ -64,7 +70,16 @@ pub struct JobSpec {
     pub fps: Option<u32>,
     pub steps: Option<u32>,
     pub guidance_scale: Option<f32>,
+    /// The video output in its text form (`h265:crf=24`, see
+    /// [`kinema_media::VideoOutput`]); `None` or empty: the model's default.
+    pub output: Option<String>,
+    /// The preview in its text form (`webp`, `gif:max=240`), or `none`; `None` or
+    /// empty: the model's default.
+    pub preview: Option<String>,
 }
+
+/// What a request's `preview` says when it names none.
+pub const NO_PREVIEW: &str = "none";
 
 /// Settings with every default filled in and every limit checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +90,9 @@ pub struct ResolvedSpec {
     pub fps: u32,
     pub steps: u32,
     pub guidance_scale: f32,
+    /// Checked against this server's FFmpeg and the video's size.
+    pub output: VideoOutput,
+    pub preview: Option<PreviewOptions>,
 }
 
 /// One reason a request field is refused.
@@ -126,10 +144,33 @@ impl ModelManifest {
             fps: spec.fps.unwrap_or(d.fps),
             steps: spec.steps.unwrap_or(d.steps),
             guidance_scale: spec.guidance_scale.unwrap_or(d.guidance_scale),
+            output: d.output,
+            preview: d.preview,
         };
         let mut bad = Vec::new();
         let mut violation =
             |field, description: String| bad.push(FieldViolation { field, description });
+        let mut resolved = resolved;
+        match spec.output.as_deref().filter(|s| !s.trim().is_empty()) {
+            None => {}
+            Some(text) => match text.parse::<VideoOutput>() {
+                Ok(output) => resolved.output = output,
+                Err(e) => violation("output", e.to_string()),
+            },
+        }
+        match spec
+            .preview
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => {}
+            Some(text) if text.eq_ignore_ascii_case(NO_PREVIEW) => resolved.preview = None,
+            Some(text) => match text.parse::<PreviewOptions>() {
+                Ok(preview) => resolved.preview = Some(preview),
+                Err(e) => violation("preview", e.to_string()),
+            },
+        }
         for (field, value, min, max) in [
             ("width", resolved.width, l.min_width, l.max_width),
             ("height", resolved.height, l.min_height, l.max_height),
@@ -189,6 +230,25 @@ impl ModelManifest {
                 "guidance_scale",
                 "must be a finite number in 0..=50".to_string(),
             );
+        }
+        // What this server's FFmpeg can write at this size (encoder present, pixel
+        // format supported, even sides for 4:2:0, ...).
+        let video = VideoSpec {
+            width: resolved.width,
+            height: resolved.height,
+            fps: resolved.fps,
+        };
+        if video.fps > 0 {
+            if let Err(e) = resolved.output.validate(&video) {
+                violation("output", e.to_string());
+            }
+            if let Err(e) = resolved
+                .preview
+                .as_ref()
+                .map_or(Ok(()), |p| p.check_available())
+            {
+                violation("preview", e.to_string());
+            }
         }
         if check_prompt {
             if spec.prompt.trim().is_empty() {

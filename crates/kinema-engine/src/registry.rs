@@ -120,6 +120,8 @@ fn testsrc_manifest() -> ModelManifest {
             steps: 8,
             guidance_scale: 5.0,
             flow_shift: None,
+            output: kinema_media::VideoOutput::default(),
+            preview: None,
         },
         price: ModelPrice {
             tiers: vec![

@@ -131,6 +131,7 @@ impl Rig {
             guidance_scale: 5.0,
             seed: 7,
             output_format: "mp4".into(),
+            preview: None,
             callback_url: String::new(),
             metadata,
             quote: QUOTE,

@@ -69,6 +69,7 @@ pub fn artifact_kind(k: store::ArtifactKind) -> pb::ArtifactKind {
     match k {
         store::ArtifactKind::Video => pb::ArtifactKind::Video,
         store::ArtifactKind::Poster => pb::ArtifactKind::Poster,
+        store::ArtifactKind::Preview => pb::ArtifactKind::Preview,
     }
 }
 
@@ -148,7 +149,9 @@ pub fn job(j: &store::Job) -> pb::Job {
         steps: j.steps,
         guidance_scale: j.guidance_scale,
         seed: j.seed,
-        output_format: pb::OutputFormat::Mp4 as i32,
+        output_format: pb::OutputFormat::Unspecified as i32,
+        output: j.output_format.clone(),
+        preview: j.preview.clone().unwrap_or_default(),
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         metadata: j.metadata.clone(),
         cancel_requested: j.cancel_requested,
@@ -183,6 +186,20 @@ pub fn snapshot_event(j: &store::Job, at_ms: i64) -> pb::JobEvent {
     }
 }
 
+/// Every video output this server's FFmpeg can encode, in their text form (probed
+/// once).
+pub fn supported_outputs() -> Vec<String> {
+    static OUTPUTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    OUTPUTS
+        .get_or_init(|| {
+            kinema_media::supported_outputs()
+                .iter()
+                .map(|s| s.output.to_string())
+                .collect()
+        })
+        .clone()
+}
+
 pub fn model(m: &ModelManifest) -> pb::ModelInfo {
     let l = &m.limits;
     let d = &m.defaults;
@@ -213,6 +230,8 @@ pub fn model(m: &ModelManifest) -> pb::ModelInfo {
             steps: d.steps,
             guidance_scale: d.guidance_scale,
             flow_shift: d.flow_shift,
+            output: d.output.to_string(),
+            preview: d.preview.map(|p| p.to_string()).unwrap_or_default(),
         }),
         prices: m
             .price

@@ -67,6 +67,8 @@ impl JobsService {
             fps: req.fps,
             steps: req.steps,
             guidance_scale: req.guidance_scale,
+            output: Some(req.output.clone()),
+            preview: Some(req.preview.clone()),
         };
         let mut violations = match manifest.resolve(&spec, for_submission) {
             Ok(_) => Vec::new(),
@@ -80,11 +82,21 @@ impl JobsService {
                 format!("{} does not take an input image", manifest.id),
             );
         }
-        if !matches!(
-            pb::OutputFormat::try_from(req.output_format),
-            Ok(pb::OutputFormat::Unspecified | pb::OutputFormat::Mp4)
-        ) {
-            bad("output_format", "only MP4 is supported".into());
+        match pb::OutputFormat::try_from(req.output_format) {
+            Ok(pb::OutputFormat::Unspecified) => {}
+            // The older way to ask for MP4: any output whose container is MP4.
+            Ok(pb::OutputFormat::Mp4) => {
+                let in_mp4 = manifest
+                    .resolve(&spec, false)
+                    .map_or(true, |r| r.output.container == kinema_media::Container::Mp4);
+                if !in_mp4 {
+                    bad(
+                        "output_format",
+                        "MP4 asked for, but `output` names another container".into(),
+                    );
+                }
+            }
+            Err(_) => bad("output_format", "unknown output format".into()),
         }
         if for_submission {
             if !req.callback_url.is_empty() {
@@ -187,7 +199,8 @@ impl JobService for JobsService {
                 steps: checked.spec.steps,
                 guidance_scale: checked.spec.guidance_scale,
                 seed: req.seed.unwrap_or_else(rand::random),
-                output_format: "mp4".into(),
+                output_format: checked.spec.output.to_string(),
+                preview: checked.spec.preview.map(|p| p.to_string()),
                 callback_url: req.callback_url.clone(),
                 metadata: req.metadata.clone(),
                 quote: checked.quote.credits,
@@ -377,6 +390,7 @@ impl JobService for JobsService {
             let kind = match pb::ArtifactKind::try_from(req.kind) {
                 Ok(pb::ArtifactKind::Unspecified | pb::ArtifactKind::Video) => ArtifactKind::Video,
                 Ok(pb::ArtifactKind::Poster) => ArtifactKind::Poster,
+                Ok(pb::ArtifactKind::Preview) => ArtifactKind::Preview,
                 Err(_) => return Err(ApiError::field("kind", "unknown artifact kind")),
             };
             let artifact = job
@@ -473,6 +487,7 @@ impl JobService for JobsService {
         handle(&self.app, request, Access::Any, |_, _| async move {
             Ok(pb::ListModelsResponse {
                 models: self.app.registry.manifests().map(convert::model).collect(),
+                outputs: convert::supported_outputs(),
             })
         })
         .await

@@ -114,6 +114,7 @@ async fn submit(store: &Store, account_id: &str) -> String {
                 guidance_scale: 5.0,
                 seed: 7,
                 output_format: "mp4".into(),
+                preview: None,
                 callback_url: String::new(),
                 metadata: Default::default(),
                 quote: 10,

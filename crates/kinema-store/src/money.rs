@@ -275,6 +275,7 @@ mod tests {
             guidance_scale: 5.0,
             seed: 1,
             output_format: "mp4".into(),
+            preview: None,
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: 10,

@@ -40,6 +40,7 @@ pub(crate) struct JobRow {
     guidance_scale: f64,
     seed: i64,
     output_format: String,
+    preview: Option<String>,
     callback_url: String,
     metadata: String,
     #[sqlx(try_from = "String")]
@@ -104,6 +105,7 @@ impl TryFrom<JobRow> for Job {
             // SQLite integers are i64: the seed's bits are stored as they are.
             seed: r.seed as u64,
             output_format: r.output_format,
+            preview: r.preview,
             callback_url: r.callback_url,
             metadata,
             state: r.state,

@@ -61,7 +61,7 @@ text_enum!(EntryKind {
     Debit => "DEBIT", Refund => "REFUND", Expire => "EXPIRE", Forfeit => "FORFEIT",
     Adjust => "ADJUST",
 });
-text_enum!(ArtifactKind { Video => "video", Poster => "poster" });
+text_enum!(ArtifactKind { Video => "video", Poster => "poster", Preview => "preview" });
 text_enum!(ArtifactRemoval { Retention => "retention", AccountClosed => "account_closed" });
 
 /// A job's class in the queue: every queued job of a higher class is leased before
@@ -248,7 +248,10 @@ pub struct NewJob {
     pub steps: u32,
     pub guidance_scale: f32,
     pub seed: u64,
+    /// How the video is encoded, in `kinema_media::VideoOutput`'s text form.
     pub output_format: String,
+    /// The animated preview asked for, in `kinema_media::PreviewOptions`' text form.
+    pub preview: Option<String>,
     pub callback_url: String,
     pub metadata: BTreeMap<String, String>,
     pub quote: Credits,
@@ -275,7 +278,10 @@ pub struct Job {
     pub steps: u32,
     pub guidance_scale: f32,
     pub seed: u64,
+    /// How the video is encoded, in `kinema_media::VideoOutput`'s text form.
     pub output_format: String,
+    /// The animated preview asked for, in `kinema_media::PreviewOptions`' text form.
+    pub preview: Option<String>,
     pub callback_url: String,
     pub metadata: BTreeMap<String, String>,
     pub state: JobState,

@@ -140,6 +140,7 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         guidance_scale: 5.0,
         seed: 1,
         output_format: "mp4".into(),
+        preview: None,
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,

@@ -62,6 +62,7 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         guidance_scale: 5.0,
         seed: u64::MAX,
         output_format: "mp4".into(),
+        preview: None,
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,

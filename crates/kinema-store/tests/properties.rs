@@ -522,6 +522,7 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         guidance_scale: 1.0,
         seed: 0,
         output_format: "mp4".into(),
+        preview: None,
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,

@@ -124,6 +124,7 @@ impl<'a> Spec<'a> {
             guidance_scale: 5.0,
             seed: 7,
             output_format: "mp4".into(),
+            preview: None,
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: self.quote,

@@ -114,6 +114,7 @@ fn job(account: &str) -> NewJob {
         guidance_scale: 1.0,
         seed: 0,
         output_format: "mp4".into(),
+        preview: None,
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 1,

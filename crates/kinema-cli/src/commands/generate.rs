@@ -88,6 +88,8 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         guidance_scale: args.guidance,
         seed: args.seed,
         idempotency_key: args.idempotency_key.clone(),
+        output: args.format.clone().unwrap_or_default(),
+        preview: args.preview.clone().unwrap_or_default(),
         priority: match args.priority {
             Priority::Low => pb::JobPriority::Low,
             Priority::Normal => pb::JobPriority::Normal,
@@ -166,6 +168,15 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         follow::download(c, &job, pb::ArtifactKind::Poster, poster).await?;
         println!("poster     {}", poster.display());
     }
+    if let Some(preview) = job
+        .artifacts
+        .iter()
+        .find(|a| a.kind == pb::ArtifactKind::Preview as i32)
+    {
+        let path = preview_path(args, &preview.mime);
+        follow::download(c, &job, pb::ArtifactKind::Preview, &path).await?;
+        println!("preview    {}", path.display());
+    }
     if let Some(u) = &job.usage {
         println!(
             "timings    text {} ms, denoise {} ms, decode {} ms, encode {} ms, store {} ms, total {} ms on {}",
@@ -173,4 +184,14 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         );
     }
     Ok(())
+}
+
+/// Where the preview goes: `--preview-out`, else beside the video
+/// (`clip.mp4` -> `clip.preview.webp`).
+pub(crate) fn preview_path(args: &GenerateArgs, mime: &str) -> std::path::PathBuf {
+    if let Some(path) = &args.preview_out {
+        return path.clone();
+    }
+    let extension = mime.rsplit('/').next().unwrap_or("bin");
+    args.output.with_extension(format!("preview.{extension}"))
 }

@@ -65,16 +65,17 @@ pub async fn run(mut c: Clients, cmd: JobsCommand) -> anyhow::Result<()> {
             job_id,
             output,
             poster,
+            preview,
         } => {
             let job = c
                 .jobs
                 .get_job(pb::GetJobRequest { account_id, job_id })
                 .await?
                 .into_inner();
-            let kind = if poster {
-                pb::ArtifactKind::Poster
-            } else {
-                pb::ArtifactKind::Video
+            let kind = match (poster, preview) {
+                (true, _) => pb::ArtifactKind::Poster,
+                (_, true) => pb::ArtifactKind::Preview,
+                _ => pb::ArtifactKind::Video,
             };
             let bytes = follow::download(&mut c, &job, kind, &output).await?;
             println!("{} ({bytes} bytes)", output.display());

@@ -1,4 +1,5 @@
-//! A job's outputs: the frames encoded to MP4 and a poster PNG in scratch space (on a
+//! A job's outputs: the frames encoded as the job asked (its `output_format`, H.264 MP4
+//! by default), a poster PNG and the preview it asked for, in scratch space (on a
 //! blocking thread), then stored as its artifacts, within its time limits.
 
 use std::path::{Path, PathBuf};
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kinema_diffusion::VideoFrames;
-use kinema_media::VideoSpec;
+use kinema_media::{PreviewOptions, VideoOutput, VideoSpec};
 use kinema_store::{Artifact, ArtifactKind, Job, Stage, Usage};
 use tracing::warn;
 
@@ -37,11 +38,15 @@ impl Worker {
         let t = Instant::now();
         let encoded = {
             let scratch = scratch.clone();
-            let fps = job.fps;
             let fail = plan
                 .fails_at(FaultStage::EncodeVideo)
                 .then(|| plan.failure("encode_video", FailureCode::EncoderError));
-            tokio::task::spawn_blocking(move || encode_outputs(&frames, fps, &scratch, fail)).await
+            let asked = requested_outputs(job);
+            tokio::task::spawn_blocking(move || {
+                let asked = asked?;
+                encode_outputs(&frames, &asked, &scratch, fail)
+            })
+            .await
         };
         usage.encode_video_ms = t.elapsed().as_millis() as u64;
         // The encoder cannot be interrupted: a limit it passed fails the job now.
@@ -101,23 +106,20 @@ impl Worker {
             .now_ms()
             .saturating_add(inner.config.artifact_ttl_ms);
         let mut artifacts = Vec::new();
-        for (kind, name, mime, path) in [
-            (ArtifactKind::Video, "video.mp4", "video/mp4", &files.video),
-            (
-                ArtifactKind::Poster,
-                "poster.png",
-                "image/png",
-                &files.poster,
-            ),
-        ] {
+        for file in &files.files {
+            let name = file
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("file");
             let stored = inner
                 .artifacts
-                .put_file(&job.id, name, path)
+                .put_file(&job.id, name, &file.path)
                 .await
                 .map_err(|e| JobFailure::new(FailureCode::StorageError, e.to_string()))?;
             artifacts.push(Artifact {
-                kind,
-                mime: mime.into(),
+                kind: file.kind,
+                mime: file.mime.into(),
                 bytes: stored.bytes,
                 sha256: stored.sha256,
                 location: stored.location,
@@ -129,14 +131,53 @@ impl Worker {
     }
 }
 
+/// What a job asked its outputs to be, read back from the job as submitted (checked
+/// then against this server's FFmpeg).
+struct Asked {
+    fps: u32,
+    output: VideoOutput,
+    preview: Option<PreviewOptions>,
+}
+
+fn requested_outputs(job: &Job) -> Result<Asked, JobFailure> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        JobFailure::new(
+            FailureCode::EncoderError,
+            format!("the job's {what} cannot be encoded here: {e}"),
+        )
+    };
+    let output = job
+        .output_format
+        .parse::<VideoOutput>()
+        .map_err(|e| invalid("output", &e))?;
+    let preview = match &job.preview {
+        Some(p) => Some(
+            p.parse::<PreviewOptions>()
+                .map_err(|e| invalid("preview", &e))?,
+        ),
+        None => None,
+    };
+    Ok(Asked {
+        fps: job.fps,
+        output,
+        preview,
+    })
+}
+
+/// One encoded file waiting in scratch space to be stored.
+struct EncodedFile {
+    kind: ArtifactKind,
+    mime: &'static str,
+    path: PathBuf,
+}
+
 struct EncodedFiles {
-    video: PathBuf,
-    poster: PathBuf,
+    files: Vec<EncodedFile>,
 }
 
 fn encode_outputs(
     frames: &VideoFrames,
-    fps: u32,
+    asked: &Asked,
     dir: &Path,
     injected: Option<JobFailure>,
 ) -> Result<EncodedFiles, JobFailure> {
@@ -156,18 +197,40 @@ fn encode_outputs(
     let spec = VideoSpec {
         width: frames.width as u32,
         height: frames.height as u32,
-        fps,
+        fps: asked.fps,
     };
     let rgb: Vec<Vec<u8>> = (0..frames.num_frames)
         .map(|i| frames.frame_rgb8(i))
         .collect();
-    let video = dir.join("video.mp4");
-    kinema_media::encode_mp4(&spec, rgb.iter().map(Vec::as_slice), &video)
-        .map_err(|e| encoder_error(&e))?;
+    let frames = || rgb.iter().map(Vec::as_slice);
+    let output = &asked.output;
+    let video = dir.join(format!("video.{}", output.extension()));
+    kinema_media::encode_video(&spec, output, frames(), &video).map_err(|e| encoder_error(&e))?;
     let poster = dir.join("poster.png");
     kinema_media::write_poster_png(spec.width, spec.height, &rgb[0], &poster)
         .map_err(|e| encoder_error(&e))?;
-    Ok(EncodedFiles { video, poster })
+    let mut files = vec![
+        EncodedFile {
+            kind: ArtifactKind::Video,
+            mime: output.mime(),
+            path: video,
+        },
+        EncodedFile {
+            kind: ArtifactKind::Poster,
+            mime: "image/png",
+            path: poster,
+        },
+    ];
+    if let Some(options) = &asked.preview {
+        let path = dir.join(format!("preview.{}", options.format.extension()));
+        kinema_media::preview(&spec, options, frames(), &path).map_err(|e| encoder_error(&e))?;
+        files.push(EncodedFile {
+            kind: ArtifactKind::Preview,
+            mime: options.format.mime(),
+            path,
+        });
+    }
+    Ok(EncodedFiles { files })
 }
 
 async fn remove_scratch(dir: &Path) {

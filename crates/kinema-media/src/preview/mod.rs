@@ -80,6 +80,16 @@ pub fn preview<'a>(
     })
 }
 
+impl PreviewOptions {
+    /// Checks the options and that this FFmpeg has the format's encoder, without
+    /// writing anything (what a server does when a request names a preview).
+    pub fn check_available(&self) -> Result<(), MediaError> {
+        self.check()?;
+        ensure_ffmpeg()?;
+        preview_encoder(self.format).map(|_| ())
+    }
+}
+
 /// The FFmpeg encoder for a preview format.
 fn preview_encoder(format: PreviewFormat) -> Result<ffmpeg::Codec, MediaError> {
     let (name, id) = match format {

@@ -26,6 +26,8 @@ fn flag_of(field: &str) -> &str {
         "steps" => "--steps",
         "fps" => "--fps",
         "prompt" => "--prompt",
+        "output" => "--format",
+        "preview" => "--preview",
         other => other,
     }
 }
@@ -77,6 +79,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         fps: args.fps,
         steps: args.steps,
         guidance_scale: args.guidance,
+        output: args.format.clone(),
+        preview: args.preview.clone(),
     };
     let r = manifest.resolve(&requested, true).map_err(|violations| {
         let why: Vec<String> = violations
@@ -192,8 +196,13 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let rgb: Vec<Vec<u8>> = (0..frames.num_frames)
         .map(|i| frames.frame_rgb8(i))
         .collect();
-    let video = kinema_media::encode_mp4(&spec, rgb.iter().map(Vec::as_slice), &args.output)
-        .with_context(|| format!("encoding {}", args.output.display()))?;
+    let video = kinema_media::encode_video(
+        &spec,
+        &r.output,
+        rgb.iter().map(Vec::as_slice),
+        &args.output,
+    )
+    .with_context(|| format!("encoding {}", args.output.display()))?;
     let encode_ms = t.elapsed().as_millis();
     println!(
         "video      {} ({} frames, {} bytes)",
@@ -205,6 +214,12 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         kinema_media::write_poster_png(spec.width, spec.height, &rgb[0], poster)
             .with_context(|| format!("writing {}", poster.display()))?;
         println!("poster     {}", poster.display());
+    }
+    if let Some(options) = &r.preview {
+        let path = super::preview_path(args, options.format.mime());
+        kinema_media::preview(&spec, options, rgb.iter().map(Vec::as_slice), &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("preview    {}", path.display());
     }
     println!(
         "timings    load {load_ms} ms, text {text_ms} ms, denoise {denoise_ms} ms, decode {decode_ms} ms, encode {encode_ms} ms on {}",
