@@ -153,28 +153,26 @@ async fn cycles(
     };
     for _ in 0..cycles {
         store.submit_job(job(&account), "bench", now_ms()).await?;
-        let mut leased = lease().await?;
-        if retry {
-            let retryable = Failure {
-                retryable: true,
-                ..failure.clone()
-            };
+        // The job leased may be another client's; with `retry`, a job's first start
+        // goes back to the queue, so a client leases until it holds one to fail.
+        loop {
+            let leased = lease().await?;
+            if retry && leased.attempts == 1 {
+                let retryable = Failure {
+                    retryable: true,
+                    ..failure.clone()
+                };
+                let usage = Usage::default();
+                store
+                    .retry_job(&leased.id, &owner, &retryable, 2, false, &usage, now_ms())
+                    .await?;
+                continue;
+            }
             store
-                .retry_job(
-                    &leased.id,
-                    &owner,
-                    &retryable,
-                    2,
-                    false,
-                    &Usage::default(),
-                    now_ms(),
-                )
+                .fail_job(&leased.id, &owner, &failure, &Usage::default(), now_ms())
                 .await?;
-            leased = lease().await?;
+            break;
         }
-        store
-            .fail_job(&leased.id, &owner, &failure, &Usage::default(), now_ms())
-            .await?;
     }
     Ok(())
 }
