@@ -1,4 +1,4 @@
-//! End to end with `--test-clock`: the credit rules of CONTRACT.md §2-§3 through the
+//! End to end with `--test-clock`: the credit rules of docs/api.md, "Money" through the
 //! gRPC API of the real `kinema serve` — FIFO by expiry, refund into an expired lot,
 //! expiry at the exact instant, one trial, packs and payment refs, price notice,
 //! termination for violation — each ending with `kinema ledger verify` passing.

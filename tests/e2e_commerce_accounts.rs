@@ -1,5 +1,5 @@
 //! End to end with `--test-clock`: pay-as-you-go accounts and the account lifecycle
-//! (CONTRACT.md §4, §5) — arrears, suspension after the grace, termination after the
+//! (docs/api.md, "Postpaid accounts") — arrears, suspension after the grace, termination after the
 //! suspension limit with videos deleted, top-up reactivation, operator suspension, and
 //! deletion refused with every reason — each ending with `kinema ledger verify`.
 

@@ -1,4 +1,4 @@
-//! End to end with `--test-clock`: subscriptions (CONTRACT.md §3) through the gRPC
+//! End to end with `--test-clock`: subscriptions (docs/api.md, "Catalogue, purchases and plans") through the gRPC
 //! API — monthly renewal and the 24-hour cancellation rule, annual proration, queued
 //! plans — each ending with `kinema ledger verify` passing.
 

@@ -1,5 +1,5 @@
 //! End to end: refused requests get the right gRPC status and `ErrorInfo` reason, and
-//! hold or charge nothing; idempotent retries (CONTRACT.md §1, §2, §5, §7).
+//! hold or charge nothing; idempotent retries (docs/api.md, "Jobs").
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! End to end: standard health checking and reflection, and a graceful SIGTERM
-//! shutdown that keeps the data for the next start (CONTRACT.md §8).
+//! shutdown that keeps the data for the next start (docs/api.md, "Keys and roles").
 
 mod common;
 

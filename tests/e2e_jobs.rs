@@ -1,6 +1,6 @@
 //! End to end: a platform backend drives `kinema serve` through a job's whole life —
 //! quote, submit, watch, download — and through failures and cancels, checking the
-//! credits at each end (CONTRACT.md §1, §2).
+//! credits at each end (docs/api.md, "Jobs").
 
 mod common;
 

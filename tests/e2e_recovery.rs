@@ -1,6 +1,6 @@
 //! End to end: the server is killed mid-job and restarted on the same data dir; jobs
 //! resume without a second debit, or fail with a refund once their retries are spent.
-//! Parallel submissions never overspend (CONTRACT.md §2).
+//! Parallel submissions never overspend (docs/api.md, "Money").
 
 mod common;
 

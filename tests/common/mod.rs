@@ -706,7 +706,7 @@ pub fn with_meta(mut req: pb::CreateJobRequest, pairs: &[(&str, &str)]) -> pb::C
     req
 }
 
-/// The testsrc price book (CONTRACT.md §2.1): credits per second by tier, scaled by
+/// The testsrc price book (docs/api.md, "Quotes"): credits per second by tier, scaled by
 /// steps above the default 8, rounded up, at least 1.
 pub fn expected_quote(width: u32, height: u32, frames: u32, fps: u32, steps: u32) -> i64 {
     let side = width.max(height);

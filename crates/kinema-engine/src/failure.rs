@@ -1,7 +1,7 @@
 use kinema_diffusion::PipelineError;
 use kinema_store::Failure;
 
-/// Why a job failed, as the job's `failure.code` says it (CONTRACT.md §2.4).
+/// Why a job failed, as the job's `failure.code` says it (docs/api.md, "Refunds").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureCode {
     ModelError,

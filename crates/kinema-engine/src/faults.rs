@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use crate::FailureCode;
 
-/// A stage where `--fault-injection` can make a job fail (CONTRACT.md §8).
+/// A stage where `--fault-injection` can make a job fail (docs/api.md, "Keys and roles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultStage {
     EncodeText,

@@ -1,4 +1,4 @@
-//! Artifact retention (CONTRACT.md §6): one pass deletes the artifacts past their
+//! Artifact retention (docs/api.md, "Downloading"): one pass deletes the artifacts past their
 //! `artifact_ttl`. The server's sweeper runs it on its interval with its other passes.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use crate::Clock;
 
 const BATCH: u32 = 500;
 
-/// Deletes artifacts whose retention (`artifact_ttl`) has ended (CONTRACT.md §6). The
+/// Deletes artifacts whose retention (`artifact_ttl`) has ended (docs/api.md, "Downloading"). The
 /// store keeps the row, so a later download says ARTIFACT_EXPIRED.
 pub struct RetentionSweeper {
     pub store: Store,

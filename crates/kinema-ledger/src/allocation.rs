@@ -9,7 +9,7 @@ pub struct Allocation {
     pub amount: Credits,
 }
 
-/// Takes `amount` from the live lots, earliest expiry first (CONTRACT.md §2.3).
+/// Takes `amount` from the live lots, earliest expiry first (docs/api.md, "Hold, debit, release").
 /// Either the whole amount is covered or nothing is taken.
 pub fn allocate_debit(
     lots: &[LotState],
@@ -48,7 +48,7 @@ pub fn allocate_debit(
 }
 
 /// Where a refund of a debit goes: each credit back to the lot it came from, except
-/// those whose lot has expired since, which go to one new refund lot (CONTRACT.md §2.4).
+/// those whose lot has expired since, which go to one new refund lot (docs/api.md, "Refunds").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundPlan {
     pub to_lots: Vec<Allocation>,

@@ -1,4 +1,4 @@
-//! Calendar arithmetic in UTC, by hand: "a month of a subscription" (CONTRACT.md §3).
+//! Calendar arithmetic in UTC, by hand: "a month of a subscription" (docs/api.md, "Catalogue, purchases and plans").
 //!
 //! A month is a calendar month: adding N months keeps the day of the month and the
 //! time of day, clamping the day to the last day of the target month (Jan 31 + 1

@@ -1,4 +1,4 @@
-//! The catalogue: packs and plans with their price schedules (CONTRACT.md §3).
+//! The catalogue: packs and plans with their price schedules (docs/api.md, "Catalogue, purchases and plans").
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! The ledger vocabulary the rules speak in: entry kinds (CONTRACT.md §2.7) and the
+//! The ledger vocabulary the rules speak in: entry kinds (docs/api.md, "The ledger") and the
 //! lots a rule asks the store to create.
 
 use std::fmt;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Credits, LedgerError, UnixMillis};
 
-/// Kinds of ledger entries (CONTRACT.md §2.7). The text form is the one stored.
+/// Kinds of ledger entries (docs/api.md, "The ledger"). The text form is the one stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EntryKind {
@@ -84,7 +84,7 @@ impl FromStr for EntryKind {
     }
 }
 
-/// Where a lot's credits come from (CONTRACT.md §2: "purchase of a pack, subscription
+/// Where a lot's credits come from (docs/api.md, "Money": "purchase of a pack, subscription
 /// period, trial, admin grant, refund").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

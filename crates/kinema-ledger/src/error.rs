@@ -71,7 +71,7 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    /// The stable machine-readable reason of CONTRACT.md §7, where the error is one
+    /// The stable machine-readable reason of docs/api.md, "Errors", where the error is one
     /// the contract names (`FAILED_PRECONDITION` reasons); `None` otherwise.
     pub fn contract_reason(&self) -> Option<&'static str> {
         match self {

@@ -1,4 +1,4 @@
-//! Expiry and forfeit of lots (CONTRACT.md §2.5, §2.6).
+//! Expiry and forfeit of lots (docs/api.md, "Expiry and forfeit").
 //!
 //! A lot is unusable from the instant `expires_at` (see [`crate::is_live`]); its
 //! remaining credits are then written off by an EXPIRE entry, whenever the sweeper (or

@@ -1,4 +1,4 @@
-//! Admin grants (`GrantCredits`, CONTRACT.md §8): a lot of credits with an optional
+//! Admin grants (`GrantCredits`, docs/api.md, "Keys and roles"): a lot of credits with an optional
 //! expiry, recorded by a GRANT entry.
 
 use crate::{Credits, LedgerError, LotSource, NewLot, UnixMillis};

@@ -1,6 +1,6 @@
 //! Kinema's credit rules as pure functions over plain data. No I/O and no clock:
 //! every rule that depends on time takes `now` (Unix milliseconds) as a parameter.
-//! The store applies these inside its transactions (CONTRACT.md §2–§4).
+//! The store applies these inside its transactions (docs/api.md, "Money").
 //!
 //! One job per module:
 //! - [`quote`](crate::quote()): the price book (§2.1);
@@ -66,5 +66,5 @@ pub type Credits = i64;
 /// Unix time in milliseconds, as handed in by the caller's clock.
 pub type UnixMillis = i64;
 
-/// How long credits refunded into an already-expired lot stay usable (CONTRACT.md §2.4).
+/// How long credits refunded into an already-expired lot stay usable (docs/api.md, "Refunds").
 pub const DEFAULT_REFUND_GRACE_MS: i64 = 7 * 24 * 60 * 60 * 1000;

@@ -1,5 +1,5 @@
 //! Money: an integer amount of minor units (cents) with an ISO 4217 currency code.
-//! Never a float (CONTRACT.md: "All amounts are integers").
+//! Never a float (docs/api.md: "All amounts are integers").
 
 use std::fmt;
 use std::str::FromStr;

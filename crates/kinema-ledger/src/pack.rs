@@ -1,4 +1,4 @@
-//! Pack purchases (CONTRACT.md §3, "Packs"): one lot of the pack's credits expiring
+//! Pack purchases (docs/api.md, "Catalogue, purchases and plans", "Packs"): one lot of the pack's credits expiring
 //! at purchase + validity, paid at the price in effect at the moment of purchase.
 //! Pack credits are not refundable in money; the same `payment_ref` twice is one
 //! purchase (the store keys purchases by it).

@@ -1,4 +1,4 @@
-//! Pay-as-you-go (postpaid) accounts (CONTRACT.md §4).
+//! Pay-as-you-go (postpaid) accounts (docs/api.md, "Postpaid accounts").
 //!
 //! A postpaid account holds a money balance instead of credit lots. A succeeded job is
 //! charged its price in money (failed and cancelled jobs are not). The status follows

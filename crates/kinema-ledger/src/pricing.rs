@@ -1,4 +1,4 @@
-//! Price schedules of packs and plans (CONTRACT.md §3, "Price changes").
+//! Price schedules of packs and plans (docs/api.md, "Catalogue, purchases and plans", "Price changes").
 //!
 //! A price history is append-only: each entry is a price, when it was announced and
 //! when it takes effect. The first entry is the list price the item was created with
@@ -75,7 +75,7 @@ pub fn price_at(history: &PriceHistory, now: UnixMillis) -> Result<Money, Ledger
 }
 
 /// Schedules `new_price` to take effect at `effective_at`, announced at
-/// `announced_at` (CONTRACT.md §3: no earlier than `price_notice` after the
+/// `announced_at` (docs/api.md, "Catalogue, purchases and plans": no earlier than `price_notice` after the
 /// announcement; an earlier one is refused with `PriceNoticeTooShort`, i.e.
 /// `FAILED_PRECONDITION` / `PRICE_NOTICE_TOO_SHORT`). Exactly `notice` is enough.
 /// The currency cannot change. Returns the history with the change appended.

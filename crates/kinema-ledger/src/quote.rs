@@ -11,7 +11,7 @@ pub struct TierPrice {
     pub credits_per_second: Credits,
 }
 
-/// A model's entry in the price book (CONTRACT.md §2.1).
+/// A model's entry in the price book (docs/api.md, "Quotes").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelPrice {
     /// Ascending by `max_side`.

@@ -1,4 +1,4 @@
-//! Plans as a state machine (CONTRACT.md §3, "Plans").
+//! Plans as a state machine (docs/api.md, "Catalogue, purchases and plans", "Plans").
 //!
 //! An account's [`SubscriptionState`] is its current subscription, if any, and at most
 //! one plan queued to start when the current one ends. Every function takes the state
@@ -185,7 +185,7 @@ impl SubscriptionState {
     }
 
     /// A subscription is running while one is current or queued (account deletion is
-    /// refused then, CONTRACT.md §5).
+    /// refused then, docs/api.md, "Accounts").
     pub fn is_running(&self) -> bool {
         self.current.is_some() || self.queued.is_some()
     }

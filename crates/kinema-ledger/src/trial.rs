@@ -1,4 +1,4 @@
-//! Trials (CONTRACT.md §3, "Trial"): one per account, ever; 14 days by default; its
+//! Trials (docs/api.md, "Catalogue, purchases and plans", "Trial"): one per account, ever; 14 days by default; its
 //! credits are one TRIAL lot that expires when the trial ends.
 
 use serde::{Deserialize, Serialize};

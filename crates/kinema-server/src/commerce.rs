@@ -1,5 +1,5 @@
 //! The operator's catalogue file (TOML): packs, plans, the trial offer, pay-as-you-go
-//! pricing and the commerce policy (CONTRACT.md §2-§5). Loaded once at start; price
+//! pricing and the commerce policy (docs/api.md, "Money"). Loaded once at start; price
 //! changes scheduled through the API live in the database on top of it.
 
 use std::path::{Path, PathBuf};

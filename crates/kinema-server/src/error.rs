@@ -5,7 +5,7 @@ use kinema_store::{NotFound, StoreError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// Stable machine-readable reasons (`google.rpc.ErrorInfo.reason`), CONTRACT.md §7.
+/// Stable machine-readable reasons (`google.rpc.ErrorInfo.reason`), docs/api.md, "Errors".
 pub mod reasons {
     pub const INVALID_SPEC: &str = "INVALID_SPEC";
     pub const API_KEY_MISSING: &str = "API_KEY_MISSING";
@@ -119,7 +119,7 @@ impl ApiError {
         )
     }
 
-    /// The key is over its requests-per-second allowance (CONTRACT.md §5).
+    /// The key is over its requests-per-second allowance (docs/api.md, "Accounts").
     pub fn rate_limited(rps: u32, retry_delay: std::time::Duration) -> Self {
         ApiError::Exhausted {
             reason: reasons::RATE_LIMITED,

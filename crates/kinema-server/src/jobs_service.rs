@@ -213,7 +213,11 @@ impl JobService for JobsService {
                 .submit_job(new, &caller.actor(), app.now())
                 .await?;
             let job = match submitted {
-                Submitted::Created(job) => {
+                Submitted::Created(mut job) => {
+                    // Read after the commit: the queue scan stays off the write path.
+                    app.store
+                        .place_in_queue(std::slice::from_mut(&mut job))
+                        .await?;
                     info!(job = %job.id, account = %account_id, model = %job.model, quote = job.quoted, "job queued");
                     app.events.publish(
                         kinema_engine::JobEventKind::StateChanged,
@@ -223,7 +227,12 @@ impl JobService for JobsService {
                     app.worker.wake();
                     job
                 }
-                Submitted::Existing(job) => job,
+                Submitted::Existing(mut job) => {
+                    app.store
+                        .place_in_queue(std::slice::from_mut(&mut job))
+                        .await?;
+                    job
+                }
             };
             Ok(convert::job(&job))
         })

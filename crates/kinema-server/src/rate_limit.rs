@@ -1,4 +1,4 @@
-//! Per-key request rate limit (CONTRACT.md §5): a token bucket per API key. It runs
+//! Per-key request rate limit (docs/api.md, "Accounts"): a token bucket per API key. It runs
 //! on the real clock, also under `--test-clock`: it paces requests, not business time.
 
 use std::num::NonZeroU32;

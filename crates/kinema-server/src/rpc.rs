@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::auth::{authenticate, Caller};
 use crate::error::ApiError;
 
-/// Which keys may make a call (CONTRACT.md §5); calls whose rule depends on the
+/// Which keys may make a call (docs/api.md, "Accounts"); calls whose rule depends on the
 /// request check it themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

@@ -1,4 +1,4 @@
-//! Time-driven housekeeping, on the injected clock (CONTRACT.md §2-§6): lots past
+//! Time-driven housekeeping, on the injected clock (docs/api.md, "Money"): lots past
 //! their expiry get their EXPIRE entries, plans renew and end, postpaid accounts move
 //! through arrears, closed accounts' videos and prompts are purged, and artifacts past
 //! their retention are deleted. With `--test-clock`, `AdvanceClock` runs a sweep

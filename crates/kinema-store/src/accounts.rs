@@ -17,7 +17,7 @@ impl Store {
     }
 
     /// An account billed by credit lots (`Prepaid`) or by a money balance in the
-    /// usage price's currency, starting at zero (`Postpaid`, CONTRACT.md §4).
+    /// usage price's currency, starting at zero (`Postpaid`, docs/api.md, "Postpaid accounts").
     pub async fn create_account_with(
         &self,
         name: &str,

@@ -1,6 +1,6 @@
 //! The catalogue in force: the operator's file (packs and plans with their list
 //! prices) plus the price changes scheduled through the API, which live in the
-//! database so every replica sees them (CONTRACT.md §3, "Price changes").
+//! database so every replica sees them (docs/api.md, "Catalogue, purchases and plans", "Price changes").
 
 use kinema_ledger::{Catalogue, Money, PriceHistory, ScheduledPrice, UnixMillis};
 use sqlx::AnyConnection;

@@ -7,18 +7,18 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use crate::writer::SqliteWriter;
 use crate::StoreError;
 
-/// Money rules the operator can switch (CONTRACT.md §1, §2).
+/// Money rules the operator can switch (docs/api.md, "Jobs").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorePolicy {
     /// A job cancelled while running gets its debit back.
     pub refund_on_cancel: bool,
     /// Life of the lot that takes refunds whose original lot has expired.
     pub refund_grace_ms: i64,
-    /// Grace and suspension limit of postpaid accounts in arrears (CONTRACT.md §4).
+    /// Grace and suspension limit of postpaid accounts in arrears (docs/api.md, "Postpaid accounts").
     pub postpaid: kinema_ledger::PostpaidPolicy,
     /// What one credit of a quote costs a postpaid account, in money.
     pub usage_price: kinema_ledger::Money,
-    /// How many jobs may wait in the queue (CONTRACT.md §5).
+    /// How many jobs may wait in the queue (docs/api.md, "Accounts").
     pub queue: crate::QueueLimits,
 }
 

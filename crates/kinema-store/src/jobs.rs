@@ -37,6 +37,13 @@ impl Store {
         Ok(Some(job))
     }
 
+    /// Sets `queue_position` on the queued ones of `jobs` (see
+    /// `queue::set_queue_positions`), reading the queue once for all of them.
+    pub async fn place_in_queue(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
+        let mut conn = self.read.acquire().await?;
+        set_queue_positions(&mut conn, jobs).await
+    }
+
     /// An account's jobs, newest first, with `seq` below `before_seq`: one read of the
     /// rows, one of their artifacts, one of the queue for their positions.
     pub async fn list_jobs(

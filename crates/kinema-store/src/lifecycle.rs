@@ -1,4 +1,4 @@
-//! The account lifecycle (CONTRACT.md §2.6, §4, §5): operator suspension and
+//! The account lifecycle (docs/api.md, "Expiry and forfeit"): operator suspension and
 //! reinstatement, termination (for violation: credits forfeited; for arrears), the
 //! owner's deletion request (refused with every reason while anything is left), and
 //! the purge of a closed account's videos and prompts.

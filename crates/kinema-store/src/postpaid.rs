@@ -1,4 +1,4 @@
-//! Pay-as-you-go accounts (CONTRACT.md §4): a money balance instead of lots. A
+//! Pay-as-you-go accounts (docs/api.md, "Postpaid accounts"): a money balance instead of lots. A
 //! succeeded job is charged the money price fixed at its submission; the ledger
 //! crate's rules move the account through arrears, suspension and termination.
 

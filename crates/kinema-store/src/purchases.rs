@@ -1,5 +1,5 @@
 //! What the platform pays for: packs (one lot each, idempotent on `payment_ref`) and
-//! the one trial an account ever gets (CONTRACT.md §3).
+//! the one trial an account ever gets (docs/api.md, "Catalogue, purchases and plans").
 
 use kinema_ledger::{Allocation, Catalogue, NewLot, TrialOffer, TrialRecord, UnixMillis};
 use sqlx::AnyConnection;

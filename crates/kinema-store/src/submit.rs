@@ -7,7 +7,6 @@ use crate::entries::{append_entry_known, EntryDraft};
 use crate::jobs::load_job;
 use crate::locks::{lock_account_for_submit, CreditPosition};
 use crate::lots::expire_due_lots;
-use crate::queue::set_queue_positions;
 use crate::rows::JobRow;
 use crate::tx::Tx;
 use crate::{
@@ -18,8 +17,9 @@ impl Store {
     /// Writes the job QUEUED and its HOLD of the quote in one transaction. Refused
     /// (and nothing written) when the account is closed (`AccountClosed`), suspended
     /// (`AccountNotActive`), over a queue bound, or cannot cover the quote. The same
-    /// idempotency key and request returns the first job. Either way the job comes
-    /// back with its queue position, read after the commit.
+    /// idempotency key and request returns the first job. The job comes back without
+    /// its queue position: a caller that shows it asks [`Store::place_in_queue`]
+    /// (outside the transaction: it reads the whole queue).
     pub async fn submit_job(
         &self,
         new: NewJob,
@@ -30,15 +30,8 @@ impl Store {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
         let actor = actor.to_owned();
-        let mut submitted = self
-            .write(move |mut tx| Box::pin(async move { submit(&mut tx, &new, &actor, now).await }))
-            .await?;
-        let mut conn = self.read.acquire().await?;
-        let job = match &mut submitted {
-            Submitted::Created(job) | Submitted::Existing(job) => job,
-        };
-        set_queue_positions(&mut conn, std::slice::from_mut(job)).await?;
-        Ok(submitted)
+        self.write(move |mut tx| Box::pin(async move { submit(&mut tx, &new, &actor, now).await }))
+            .await
     }
 }
 

@@ -1,4 +1,4 @@
-//! Plans (CONTRACT.md §3): the account's `kinema_ledger::SubscriptionState` is kept as
+//! Plans (docs/api.md, "Catalogue, purchases and plans"): the account's `kinema_ledger::SubscriptionState` is kept as
 //! JSON; every change runs the ledger crate's state machine and writes its effects in
 //! the same transaction (lots granted with SUBSCRIPTION_GRANT entries, charges and
 //! refunds owed as billing events).

@@ -205,7 +205,7 @@ pub struct Artifact {
     pub removal: Option<ArtifactRemoval>,
 }
 
-/// Per-stage timings and where the job ran (CONTRACT.md §6 usage records).
+/// Per-stage timings and where the job ran (docs/api.md, "Downloading" usage records).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
@@ -473,7 +473,7 @@ pub struct PostpaidAdvanced {
     pub cancelled: Vec<Job>,
 }
 
-/// One reason an owner's deletion request is refused (CONTRACT.md §5).
+/// One reason an owner's deletion request is refused (docs/api.md, "Accounts").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeletionRefusal {
     /// Credits in unexpired lots.

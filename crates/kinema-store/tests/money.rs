@@ -1,5 +1,5 @@
 //! The store's money paths on SQLite and PostgreSQL (each scenario runs on both): every job state change with
-//! its ledger effect, and the CONTRACT.md §2 invariants after each scenario.
+//! its ledger effect, and the docs/api.md, "Money" invariants after each scenario.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,7 +95,7 @@ fn kinds(entries: &[LedgerEntry], job: &str) -> Vec<EntryKind> {
         .collect()
 }
 
-/// CONTRACT.md §2 invariants, recomputed from the entries alone.
+/// docs/api.md, "Money" invariants, recomputed from the entries alone.
 async fn assert_invariants(f: &Fixture, now: i64) {
     let all = entries(f).await;
     let sum = |k: EntryKind| {

@@ -387,7 +387,7 @@ impl World {
                 let p = self.payg.clone();
                 let before = s.postpaid_account(&p).await?.expect("postpaid balance");
                 let policy = *s.postpaid_policy();
-                // CONTRACT.md §4: in arrears past the grace (or terminated), no new jobs.
+                // docs/api.md, "Postpaid accounts": in arrears past the grace (or terminated), no new jobs.
                 let suspended = before.terminated_at.is_some()
                     || (before.balance.minor < 0
                         && before

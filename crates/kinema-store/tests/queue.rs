@@ -143,7 +143,8 @@ async fn a_flooding_account_does_not_starve_a_single_job(f: Fixture) {
     let single = f.submit(Spec::new(&b)).await;
     // Equal standing (nothing running, never served): the tie goes by account id, so
     // b's job is first or right after a's first.
-    assert!(single.queue_position.unwrap() <= 1, "{single:?}");
+    let placed = f.job(&single.id).await;
+    assert!(placed.queue_position.unwrap() <= 1, "{placed:?}");
     let first = f.lease(&LeaseFilter::any()).await.unwrap();
     let second = f.lease(&LeaseFilter::any()).await.unwrap();
     assert!(

@@ -1,4 +1,4 @@
-//! A job's time limits (CONTRACT.md §1) as instants, from when its model is ready.
+//! A job's time limits (docs/api.md, "Jobs") as instants, from when its model is ready.
 
 use std::time::Instant;
 

@@ -1,5 +1,5 @@
 //! How a job's run ended, and writing that down: the store's transition with its
-//! money effect (CONTRACT.md §2.4), a retry for a retryable failure, the job's event
+//! money effect (docs/api.md, "Refunds"), a retry for a retryable failure, the job's event
 //! and meters.
 
 use std::sync::atomic::Ordering;

@@ -1,5 +1,5 @@
 //! The jobs' side: each job's HOLD, RELEASE, DEBIT and REFUND as they come, and at the
-//! end each stored job against its entries and the refund rules (CONTRACT.md §2.4).
+//! end each stored job against its entries and the refund rules (docs/api.md, "Refunds").
 
 use super::{EntryRecord, JobRecord, JobState, JobTotals, Problem, Replay, VerifyPolicy};
 use crate::{Allocation, Credits, EntryKind};

@@ -1,4 +1,4 @@
-//! The ledger checker behind `kinema ledger verify` (CONTRACT.md §2.7 and the
+//! The ledger checker behind `kinema ledger verify` (docs/api.md, "The ledger" and the
 //! invariants at the end of §2).
 //!
 //! Given every ledger entry and the stored lots and jobs, [`verify_ledger`] replays the

@@ -101,7 +101,7 @@ pub struct JobRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyPolicy {
-    /// Whether a job cancelled while running is refunded (CONTRACT.md §1, default on).
+    /// Whether a job cancelled while running is refunded (docs/api.md, "Jobs", default on).
     pub refund_on_cancel: bool,
 }
 
