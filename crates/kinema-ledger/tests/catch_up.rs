@@ -1,6 +1,6 @@
 //! Catch-up after nobody ticked for a while (the server was down): no month whose
 //! credits would arrive already expired is granted or paid for (the "Catch-up" rule in
-//! `subscription.rs`, docs/subscriptions-catch-up.md).
+//! `subscription/mod.rs`, docs/subscriptions-catch-up.md).
 
 mod common;
 
