@@ -232,23 +232,30 @@ impl ModelManifest {
             );
         }
         // What this server's FFmpeg can write at this size (encoder present, pixel
-        // format supported, even sides for 4:2:0, ...).
-        let video = VideoSpec {
-            width: resolved.width,
-            height: resolved.height,
-            fps: resolved.fps,
+        // format supported, even sides for 4:2:0, ...), once the size itself is one
+        // the model takes (a wrong size is reported on its own field, not twice).
+        let side_ok = |v: u32, min: u32, max: u32| {
+            (min..=max).contains(&v) && v.is_multiple_of(l.size_multiple)
         };
-        if video.fps > 0 {
+        let geometry_ok = side_ok(resolved.width, l.min_width, l.max_width)
+            && side_ok(resolved.height, l.min_height, l.max_height)
+            && (1..=l.max_fps).contains(&resolved.fps);
+        if geometry_ok {
+            let video = VideoSpec {
+                width: resolved.width,
+                height: resolved.height,
+                fps: resolved.fps,
+            };
             if let Err(e) = resolved.output.validate(&video) {
                 violation("output", e.to_string());
             }
-            if let Err(e) = resolved
-                .preview
-                .as_ref()
-                .map_or(Ok(()), |p| p.check_available())
-            {
-                violation("preview", e.to_string());
-            }
+        }
+        if let Err(e) = resolved
+            .preview
+            .as_ref()
+            .map_or(Ok(()), |p| p.check_available())
+        {
+            violation("preview", e.to_string());
         }
         if check_prompt {
             if spec.prompt.trim().is_empty() {
