@@ -18,6 +18,19 @@ pub(crate) fn lot_state(l: &Lot) -> LotState {
     }
 }
 
+/// A lot as the rules see it, as a query returns it: id, remaining, expires_at,
+/// created_at.
+pub(crate) type LotStateRow = (i64, Credits, Option<UnixMillis>, UnixMillis);
+
+pub(crate) fn lot_state_of((id, remaining, expires_at, created_at): LotStateRow) -> LotState {
+    LotState {
+        id,
+        remaining,
+        expires_at,
+        created_at,
+    }
+}
+
 /// The lot states of these ids (of `account_id`), as they stand.
 pub(crate) async fn lot_states(
     tx: &mut Tx<'_>,

@@ -8,7 +8,10 @@ use kinema_ledger::{allocate_debit, forfeit_all, is_live, plan_refund, Allocatio
 use kinema_ledger::{LotState, UnixMillis};
 
 use crate::entries::{append_entry, EntryDraft};
-use crate::lots::{all_lots, expire_due_lots, insert_lot, lot_state, lot_states, move_lot_credits};
+use crate::lots::{
+    all_lots, expire_due_lots, insert_lot, lot_state, lot_state_of, lot_states, move_lot_credits,
+    LotStateRow,
+};
 use crate::tx::Tx;
 use crate::{EntryKind, LedgerEntry, StoreError};
 
@@ -31,7 +34,7 @@ pub(crate) async fn plan_debit(
     now: UnixMillis,
 ) -> Result<PlannedDebit, StoreError> {
     // Lots with credits left, and those due to expire (whatever they have left).
-    let rows: Vec<(i64, Credits, Option<UnixMillis>, UnixMillis)> = sqlx::query_as(
+    let rows: Vec<LotStateRow> = sqlx::query_as(
         "SELECT id, remaining, expires_at, created_at FROM lots WHERE account_id = $1 \
          AND expired_at IS NULL AND (remaining > 0 OR expires_at <= $2)",
     )
@@ -39,15 +42,7 @@ pub(crate) async fn plan_debit(
     .bind(now)
     .fetch_all(tx.conn())
     .await?;
-    let lots: Vec<LotState> = rows
-        .into_iter()
-        .map(|(id, remaining, expires_at, created_at)| LotState {
-            id,
-            remaining,
-            expires_at,
-            created_at,
-        })
-        .collect();
+    let lots: Vec<LotState> = rows.into_iter().map(lot_state_of).collect();
     if lots.iter().any(|l| !is_live(l, now)) {
         expire_due_lots(tx, account_id, now).await?;
     }

@@ -80,6 +80,25 @@ async fn submit(f: &Fixture, quote: i64, now: i64) -> Job {
         .clone()
 }
 
+/// A job of `quote` credits from a fresh grant of 50, leased by OWNER (RUNNING, debited).
+async fn started(f: &Fixture, quote: i64) -> Job {
+    f.store
+        .grant_credits(&f.account, 50, None, "", "admin", T0)
+        .await
+        .unwrap();
+    let job = submit(f, quote, T0).await;
+    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    job
+}
+
+fn failure(code: &str, retryable: bool) -> Failure {
+    Failure {
+        code: code.into(),
+        message: "test".into(),
+        retryable,
+    }
+}
+
 async fn entries(f: &Fixture) -> Vec<LedgerEntry> {
     f.store
         .ledger_entries(&f.account, None, 0, 10_000)
@@ -605,17 +624,8 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out(f: F
 /// The database itself refuses a second DEBIT or REFUND for a job, whatever writes
 /// it: here raw inserts past the store, after the job was debited and refunded.
 async fn the_database_refuses_a_second_debit_or_refund_for_a_job(f: Fixture) {
-    f.store
-        .grant_credits(&f.account, 50, None, "", "admin", T0)
-        .await
-        .unwrap();
-    let job = submit(&f, 10, T0).await;
-    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
-    let failure = Failure {
-        code: "MODEL_ERROR".into(),
-        message: "nan".into(),
-        retryable: false,
-    };
+    let job = started(&f, 10).await;
+    let failure = failure("MODEL_ERROR", false);
     f.store
         .fail_job(&job.id, OWNER, &failure, &Usage::default(), T0 + 1)
         .await
@@ -647,23 +657,14 @@ async fn the_database_refuses_a_second_debit_or_refund_for_a_job(f: Fixture) {
 /// A cancel requested while the job ran wins over the failure its worker reports, as
 /// it does over a success or a retry: CANCELLED, refunded once.
 async fn a_failure_reported_after_a_cancel_request_ends_the_job_cancelled(f: Fixture) {
-    f.store
-        .grant_credits(&f.account, 50, None, "", "admin", T0)
-        .await
-        .unwrap();
-    let job = submit(&f, 10, T0).await;
-    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    let job = started(&f, 10).await;
     let asked = f
         .store
         .cancel_job(&f.account, &job.id, "k", T0 + 1)
         .await
         .unwrap();
     assert!(asked.stop_requested);
-    let failure = Failure {
-        code: "MODEL_ERROR".into(),
-        message: "nan".into(),
-        retryable: false,
-    };
+    let failure = failure("MODEL_ERROR", false);
     let ended = f
         .store
         .fail_job(&job.id, OWNER, &failure, &Usage::default(), T0 + 2)
@@ -683,12 +684,7 @@ async fn a_failure_reported_after_a_cancel_request_ends_the_job_cancelled(f: Fix
 /// A start a draining worker hands back is counted (`attempts` counts every start)
 /// but does not use the retry budget (`handed_back`).
 async fn a_drained_job_goes_back_to_the_queue_without_using_its_retry_budget(f: Fixture) {
-    f.store
-        .grant_credits(&f.account, 50, None, "", "admin", T0)
-        .await
-        .unwrap();
-    let job = submit(&f, 10, T0).await;
-    f.store.lease_next_job(OWNER, LEASE, T0).await.unwrap();
+    let job = started(&f, 10).await;
     let back = f.store.requeue_job(&job.id, OWNER, T0).await.unwrap();
     assert_eq!(
         (back.state, back.attempts, back.handed_back, back.debited),
@@ -709,11 +705,7 @@ async fn a_drained_job_goes_back_to_the_queue_without_using_its_retry_budget(f: 
         Err(StoreError::LeaseLost)
     ));
     // Two starts, one handed back: a budget of two starts has one left.
-    let failure = Failure {
-        code: "STORAGE_ERROR".into(),
-        message: "disk".into(),
-        retryable: true,
-    };
+    let failure = failure("STORAGE_ERROR", true);
     let retried = f
         .store
         .retry_job(
