@@ -18,7 +18,7 @@ pub fn describe() {
     describe_histogram!(
         "kinema_queue_wait_seconds",
         metrics::Unit::Seconds,
-        "From submission (or requeue) to the lease that started the job"
+        "From submission to the lease that started the job (a requeued job counts from its submission)"
     );
     describe_histogram!(
         "kinema_scheduler_gap_seconds",
