@@ -2,9 +2,9 @@ use std::io::SeekFrom;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::ArtifactError;
+use crate::{ArtifactError, ArtifactStore, Download};
 
 /// Artifacts under one directory, addressed by a relative location
 /// (`<job id>/<file name>`) that the database stores.
@@ -46,14 +46,27 @@ impl LocalArtifacts {
         Ok(Self { root })
     }
 
-    /// Copies `source` in as `<job_id>/<name>`, durably (written to a temporary name,
-    /// synced, renamed, then the directory synced so the new name survives a crash),
-    /// and returns its size and SHA-256.
+    /// Copies `source` in as `<job_id>/<name>` (see [`LocalArtifacts::put_stream`]).
     pub async fn put_file(
         &self,
         job_id: &str,
         name: &str,
         source: &Path,
+    ) -> Result<StoredFile, ArtifactError> {
+        let mut input = tokio::fs::File::open(source)
+            .await
+            .map_err(io_err(source))?;
+        self.put_stream(job_id, name, &mut input).await
+    }
+
+    /// Writes what `input` yields as `<job_id>/<name>`, durably (written to a
+    /// temporary name, synced, renamed, then the directory synced so the new name
+    /// survives a crash), and returns its size and SHA-256.
+    pub async fn put_stream(
+        &self,
+        job_id: &str,
+        name: &str,
+        input: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<StoredFile, ArtifactError> {
         let location = format!("{job_id}/{name}");
         let dest = self.resolve(&location)?;
@@ -66,9 +79,6 @@ impl LocalArtifacts {
             .await
             .map_err(io_err(&dir))?;
         let partial = dir.join(format!(".{name}.partial"));
-        let mut input = tokio::fs::File::open(source)
-            .await
-            .map_err(io_err(source))?;
         let mut output = tokio::fs::File::create(&partial)
             .await
             .map_err(io_err(&partial))?;
@@ -76,7 +86,13 @@ impl LocalArtifacts {
         let mut bytes = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = input.read(&mut buf).await.map_err(io_err(source))?;
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|source| ArtifactError::Io {
+                    path: format!("the upload of {location}"),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }
@@ -156,6 +172,47 @@ impl LocalArtifacts {
             return Err(ArtifactError::BadLocation(location.to_string()));
         }
         Ok(self.root.join(rel))
+    }
+}
+
+#[async_trait::async_trait]
+impl ArtifactStore for LocalArtifacts {
+    async fn put_file(
+        &self,
+        job_id: &str,
+        name: &str,
+        source: &Path,
+    ) -> Result<StoredFile, ArtifactError> {
+        LocalArtifacts::put_file(self, job_id, name, source).await
+    }
+
+    async fn put_stream(
+        &self,
+        job_id: &str,
+        name: &str,
+        input: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<StoredFile, ArtifactError> {
+        LocalArtifacts::put_stream(self, job_id, name, input).await
+    }
+
+    async fn read_from(&self, location: &str, offset: u64) -> Result<Download, ArtifactError> {
+        let (file, total) = LocalArtifacts::read_from(self, location, offset).await?;
+        Ok(Download {
+            reader: Box::new(file),
+            total,
+        })
+    }
+
+    async fn delete(&self, location: &str) -> Result<(), ArtifactError> {
+        LocalArtifacts::delete(self, location).await
+    }
+
+    async fn delete_job(&self, job_id: &str) -> Result<(), ArtifactError> {
+        LocalArtifacts::delete_job(self, job_id).await
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kinema_artifacts::LocalArtifacts;
+use kinema_artifacts::Artifacts;
 use kinema_store::Store;
 use tracing::{info, warn};
 
@@ -15,7 +15,7 @@ const BATCH: u32 = 500;
 /// store keeps the row, so a later download says ARTIFACT_EXPIRED.
 pub struct RetentionSweeper {
     pub store: Store,
-    pub artifacts: LocalArtifacts,
+    pub artifacts: Artifacts,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinema_artifacts::LocalArtifacts;
+use kinema_artifacts::{Artifacts, LocalArtifacts};
 use kinema_engine::*;
 use kinema_store::{EntryKind, Job, JobPriority, JobState, NewJob, Store, StorePolicy};
 use tokio::sync::watch;
@@ -52,9 +52,11 @@ impl Rig {
         let store = Store::open_sqlite(&dir.path().join("k.db"), StorePolicy::default())
             .await
             .unwrap();
-        let artifacts = LocalArtifacts::open(dir.path().join("artifacts"))
-            .await
-            .unwrap();
+        let artifacts: Artifacts = Arc::new(
+            LocalArtifacts::open(dir.path().join("artifacts"))
+                .await
+                .unwrap(),
+        );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let now = clock.now_ms();
         let account = store.create_account("acme", None, now).await.unwrap().id;

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use kinema_artifacts::LocalArtifacts;
+use kinema_artifacts::Artifacts;
 use kinema_engine::{Clock, JobEvents, ModelRegistry, TestClock, WorkerPool};
 use kinema_store::Store;
 use tokio::sync::watch;
@@ -9,7 +9,7 @@ use tokio::sync::watch;
 pub struct App {
     pub store: Store,
     pub registry: Arc<ModelRegistry>,
-    pub artifacts: LocalArtifacts,
+    pub artifacts: Artifacts,
     pub clock: Arc<dyn Clock>,
     /// Set when the server runs with `--test-clock`.
     pub test_clock: Option<Arc<TestClock>>,

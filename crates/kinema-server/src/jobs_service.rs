@@ -439,7 +439,10 @@ impl JobService for JobsService {
                     ),
                 ));
             }
-            let (mut file, total) = app
+            let kinema_artifacts::Download {
+                reader: mut file,
+                total,
+            } = app
                 .artifacts
                 .read_from(&artifact.location, req.offset)
                 .await

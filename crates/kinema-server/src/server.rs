@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kinema_artifacts::LocalArtifacts;
+use kinema_artifacts::{Artifacts, LocalArtifacts};
 use kinema_engine::{
     Clock, DeviceSlot, JobEvents, ModelRegistry, SystemClock, TestClock, WorkerConfig, WorkerPool,
 };
@@ -93,7 +93,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(url) => Store::open(url, policy).await?,
         None => Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?,
     };
-    let artifacts = LocalArtifacts::open(dir.join(data_dir::ARTIFACTS)).await?;
+    let artifacts: Artifacts = Arc::new(LocalArtifacts::open(dir.join(data_dir::ARTIFACTS)).await?);
 
     let (admin_key_file, admin_key_created) =
         ensure_admin_key(&store, &dir, clock.now_ms()).await?;

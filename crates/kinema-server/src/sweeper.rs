@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinema_artifacts::LocalArtifacts;
+use kinema_artifacts::Artifacts;
 use kinema_engine::{Clock, JobEventKind, JobEvents, RetentionSweeper};
 use kinema_store::{Store, StoreError};
 use tokio::sync::{watch, Mutex};
@@ -21,7 +21,7 @@ const BATCH: u32 = 500;
 
 pub struct Sweeper {
     pub store: Store,
-    pub artifacts: LocalArtifacts,
+    pub artifacts: Artifacts,
     pub clock: Arc<dyn Clock>,
     pub commerce: Arc<CommerceConfig>,
     pub retention: RetentionSweeper,
@@ -45,7 +45,7 @@ pub struct SweepReport {
 impl Sweeper {
     pub fn new(
         store: Store,
-        artifacts: LocalArtifacts,
+        artifacts: Artifacts,
         clock: Arc<dyn Clock>,
         commerce: Arc<CommerceConfig>,
         events: JobEvents,

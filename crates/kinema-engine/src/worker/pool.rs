@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kinema_artifacts::LocalArtifacts;
+use kinema_artifacts::Artifacts;
 use kinema_store::{Backend, RecoveryReport, Store, StoreError};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -21,7 +21,7 @@ use crate::{meters, Clock, DeviceInfo, JobEvents, ModelCache, ModelRegistry};
 /// the pool.
 pub(crate) struct Inner {
     pub store: Store,
-    pub artifacts: LocalArtifacts,
+    pub artifacts: Artifacts,
     pub clock: Arc<dyn Clock>,
     pub events: JobEvents,
     pub config: WorkerConfig,
@@ -97,7 +97,7 @@ impl WorkerPool {
     pub fn new(
         store: Store,
         registry: Arc<ModelRegistry>,
-        artifacts: LocalArtifacts,
+        artifacts: Artifacts,
         clock: Arc<dyn Clock>,
         events: JobEvents,
         config: WorkerConfig,
