@@ -25,6 +25,7 @@ use tonic_types::StatusExt;
 pub use pb::{JobEventKind, JobStage, JobState, KeyRole, LedgerEntryKind};
 
 pub mod commerce;
+pub mod nodes;
 pub mod postgres;
 pub mod wan;
 
@@ -367,6 +368,8 @@ impl Interceptor for Auth {
 pub type Jobs = JobServiceClient<InterceptedService<Channel, Auth>>;
 pub type Billing = BillingServiceClient<InterceptedService<Channel, Auth>>;
 pub type Admin = AdminServiceClient<InterceptedService<Channel, Auth>>;
+pub type Workers =
+    kinema_proto::v1::worker_service_client::WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
 #[derive(Clone)]
 pub struct Client {
@@ -396,6 +399,14 @@ impl Client {
 
     pub fn admin(&self) -> Admin {
         AdminServiceClient::with_interceptor(self.channel.clone(), self.auth())
+    }
+
+    /// `WorkerService`, as a GPU node calls it (with a worker key).
+    pub fn workers(&self) -> Workers {
+        kinema_proto::v1::worker_service_client::WorkerServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth(),
+        )
     }
 
     pub async fn create_account(&self, name: &str) -> String {

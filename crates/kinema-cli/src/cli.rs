@@ -69,6 +69,67 @@ pub enum Command {
     /// The server's workers, one per device (admin).
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// Run a GPU worker node: lease jobs from a control plane (`--server`) over gRPC
+    /// with a worker key, run them on this machine's devices, upload their videos.
+    Worker(Box<WorkerArgs>),
+    /// Bring a database's schema up to date and exit (what `serve` does at start):
+    /// for a deployment's migration step.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The worker key's secret is read from this file (a `worker` key: `kinema keys
+    /// create --role worker`).
+    #[arg(long, env = "KINEMA_WORKER_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// This node's name, as ListWorkers shows it (default: the hostname).
+    #[arg(long, env = "KINEMA_NODE")]
+    pub node: Option<String>,
+    /// Devices to run jobs on, one worker each: GPU indices (`0,1`, `cuda:0`) or `cpu`
+    /// slots. Default: every CUDA device, else one CPU worker.
+    #[arg(long, env = "KINEMA_DEVICES", conflicts_with = "cpu_workers")]
+    pub devices: Option<String>,
+    /// Run N CPU workers.
+    #[arg(long)]
+    pub cpu_workers: Option<u32>,
+    /// Memory each device's resident models may use, in GiB.
+    #[arg(long)]
+    pub device_memory_gb: Option<f64>,
+    /// The models this node serves (TOML `[[model]]` tables), as the control plane's
+    /// models file names them.
+    #[arg(long, env = "KINEMA_MODELS_FILE")]
+    pub models_file: Option<PathBuf>,
+    /// Serve a model: ID=SOURCE (repeatable).
+    #[arg(long = "model", value_name = "ID=SOURCE", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Scratch space for encoding (default: a `kinema-worker` directory in the
+    /// system's temporary directory).
+    #[arg(long, env = "KINEMA_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// On SIGTERM or a drain, how long a running job may finish before it is handed
+    /// back to the queue, in milliseconds.
+    #[arg(long, default_value_t = 20_000)]
+    pub drain_grace_ms: u64,
+    /// Models each device loads at start (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub preload: Vec<String>,
+    /// Most same-shape jobs denoised as one batch (default: 4 on CUDA, 1 on CPU).
+    #[arg(long)]
+    pub max_batch: Option<u32>,
+    /// Fail a job (TIMEOUT) that runs longer than this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub job_timeout: Option<String>,
+    /// Per-stage limit, STAGE=SECS; repeatable.
+    #[arg(long = "stage-timeout", value_name = "STAGE=SECS")]
+    pub stage_timeouts: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// `postgres://…` or `sqlite://PATH`.
+    #[arg(long, env = "KINEMA_DATABASE_URL")]
+    pub database_url: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,7 +290,8 @@ pub struct ServeArgs {
     /// `cpu` slots (`cpu,cpu`). Default: every CUDA device, else one CPU worker.
     #[arg(long, env = "KINEMA_DEVICES", conflicts_with = "cpu_workers")]
     pub devices: Option<String>,
-    /// Run N CPU workers (the same as --devices cpu,cpu,... N times).
+    /// Run N CPU workers (the same as --devices cpu,cpu,... N times); 0 runs no
+    /// workers here: a control plane whose jobs run on remote `kinema worker` nodes.
     #[arg(long)]
     pub cpu_workers: Option<u32>,
     /// Memory each device's resident models may use, in GiB (default: the device's
@@ -410,7 +472,7 @@ pub enum CreditsCommand {
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     Create {
-        /// admin, platform or account (account keys belong to --account).
+        /// admin, platform, account (belongs to --account) or worker (a GPU node).
         #[arg(long, default_value = "account")]
         role: String,
         #[arg(long, default_value = "")]

@@ -35,6 +35,12 @@ impl JobEvents {
         let _ = self.sender.send(JobEvent { kind, job, at_ms });
     }
 
+    /// Whether anyone listens (a remote worker node's events have no audience: its
+    /// control plane publishes what the worker reports).
+    pub fn is_watched(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.sender.subscribe()
     }

@@ -5,6 +5,7 @@
 mod batch;
 mod catalog;
 mod clock;
+mod control;
 mod devices;
 mod events;
 mod failure;
@@ -12,7 +13,7 @@ mod faults;
 mod generation;
 mod idle_gap;
 mod manifest;
-mod meters;
+pub mod meters;
 mod registry;
 mod residency;
 mod retention;
@@ -25,6 +26,7 @@ pub use catalog::{
     ModelSpec,
 };
 pub use clock::{Clock, SystemClock, TestClock};
+pub use control::JobControl;
 pub use devices::{
     cpu_info, default_devices, discover, parse_devices, DeviceError, DeviceInfo, DeviceRequest,
     DeviceSample, DeviceSampler,
@@ -41,5 +43,5 @@ pub use retention::RetentionSweeper;
 pub use timeouts::{parse_secs, Timeouts};
 pub use worker::{
     default_max_batch, DeviceSlot, DrainError, PoolHandle, Worker, WorkerConfig, WorkerPool,
-    WorkerState, WorkerStatus,
+    WorkerState, WorkerStatus, LOCAL_OWNERS,
 };

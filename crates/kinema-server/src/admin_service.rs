@@ -155,10 +155,11 @@ impl AdminService for Admin {
                 Ok(pb::KeyRole::Admin) => Role::Admin,
                 Ok(pb::KeyRole::Platform) => Role::Platform,
                 Ok(pb::KeyRole::Account) => Role::Account,
+                Ok(pb::KeyRole::Worker) => Role::Worker,
                 _ => {
                     return Err(ApiError::field(
                         "role",
-                        "must be ADMIN, PLATFORM or ACCOUNT",
+                        "must be ADMIN, PLATFORM, ACCOUNT or WORKER",
                     ))
                 }
             };
@@ -257,9 +258,10 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let app = &self.app;
         handle(app, request, Access::Admin, |_, _| async move {
-            Ok(pb::ListWorkersResponse {
-                workers: app.worker.status().iter().map(convert::worker).collect(),
-            })
+            let mut workers: Vec<pb::Worker> =
+                app.worker.status().iter().map(convert::worker).collect();
+            workers.extend(self.remote_workers().await?);
+            Ok(pb::ListWorkersResponse { workers })
         })
         .await
     }
@@ -270,9 +272,55 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::Worker>, Status> {
         let app = &self.app;
         handle(app, request, Access::Admin, |_, req| async move {
-            Ok(convert::worker(&app.worker.drain(&req.owner)?))
+            if let Ok(local) = app.worker.drain(&req.owner) {
+                return Ok(convert::worker(&local));
+            }
+            // A remote node's device: it stops leasing when its next report hears it.
+            if !app
+                .store
+                .request_worker_drain(&req.owner, app.now())
+                .await?
+            {
+                return Err(kinema_engine::DrainError::UnknownWorker(req.owner).into());
+            }
+            let mut remote = self
+                .remote_workers()
+                .await?
+                .into_iter()
+                .find(|w| w.owner == req.owner)
+                .unwrap_or_default();
+            remote.owner = req.owner;
+            remote.state = pb::WorkerState::Draining as i32;
+            Ok(remote)
         })
         .await
+    }
+}
+
+/// Remote devices that reported within this many of their report intervals are listed.
+const REMOTE_WORKER_LIVENESS: u64 = 10;
+
+impl Admin {
+    /// Remote nodes' devices as they last reported (recent reports only), a drain an
+    /// operator asked for shown as DRAINING.
+    async fn remote_workers(&self) -> Result<Vec<pb::Worker>, ApiError> {
+        let app = &self.app;
+        let window = (app.workers.status_interval_ms * REMOTE_WORKER_LIVENESS) as i64;
+        let rows = app.store.remote_workers(app.now() - window).await?;
+        let mut workers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut w = hex::decode(&row.status)
+                .ok()
+                .and_then(|bytes| <pb::Worker as prost::Message>::decode(bytes.as_slice()).ok())
+                .unwrap_or_default();
+            w.owner = row.owner;
+            if row.drain_requested_at.is_some() {
+                w.state = pb::WorkerState::Draining as i32;
+            }
+            w.last_heartbeat = Some(convert::timestamp(row.seen_at));
+            workers.push(w);
+        }
+        Ok(workers)
     }
 }
 

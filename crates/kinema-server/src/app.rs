@@ -25,6 +25,19 @@ pub struct App {
     pub sweeper: Arc<crate::sweeper::Sweeper>,
     /// Requests per second per API key; `None`: unlimited.
     pub rate_limit: Option<crate::rate_limit::KeyRateLimit>,
+    /// What remote worker nodes follow, as the in-process workers do.
+    pub workers: WorkerSettings,
+}
+
+/// The control plane's rules for the workers that lease from it.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    pub lease_ms: i64,
+    pub max_attempts: u32,
+    /// How long a stored video is kept (sets each artifact's `expires_at`).
+    pub artifact_ttl_ms: i64,
+    /// How often a remote node reports its devices' status.
+    pub status_interval_ms: u64,
 }
 
 impl App {

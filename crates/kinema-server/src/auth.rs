@@ -19,6 +19,21 @@ impl Caller {
         self.key.role
     }
 
+    /// Any key but a worker's: workers call only `WorkerService`.
+    pub fn require_client(&self) -> Result<(), ApiError> {
+        match self.key.role {
+            Role::Worker => Err(ApiError::role("admin, platform or account")),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn require_worker(&self) -> Result<(), ApiError> {
+        match self.key.role {
+            Role::Worker => Ok(()),
+            _ => Err(ApiError::role("worker")),
+        }
+    }
+
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.key.role {
             Role::Admin => Ok(()),
@@ -29,7 +44,7 @@ impl Caller {
     pub fn require_operator(&self) -> Result<(), ApiError> {
         match self.key.role {
             Role::Admin | Role::Platform => Ok(()),
-            Role::Account => Err(ApiError::role("admin or platform")),
+            Role::Account | Role::Worker => Err(ApiError::role("admin or platform")),
         }
     }
 
@@ -55,6 +70,7 @@ impl Caller {
         match (&self.key.role, &self.key.account_id) {
             (Role::Account, Some(own)) => Ok(own.clone()),
             (Role::Account, None) => Err(ApiError::Internal("account key without account".into())),
+            (Role::Worker, _) => Err(ApiError::role("admin, platform or account")),
             _ if requested.trim().is_empty() => Err(ApiError::field(
                 "account_id",
                 "required with admin and platform keys",

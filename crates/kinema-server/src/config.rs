@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// Devices to run jobs on, one worker each (`--devices`); empty: every CUDA
     /// device this build sees, else one CPU worker.
     pub devices: Vec<kinema_engine::DeviceRequest>,
+    /// Run workers in this process (false: a control plane whose jobs run on remote
+    /// `kinema worker` nodes, `--cpu-workers 0`).
+    pub local_workers: bool,
     /// Memory each device's models may use (`--device-memory-gb`); default: the
     /// device's memory.
     pub device_memory_bytes: Option<u64>,
@@ -71,6 +74,7 @@ impl ServerConfig {
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),
             sweep_interval: Duration::from_secs(30),
+            local_workers: true,
             models: Vec::new(),
             models_file: None,
             catalog_file: None,

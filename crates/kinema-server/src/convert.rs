@@ -17,7 +17,7 @@ pub fn millis(ts: &prost_types::Timestamp) -> i64 {
         .saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
-fn job_state(s: store::JobState) -> pb::JobState {
+pub fn job_state(s: store::JobState) -> pb::JobState {
     match s {
         store::JobState::Queued => pb::JobState::Queued,
         store::JobState::Running => pb::JobState::Running,
@@ -55,7 +55,7 @@ pub fn store_priority(p: i32) -> Option<store::JobPriority> {
     }
 }
 
-fn stage(s: store::Stage) -> pb::JobStage {
+pub fn stage(s: store::Stage) -> pb::JobStage {
     match s {
         store::Stage::EncodingText => pb::JobStage::EncodingText,
         store::Stage::Denoising => pb::JobStage::Denoising,
@@ -530,6 +530,7 @@ pub fn role(r: store::Role) -> pb::KeyRole {
         store::Role::Admin => pb::KeyRole::Admin,
         store::Role::Platform => pb::KeyRole::Platform,
         store::Role::Account => pb::KeyRole::Account,
+        store::Role::Worker => pb::KeyRole::Worker,
     }
 }
 

@@ -42,6 +42,8 @@ pub mod reasons {
     pub const WORKER_NOT_FOUND: &str = "WORKER_NOT_FOUND";
     pub const QUEUE_FULL: &str = "QUEUE_FULL";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// The artifact store refused or failed an upload (a worker retries the attempt).
+    pub const STORAGE: &str = "STORAGE_UNAVAILABLE";
 }
 
 /// What a client is told to wait before submitting again into a full queue: about

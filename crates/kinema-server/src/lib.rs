@@ -1,6 +1,8 @@
 //! The Kinema gRPC server: `JobService`, `BillingService` and `AdminService` over the
-//! store and the in-process worker, with bearer-key auth, errors mapped once to gRPC
-//! status + `ErrorInfo` reason, health checking and reflection.
+//! store and the in-process workers, `WorkerService` for remote GPU nodes, with
+//! bearer-key auth, errors mapped once to gRPC status + `ErrorInfo` reason, health
+//! checking and reflection; and the worker node's side of the protocol
+//! (`worker_node`), which `kinema worker` runs.
 
 mod admin_service;
 mod app;
@@ -16,9 +18,13 @@ mod rate_limit;
 mod rpc;
 mod server;
 mod sweeper;
+mod worker_messages;
+mod worker_node;
+mod worker_service;
 
 pub use commerce::{CatalogError, CommerceConfig, CATALOG_FILE, DEFAULT_CATALOG};
 pub use config::ServerConfig;
 pub use data_dir::DATABASE as DATABASE_FILE;
 pub use error::{reasons, ServerError};
 pub use server::{start, RunningServer};
+pub use worker_node::{run_worker_node, NodeError, WorkerNodeConfig};

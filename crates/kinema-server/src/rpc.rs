@@ -15,12 +15,14 @@ use crate::error::ApiError;
 /// request check it themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Any live key.
+    /// Any live key but a worker's.
     Any,
     /// Admin and platform keys.
     Operator,
     /// Admin keys.
     Admin,
+    /// Worker keys (`WorkerService`).
+    Worker,
 }
 
 /// Runs one RPC: `body` gets the authenticated caller and the request's message.
@@ -36,9 +38,10 @@ where
 {
     let caller = authenticate(app, &request).await?;
     match access {
-        Access::Any => {}
+        Access::Any => caller.require_client()?,
         Access::Operator => caller.require_operator()?,
         Access::Admin => caller.require_admin()?,
+        Access::Worker => caller.require_worker()?,
     }
     Ok(Response::new(body(caller, request.into_inner()).await?))
 }

@@ -2,13 +2,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::worker_service::WorkerNodes;
 use kinema_artifacts::{Artifacts, LocalArtifacts};
 use kinema_engine::{
     Clock, DeviceSlot, JobEvents, ModelRegistry, SystemClock, TestClock, WorkerConfig, WorkerPool,
+    LOCAL_OWNERS,
 };
 use kinema_proto::v1::admin_service_server::AdminServiceServer;
 use kinema_proto::v1::billing_service_server::BillingServiceServer;
 use kinema_proto::v1::job_service_server::JobServiceServer;
+use kinema_proto::v1::worker_service_server::WorkerServiceServer;
 use kinema_store::{Role, Store, StorePolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -117,7 +120,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         clock.clone(),
         events.clone(),
         WorkerConfig {
-            owner: format!("local-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            owner: format!(
+                "{LOCAL_OWNERS}{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
             lease_ms: config.lease.as_millis() as i64,
             max_attempts: config.max_attempts,
             fault_injection: config.fault_injection,
@@ -170,6 +177,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             config.rate_limit_rps,
             config.rate_limit_burst,
         ),
+        workers: crate::app::WorkerSettings {
+            lease_ms: config.lease.as_millis() as i64,
+            max_attempts: config.max_attempts,
+            artifact_ttl_ms: config.artifact_ttl.as_millis() as i64,
+            status_interval_ms: 2_000,
+        },
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -193,6 +206,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     health_reporter
         .set_serving::<AdminServiceServer<Admin>>()
         .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<WorkerNodes>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kinema_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -205,7 +221,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .add_service(reflection)
         .add_service(JobServiceServer::new(JobsService { app: app.clone() }))
         .add_service(BillingServiceServer::new(Billing { app: app.clone() }))
-        .add_service(AdminServiceServer::new(Admin { app: app.clone() }));
+        .add_service(AdminServiceServer::new(Admin { app: app.clone() }))
+        .add_service(WorkerServiceServer::new(WorkerNodes { app: app.clone() }));
 
     info!(%addr, data_dir = %dir.display(), test_clock = config.test_clock, fault_injection = config.fault_injection, "kinema server listening");
     let mut stop = shutdown_rx.clone();
@@ -240,6 +257,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
 /// The devices to run on, each with the memory its models may use.
 fn device_slots(config: &ServerConfig) -> Result<Vec<DeviceSlot>, ServerError> {
+    if !config.local_workers {
+        info!("no workers in this process: jobs run on remote worker nodes");
+        return Ok(Vec::new());
+    }
     let requests = if config.devices.is_empty() {
         kinema_engine::default_devices()
     } else {

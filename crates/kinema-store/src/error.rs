@@ -46,6 +46,10 @@ pub enum StoreError {
     ExternalIdConflict { job_id: String },
     #[error("the job is no longer leased to this worker")]
     LeaseLost,
+    /// A remote worker could not reach the control plane, or it answered with an
+    /// error the worker cannot act on.
+    #[error("control plane: {0}")]
+    Unavailable(String),
     #[error("invalid: {0}")]
     Invalid(String),
     #[error("stored data is inconsistent: {0}")]

@@ -32,6 +32,7 @@ mod subscriptions;
 mod tx;
 mod types;
 mod verify;
+mod workers;
 mod writer;
 
 pub use attempts::ProgressAck;
@@ -45,3 +46,4 @@ pub use recovery::RecoveryReport;
 pub use retention::ExpiredArtifact;
 pub use types::*;
 pub use verify::{LedgerExport, MoneyReport};
+pub use workers::RemoteWorker;

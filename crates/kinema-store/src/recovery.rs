@@ -16,8 +16,10 @@ pub struct RecoveryReport {
 }
 
 impl Store {
-    /// Running jobs whose worker is gone: every RUNNING job when `all` (a single node
-    /// starting up owns the whole database), else those whose lease has lapsed. Each is
+    /// Running jobs whose worker is gone: those whose lease has lapsed, and, with
+    /// `orphaned`, every RUNNING job whose lease owner starts with it (a single node
+    /// starting up knows the jobs its previous process ran are orphaned, while remote
+    /// workers' jobs may still be running). Each is
     /// cancelled if its cancel was requested, requeued while it has starts left (its
     /// debit stands; it is not debited again), or failed with `WORKER_LOST` and
     /// refunded.
@@ -27,23 +29,23 @@ impl Store {
     /// clock moved past it, say), and are left alone.
     pub async fn recover_lost_jobs(
         &self,
-        all: bool,
+        orphaned: Option<&str>,
         alive_owner: &str,
         max_attempts: u32,
         now: UnixMillis,
     ) -> Result<RecoveryReport, StoreError> {
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT id, lease_owner FROM jobs WHERE state = 'RUNNING' \
-             AND ($1 = 1 OR lease_expires_at <= $2) ORDER BY seq",
+        let rows: Vec<(String, Option<String>, Option<UnixMillis>)> = sqlx::query_as(
+            "SELECT id, lease_owner, lease_expires_at FROM jobs WHERE state = 'RUNNING' \
+             ORDER BY seq",
         )
-        .bind(i64::from(all))
-        .bind(now)
         .fetch_all(&self.read)
         .await?;
-        let lost = rows.into_iter().filter_map(|(id, owner)| {
-            let alive = !alive_owner.is_empty()
-                && owner.as_deref().is_some_and(|o| o.starts_with(alive_owner));
-            (!alive).then_some(id)
+        let lost = rows.into_iter().filter_map(|(id, owner, expires)| {
+            let owner = owner.unwrap_or_default();
+            let alive = !alive_owner.is_empty() && owner.starts_with(alive_owner);
+            let lapsed = expires.is_none_or(|at| at <= now);
+            let orphan = orphaned.is_some_and(|p| owner.starts_with(p));
+            (!alive && (lapsed || orphan)).then_some(id)
         });
         let mut report = RecoveryReport::default();
         for id in lost {

@@ -46,7 +46,9 @@ text_enum!(AccountStatus {
 });
 text_enum!(BillingMode { Prepaid => "prepaid", Postpaid => "postpaid" });
 text_enum!(JobBilling { Credits => "credits", Postpaid => "postpaid" });
-text_enum!(Role { Admin => "admin", Platform => "platform", Account => "account" });
+text_enum!(Role {
+    Admin => "admin", Platform => "platform", Account => "account", Worker => "worker",
+});
 text_enum!(JobState {
     Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED",
     Failed => "FAILED", Cancelled => "CANCELLED",

@@ -571,7 +571,7 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out(f: F
         assert_eq!(leased.attempts, attempt);
         let report = f
             .store
-            .recover_lost_jobs(true, "", 3, T0 + 1)
+            .recover_lost_jobs(Some(""), "", 3, T0 + 1)
             .await
             .unwrap();
         assert_eq!(report.requeued.len(), 1);
@@ -585,7 +585,7 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out(f: F
         .unwrap();
     assert!(f
         .store
-        .recover_lost_jobs(false, "", 3, T0 + LEASE - 1)
+        .recover_lost_jobs(None, "", 3, T0 + LEASE - 1)
         .await
         .unwrap()
         .failed
@@ -593,14 +593,14 @@ async fn lost_workers_requeue_without_a_second_debit_until_attempts_run_out(f: F
     // The caller's own jobs are alive, whatever their lease says.
     assert!(f
         .store
-        .recover_lost_jobs(false, OWNER, 3, T0 + LEASE)
+        .recover_lost_jobs(None, OWNER, 3, T0 + LEASE)
         .await
         .unwrap()
         .failed
         .is_empty());
     let report = f
         .store
-        .recover_lost_jobs(false, "", 3, T0 + LEASE)
+        .recover_lost_jobs(None, "", 3, T0 + LEASE)
         .await
         .unwrap();
     let failed = &report.failed[0];

@@ -12,7 +12,8 @@ pub async fn run(mut c: Clients, cmd: KeysCommand) -> anyhow::Result<()> {
                 "admin" => pb::KeyRole::Admin,
                 "platform" => pb::KeyRole::Platform,
                 "account" => pb::KeyRole::Account,
-                other => bail!("--role must be admin, platform or account, not {other:?}"),
+                "worker" => pb::KeyRole::Worker,
+                other => bail!("--role must be admin, platform, account or worker, not {other:?}"),
             };
             let account_id = if role == pb::KeyRole::Account {
                 c.account.clone()

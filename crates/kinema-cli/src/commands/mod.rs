@@ -9,6 +9,7 @@ mod keys;
 mod ledger;
 mod plans;
 mod serve;
+mod worker;
 mod workers;
 
 pub use bench_load::BenchLoadArgs;
@@ -36,6 +37,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
         Command::Workers(cmd) => workers::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Worker(args) => worker::run(&cli.conn, *args).await,
+        Command::Migrate(args) => worker::migrate(args).await,
     }
 }
 

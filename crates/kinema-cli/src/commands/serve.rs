@@ -32,9 +32,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("--model")?;
     config.models_file = args.models_file.clone();
     config.catalog_file = args.catalog.clone();
+    config.local_workers = args.cpu_workers != Some(0);
     config.devices = match (&args.devices, args.cpu_workers) {
         (Some(d), _) => kinema_engine::parse_devices(d)?,
-        (None, Some(n)) => vec![kinema_engine::DeviceRequest::Cpu; n.max(1) as usize],
+        (None, Some(n)) => vec![kinema_engine::DeviceRequest::Cpu; n as usize],
         (None, None) => Vec::new(),
     };
     config.device_memory_bytes = match args.device_memory_gb {

@@ -34,7 +34,8 @@ impl Worker {
                 return Ending::Interrupted;
             }
         }
-        match self.inner.store.get_job(None, &job.id).await {
+        let inner = &self.inner;
+        match inner.control.leased_job(&job.id, &inner.owner).await {
             Ok(Some(j)) if j.state == JobState::Running && j.cancel_requested => Ending::Cancelled,
             Ok(Some(j)) if j.state == JobState::Running => {
                 if flags.cancel.load(Ordering::SeqCst) {
@@ -58,8 +59,8 @@ impl Worker {
         let written = match ending {
             Ending::Succeeded { artifacts } => {
                 let result = inner
-                    .store
-                    .complete_job(&job.id, owner, &artifacts, usage, now)
+                    .control
+                    .complete(&job.id, owner, &artifacts, usage, now)
                     .await
                     .map(|done| {
                         for cancelled in done.cancelled {
@@ -84,8 +85,8 @@ impl Worker {
                     .attempts_allowed(inner.config.max_attempts, job.run_alone);
                 warn!(code = failure.code.as_str(), message = %failure.message, attempt = job.attempts, allowed, "job failed; retryable");
                 let written = inner
-                    .store
-                    .retry_job(
+                    .control
+                    .retry(
                         &job.id,
                         owner,
                         &failure.to_record(),
@@ -105,17 +106,17 @@ impl Worker {
             Ending::Failed(failure) => {
                 warn!(code = failure.code.as_str(), message = %failure.message, "job failed");
                 inner
-                    .store
-                    .fail_job(&job.id, owner, &failure.to_record(), usage, now)
+                    .control
+                    .fail(&job.id, owner, &failure.to_record(), usage, now)
                     .await
             }
             Ending::Cancelled => {
                 inner
-                    .store
+                    .control
                     .finish_cancelled(&job.id, owner, usage, now)
                     .await
             }
-            Ending::Interrupted => inner.store.requeue_job(&job.id, owner, now).await,
+            Ending::Interrupted => inner.control.hand_back(&job.id, owner, now).await,
             Ending::LeaseLost => {
                 warn!("lease lost; another worker or recovery owns the job now");
                 return None;
@@ -152,7 +153,11 @@ impl Worker {
     }
 
     pub(crate) async fn publish(&self, kind: JobEventKind, job_id: &str) {
-        match self.inner.store.get_job(None, job_id).await {
+        let inner = &self.inner;
+        if !inner.events.is_watched() {
+            return;
+        }
+        match inner.control.leased_job(job_id, &inner.owner).await {
             Ok(Some(job)) => self
                 .inner
                 .events

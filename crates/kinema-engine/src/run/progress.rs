@@ -114,7 +114,7 @@ impl Worker {
         let now = inner.clock.now_ms();
         self.heartbeat();
         match inner
-            .store
+            .control
             .report_progress(
                 &job.id,
                 &inner.owner,

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use crate::{DeviceInfo, Timeouts};
 
+/// The lease owner prefix of every in-process worker (`kinema serve`'s own): a single
+/// node restarting knows jobs under it were its previous process's. Remote worker
+/// nodes' owners begin with their key id instead.
+pub const LOCAL_OWNERS: &str = "local-";
+
 /// Settings every worker of a pool shares.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {

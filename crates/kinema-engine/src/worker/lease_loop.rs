@@ -1,14 +1,13 @@
-//! One worker's loop: preload, look for lapsed leases, lease a job and its batch
-//! companions, run them, hand out-of-memory retries to an idle peer, wait.
+//! One worker's loop: preload, lease a job and its batch companions, run them, hand
+//! out-of-memory retries to an idle peer, wait.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kinema_store::{Job, LeaseFilter};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::recovery::recover;
 use super::{default_max_batch, Worker};
 use crate::idle_gap::IdleGap;
 use crate::{meters, JobEventKind};
@@ -50,7 +49,6 @@ impl Worker {
         let filter = LeaseFilter {
             models: inner.models.placeable_models(),
         };
-        let mut next_recovery = Instant::now();
         let mut idle = IdleGap::default();
         loop {
             if *stop.borrow() {
@@ -58,23 +56,10 @@ impl Worker {
             }
             inner.pool.idle[inner.index].store(true, Ordering::SeqCst);
             self.heartbeat();
-            // Leases that lapsed (another replica died) go back to the queue; one
-            // worker of the pool looks.
-            if inner.index == 0 && Instant::now() >= next_recovery {
-                let c = &inner.config;
-                let alive = format!("{}-w", c.owner);
-                if let Err(e) =
-                    recover(&inner.store, &inner.clock, &inner.events, c, &alive, false).await
-                {
-                    error!(error = %e, "recovering lapsed leases failed");
-                }
-                next_recovery =
-                    Instant::now() + Duration::from_millis((c.lease_ms / 2).max(1000) as u64);
-            }
             let now = inner.clock.now_ms();
             match inner
-                .store
-                .lease_matching(&inner.owner, &filter, inner.config.lease_ms, now)
+                .control
+                .lease(&inner.owner, &filter, inner.config.lease_ms, now)
                 .await
             {
                 Ok(leased) => {
@@ -125,8 +110,8 @@ impl Worker {
         }
         inner.wake_all();
         for _ in 0..100 {
-            match inner.store.get_job(None, &job.id).await {
-                Ok(Some(j)) if j.state == kinema_store::JobState::Queued => {}
+            match inner.control.still_queued(&job.id).await {
+                Ok(true) => {}
                 _ => return,
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -156,7 +141,7 @@ impl Worker {
         }
         let now = inner.clock.now_ms();
         let leased = inner
-            .store
+            .control
             .lease_companions(&inner.owner, &leader, room - 1, inner.config.lease_ms, now)
             .await;
         let mut jobs = vec![leader];

@@ -16,7 +16,7 @@ mod sampling;
 mod status;
 mod stop_flags;
 
-pub use config::{default_max_batch, DeviceSlot, WorkerConfig};
+pub use config::{default_max_batch, DeviceSlot, WorkerConfig, LOCAL_OWNERS};
 pub use pool::{DrainError, PoolHandle, Worker, WorkerPool};
 pub use status::{WorkerState, WorkerStatus};
 pub(crate) use stop_flags::{StopFlags, NO_STEP};

@@ -11,16 +11,18 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, Instrument};
 
-use super::recovery::recover;
+use super::recovery::{recover, recovery_loop};
 use super::sampling::sample_devices;
 use super::status::Activity;
 use super::{DeviceSlot, StopFlags, WorkerConfig, WorkerStatus};
-use crate::{meters, Clock, DeviceInfo, JobEvents, ModelCache, ModelRegistry};
+use crate::{meters, Clock, DeviceInfo, JobControl, JobEvents, ModelCache, ModelRegistry};
 
 /// One worker's state, shared by its lease loop, the jobs it runs (`src/run/`) and
 /// the pool.
 pub(crate) struct Inner {
-    pub store: Store,
+    /// Where jobs are leased and their ends written: the store, or a remote control
+    /// plane.
+    pub control: Arc<dyn JobControl>,
     pub artifacts: Artifacts,
     pub clock: Arc<dyn Clock>,
     pub events: JobEvents,
@@ -67,7 +69,9 @@ pub struct Worker {
 #[derive(Clone)]
 pub struct WorkerPool {
     workers: Arc<Vec<Worker>>,
-    store: Store,
+    /// The store, when this pool runs inside the control plane: it then also finds
+    /// jobs whose worker was lost. A remote node's pool has none.
+    store: Option<Store>,
     clock: Arc<dyn Clock>,
     events: JobEvents,
     config: WorkerConfig,
@@ -94,8 +98,56 @@ pub enum DrainError {
 }
 
 impl WorkerPool {
+    /// A pool inside the server: it leases from the store directly, and recovers jobs
+    /// whose worker was lost.
     pub fn new(
         store: Store,
+        registry: Arc<ModelRegistry>,
+        artifacts: Artifacts,
+        clock: Arc<dyn Clock>,
+        events: JobEvents,
+        config: WorkerConfig,
+        devices: Vec<DeviceSlot>,
+    ) -> Self {
+        let control: Arc<dyn JobControl> = Arc::new(store.clone());
+        Self::build(
+            control,
+            Some(store),
+            registry,
+            artifacts,
+            clock,
+            events,
+            config,
+            devices,
+        )
+    }
+
+    /// A pool on a remote worker node: `control` reaches the control plane (leases,
+    /// progress, endings) and `artifacts` uploads through it.
+    pub fn remote(
+        control: Arc<dyn JobControl>,
+        registry: Arc<ModelRegistry>,
+        artifacts: Artifacts,
+        clock: Arc<dyn Clock>,
+        config: WorkerConfig,
+        devices: Vec<DeviceSlot>,
+    ) -> Self {
+        Self::build(
+            control,
+            None,
+            registry,
+            artifacts,
+            clock,
+            JobEvents::new(16),
+            config,
+            devices,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        control: Arc<dyn JobControl>,
+        store: Option<Store>,
         registry: Arc<ModelRegistry>,
         artifacts: Artifacts,
         clock: Arc<dyn Clock>,
@@ -125,7 +177,7 @@ impl WorkerPool {
                 let (stop, _) = watch::channel(false);
                 Worker {
                     inner: Arc::new(Inner {
-                        store: store.clone(),
+                        control: control.clone(),
                         artifacts: artifacts.clone(),
                         clock: clock.clone(),
                         events: events.clone(),
@@ -195,9 +247,12 @@ impl WorkerPool {
     /// locked), so every job left RUNNING by a previous process is orphaned; on
     /// PostgreSQL other replicas may be running jobs, so only lapsed leases are.
     pub async fn recover_after_restart(&self) -> Result<RecoveryReport, StoreError> {
-        let owns_all = self.store.backend() == Backend::Sqlite;
+        let Some(store) = &self.store else {
+            return Ok(RecoveryReport::default());
+        };
+        let owns_all = store.backend() == Backend::Sqlite;
         recover(
-            &self.store,
+            store,
             &self.clock,
             &self.events,
             &self.config,
@@ -230,6 +285,16 @@ impl WorkerPool {
             let worker = w.clone();
             let span = tracing::info_span!("worker", owner = %w.inner.owner, device = %w.inner.device.name);
             tasks.push(tokio::spawn(worker.run_loop().instrument(span)));
+        }
+        if let Some(store) = &self.store {
+            tasks.push(tokio::spawn(recovery_loop(
+                store.clone(),
+                self.clock.clone(),
+                self.events.clone(),
+                self.config.clone(),
+                self.alive_prefix(),
+                shutdown.clone(),
+            )));
         }
         if self.workers.iter().any(|w| w.inner.device.is_cuda()) {
             tasks.push(tokio::spawn(sample_devices(

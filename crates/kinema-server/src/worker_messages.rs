@@ -1,0 +1,144 @@
+//! The worker protocol's messages and the store's types, both ways: the control plane
+//! sends a leased job as a `LeasedJob`, a worker node turns it back into the job its
+//! engine runs; usage records travel as JSON so no field is lost on the way.
+
+use kinema_proto::v1 as pb;
+use kinema_store as store;
+
+use crate::convert::{job_state, millis, stage, store_job_state, timestamp};
+
+/// What a worker node needs of a job to run it.
+pub fn leased_job(j: &store::Job) -> pb::LeasedJob {
+    pb::LeasedJob {
+        id: j.id.clone(),
+        state: job_state(j.state) as i32,
+        model: j.model.clone(),
+        prompt: j.prompt.clone(),
+        negative_prompt: j.negative_prompt.clone(),
+        width: j.width,
+        height: j.height,
+        num_frames: j.num_frames,
+        fps: j.fps,
+        steps: j.steps,
+        guidance_scale: j.guidance_scale,
+        seed: j.seed,
+        output: j.output_format.clone(),
+        preview: j.preview.clone().unwrap_or_default(),
+        metadata: j.metadata.clone(),
+        attempts: j.attempts,
+        handed_back: j.handed_back,
+        run_alone: j.run_alone,
+        batch_key: j.batch_key.clone().unwrap_or_default(),
+        cancel_requested: j.cancel_requested,
+        created_at: Some(timestamp(j.created_at)),
+        account_id: j.account_id.clone(),
+        quoted_credits: j.quoted,
+    }
+}
+
+/// The job a worker node's engine runs, from what the control plane sent. Money and
+/// queue fields the worker never reads keep their defaults.
+pub fn store_job(j: &pb::LeasedJob, owner: &str) -> Result<store::Job, String> {
+    let state = pb::JobState::try_from(j.state)
+        .ok()
+        .and_then(store_job_state)
+        .ok_or_else(|| format!("job {} has an unknown state {}", j.id, j.state))?;
+    Ok(store::Job {
+        seq: 0,
+        id: j.id.clone(),
+        account_id: j.account_id.clone(),
+        external_id: None,
+        idempotency_key: None,
+        model: j.model.clone(),
+        prompt: j.prompt.clone(),
+        negative_prompt: j.negative_prompt.clone(),
+        width: j.width,
+        height: j.height,
+        num_frames: j.num_frames,
+        fps: j.fps,
+        steps: j.steps,
+        guidance_scale: j.guidance_scale,
+        seed: j.seed,
+        output_format: j.output.clone(),
+        preview: (!j.preview.is_empty()).then(|| j.preview.clone()),
+        callback_url: String::new(),
+        metadata: j.metadata.clone(),
+        state,
+        stage: None,
+        progress_step: 0,
+        progress_total: j.steps,
+        quoted: j.quoted_credits,
+        held: 0,
+        debited: 0,
+        refunded: 0,
+        failure: None,
+        cancel_requested: j.cancel_requested,
+        attempts: j.attempts,
+        handed_back: j.handed_back,
+        usage: store::Usage::default(),
+        created_at: j.created_at.as_ref().map(millis).unwrap_or_default(),
+        started_at: None,
+        finished_at: None,
+        artifacts: Vec::new(),
+        queue_position: None,
+        priority: store::JobPriority::Normal,
+        batch_key: (!j.batch_key.is_empty()).then(|| j.batch_key.clone()),
+        run_alone: j.run_alone,
+        billing: store::JobBilling::Credits,
+        price: None,
+        charged_minor: 0,
+        lease_owner: Some(owner.to_string()),
+    })
+}
+
+pub fn job_stage(s: store::Stage) -> pb::JobStage {
+    stage(s)
+}
+
+pub fn store_stage(s: i32) -> Option<store::Stage> {
+    Some(match pb::JobStage::try_from(s).ok()? {
+        pb::JobStage::EncodingText => store::Stage::EncodingText,
+        pb::JobStage::Denoising => store::Stage::Denoising,
+        pb::JobStage::Decoding => store::Stage::Decoding,
+        pb::JobStage::EncodingVideo => store::Stage::EncodingVideo,
+        pb::JobStage::Storing => store::Stage::Storing,
+        pb::JobStage::Unspecified => return None,
+    })
+}
+
+pub fn store_artifact_kind(k: i32) -> Option<store::ArtifactKind> {
+    Some(match pb::ArtifactKind::try_from(k).ok()? {
+        pb::ArtifactKind::Video => store::ArtifactKind::Video,
+        pb::ArtifactKind::Poster => store::ArtifactKind::Poster,
+        pb::ArtifactKind::Preview => store::ArtifactKind::Preview,
+        pb::ArtifactKind::Unspecified => return None,
+    })
+}
+
+pub fn failure(f: &store::Failure) -> pb::JobFailure {
+    pb::JobFailure {
+        code: f.code.clone(),
+        message: f.message.clone(),
+        retryable: f.retryable,
+    }
+}
+
+pub fn store_failure(f: &pb::JobFailure) -> store::Failure {
+    store::Failure {
+        code: f.code.clone(),
+        message: f.message.clone(),
+        retryable: f.retryable,
+    }
+}
+
+pub fn usage_json(u: &store::Usage) -> String {
+    serde_json::to_string(u).unwrap_or_else(|_| "{}".into())
+}
+
+/// A usage record as a worker sent it; empty is none.
+pub fn store_usage(json: &str) -> Result<store::Usage, String> {
+    if json.trim().is_empty() {
+        return Ok(store::Usage::default());
+    }
+    serde_json::from_str(json).map_err(|e| format!("usage_json: {e}"))
+}

@@ -1,0 +1,39 @@
+//! The connection to the control plane, every call carrying the worker key.
+
+use kinema_proto::v1::worker_service_client::WorkerServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct BearerKey(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for BearerKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type WorkerClient = WorkerServiceClient<InterceptedService<Channel, BearerKey>>;
+
+/// Opens the channel (lazily: a control plane that is not up yet is retried by the
+/// calls, not refused here).
+pub fn connect(server: &str, key: &str) -> Result<WorkerClient, String> {
+    let endpoint = Channel::from_shared(server.to_string())
+        .map_err(|e| format!("server URL {server:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(30)));
+    let header: MetadataValue<_> = format!("Bearer {key}")
+        .parse()
+        .map_err(|_| "the worker key holds characters a header cannot".to_string())?;
+    Ok(WorkerServiceClient::with_interceptor(
+        endpoint.connect_lazy(),
+        BearerKey(header),
+    ))
+}
