@@ -4,6 +4,8 @@
 mod local;
 mod open;
 mod s3;
+#[cfg(feature = "test-server")]
+pub mod test_server;
 
 use std::path::Path;
 use std::sync::Arc;
