@@ -5,7 +5,12 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::{ArtifactError, S3Artifacts};
 
@@ -131,6 +136,44 @@ impl S3Server {
     /// A store on this server under `prefix`, configured as `kinema serve` would be.
     pub fn artifacts(&self, prefix: &str) -> Result<S3Artifacts, ArtifactError> {
         S3Artifacts::from_vars(&self.url(prefix), self.vars())
+    }
+
+    /// A plain S3 client of the bucket, for looking behind an artifact store's back.
+    pub fn client(&self) -> Arc<dyn ObjectStore> {
+        let client = AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(&self.bucket)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("S3 client");
+        Arc::new(client)
+    }
+
+    /// The keys under `prefix` (whole segments) and their sizes, sorted.
+    pub async fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        let prefix = object_store::path::Path::from(prefix);
+        let mut objects: Vec<(String, u64)> = self
+            .client()
+            .list(Some(&prefix))
+            .map_ok(|meta| (meta.location.to_string(), meta.size))
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("listing {prefix}: {e}"));
+        objects.sort();
+        objects
+    }
+
+    /// An object's bytes, or None when there is none.
+    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let key = object_store::path::Path::from(key);
+        match self.client().get(&key).await {
+            Ok(got) => Some(got.bytes().await.expect("object body").to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("get {key}: {e}"),
+        }
     }
 
     /// Where s3s-fs keeps the bucket's objects on disk.

@@ -6,9 +6,8 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kinema_artifacts::test_server::{S3Server, ACCESS_KEY, SECRET_KEY};
+use kinema_artifacts::test_server::{S3Server, SECRET_KEY};
 use kinema_artifacts::{ArtifactError, ArtifactStore, S3Artifacts, MIN_PART_SIZE};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
@@ -43,20 +42,6 @@ async fn read_all(store: &dyn ArtifactStore, location: &str, offset: u64) -> (Ve
     (data, download.total)
 }
 
-/// The S3 client itself, for looking at the bucket behind the artifact store's back.
-fn raw_client(server: &S3Server) -> Arc<dyn ObjectStore> {
-    let client = AmazonS3Builder::new()
-        .with_endpoint(server.endpoint())
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_bucket_name(&server.bucket)
-        .with_access_key_id(ACCESS_KEY)
-        .with_secret_access_key(SECRET_KEY)
-        .build()
-        .unwrap();
-    Arc::new(client)
-}
-
 async fn exists(client: &Arc<dyn ObjectStore>, key: &str) -> bool {
     match client.head(&Path::from(key)).await {
         Ok(_) => true,
@@ -67,7 +52,7 @@ async fn exists(client: &Arc<dyn ObjectStore>, key: &str) -> bool {
 
 /// A store over the raw client wrapped to record what it is asked, in 5 MiB parts.
 fn recorded(server: &S3Server, prefix: &str) -> (S3Artifacts, Arc<support::Record>) {
-    let recording = support::Recording::new(raw_client(server));
+    let recording = support::Recording::new(server.client());
     let record = recording.record.clone();
     let store = S3Artifacts::over(Arc::new(recording), prefix, "recorded")
         .unwrap()
@@ -128,7 +113,7 @@ async fn put_file_and_put_stream_round_trip_with_their_sha256() {
         (video.clone(), video.len() as u64)
     );
     // The location is relative to the prefix; the key carries it.
-    let client = raw_client(&server);
+    let client = server.client();
     assert!(exists(&client, "kinema/test/job-a/video.mp4").await);
     assert!(!exists(&client, "job-a/video.mp4").await);
     // An empty upload is an empty object.
@@ -326,7 +311,7 @@ impl AsyncRead for FailingReader {
 #[tokio::test]
 async fn a_failed_upload_is_aborted_and_leaves_no_object() {
     let server = S3Server::start("videos");
-    let client = raw_client(&server);
+    let client = server.client();
 
     // The input fails after a part and a half: the multipart upload is aborted.
     let (store, record) = recorded(&server, "f");
