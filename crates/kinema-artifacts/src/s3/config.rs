@@ -93,7 +93,13 @@ pub(crate) fn builder_from_vars(
     if let Some(endpoint) = builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
         let allow_http = builder
             .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
-            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+            .is_some_and(|v| {
+                // What object_store itself takes for true.
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "1" | "true" | "on" | "yes" | "y"
+                )
+            });
         // object_store refuses plain http on every request; say so at start instead.
         if endpoint.starts_with("http://") && !allow_http {
             return Err(ArtifactError::InvalidUrl {
