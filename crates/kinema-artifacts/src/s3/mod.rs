@@ -27,13 +27,23 @@ pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 /// Artifacts as objects `<prefix>/<job id>/<name>` in one bucket. Locations (what the
 /// database records) are `<job id>/<name>`, relative to the prefix, so they read the
 /// same on every replica configured with the same URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Artifacts {
     store: Arc<dyn ObjectStore>,
     /// Empty: the bucket's root.
     prefix: String,
     part_size: usize,
     description: String,
+}
+
+/// Only the description: the client's own `Debug` shows its whole configuration.
+impl std::fmt::Debug for S3Artifacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Artifacts")
+            .field("store", &self.description)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
 }
 
 impl S3Artifacts {
