@@ -127,6 +127,8 @@ pub struct Opts {
     pub extra_args: &'static [&'static str],
     /// --lease-ms (how soon a dead replica's running jobs go back to the queue).
     pub lease_ms: Option<u64>,
+    /// Environment variables for the server (an object store's `AWS_*`).
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 impl Opts {
@@ -171,6 +173,7 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
         cmd.arg("--database-url").arg(url);
     }
     cmd.args(opts.extra_args);
+    cmd.envs(opts.env.iter().copied());
     if let Some(ms) = opts.lease_ms {
         cmd.arg("--lease-ms").arg(ms.to_string());
     }
@@ -182,6 +185,7 @@ pub fn serve_command(data_dir: &Path, opts: Opts, log: &Path) -> Command {
         .env("NO_COLOR", "1")
         .env_remove("KINEMA_API_KEY")
         .env_remove("KINEMA_SERVER")
+        .env_remove("KINEMA_ARTIFACTS")
         .kill_on_drop(true);
     cmd
 }

@@ -2,6 +2,10 @@
 //! (the default) or an object store.
 
 mod local;
+mod open;
+mod s3;
+#[cfg(feature = "test-server")]
+pub mod test_server;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +13,8 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 
 pub use local::{LocalArtifacts, StoredFile};
+pub use open::{is_object_storage, open};
+pub use s3::{S3Artifacts, S3Url, DEFAULT_PART_SIZE, ENDPOINT_VAR, MIN_PART_SIZE};
 
 /// An artifact store the server, its workers and its sweeper share.
 pub type Artifacts = Arc<dyn ArtifactStore>;
@@ -76,4 +82,16 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    /// A request to the object store failed (the message names the key, never the
+    /// credentials).
+    #[error("object storage: could not {operation} {location}: {source}")]
+    ObjectStore {
+        operation: &'static str,
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// An artifact store's URL or settings that cannot work.
+    #[error("artifact store {spec}: {reason}")]
+    InvalidUrl { spec: String, reason: String },
 }

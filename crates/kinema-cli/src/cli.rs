@@ -227,6 +227,11 @@ pub struct ServeArgs {
     /// in the data dir.
     #[arg(long, env = "KINEMA_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Where videos live: `s3://bucket[/prefix]` for S3-compatible object storage
+    /// (configured from AWS_* variables; replicas share it) or a directory. Default:
+    /// DATA_DIR/artifacts.
+    #[arg(long, env = "KINEMA_ARTIFACTS", value_name = "SPEC")]
+    pub artifacts: Option<String>,
     /// Start the clock at real time and move it only by AdminService.AdvanceClock.
     #[arg(long)]
     pub test_clock: bool,

@@ -8,6 +8,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `postgres://…` to share state between replicas; unset: SQLite in the data dir.
     pub database_url: Option<String>,
+    /// Where videos live: `s3://bucket[/prefix]` (S3-compatible object storage,
+    /// configured from the `AWS_*` environment) or a directory; unset: the data dir's
+    /// `artifacts/`.
+    pub artifacts: Option<String>,
     pub listen: SocketAddr,
     /// The clock starts at real time and moves only by `AdminService.AdvanceClock`.
     pub test_clock: bool,
@@ -61,6 +65,7 @@ impl ServerConfig {
         Self {
             data_dir,
             database_url: None,
+            artifacts: None,
             listen,
             test_clock: false,
             fault_injection: false,

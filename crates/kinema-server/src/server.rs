@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::worker_service::WorkerNodes;
-use kinema_artifacts::{Artifacts, LocalArtifacts};
+use kinema_artifacts::Artifacts;
 use kinema_engine::{
     Clock, DeviceSlot, JobEvents, ModelRegistry, SystemClock, TestClock, WorkerConfig, WorkerPool,
     LOCAL_OWNERS,
@@ -16,7 +16,7 @@ use kinema_store::{Role, Store, StorePolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin_service::Admin;
 use crate::app::App;
@@ -50,6 +50,25 @@ impl RunningServer {
     pub async fn wait(self) -> Result<(), ServerError> {
         self.task.await?
     }
+}
+
+/// The artifact store `--artifacts` names (the data dir's `artifacts/` by default).
+async fn open_artifacts(config: &ServerConfig) -> Result<Artifacts, ServerError> {
+    let spec = config.artifacts.as_deref().unwrap_or_default();
+    let artifacts =
+        kinema_artifacts::open(spec, &config.data_dir.join(data_dir::ARTIFACTS)).await?;
+    info!(store = %artifacts.describe(), "artifacts");
+    let shared_database = config
+        .database_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("postgres"));
+    if shared_database && !kinema_artifacts::is_object_storage(spec) {
+        warn!(
+            store = %artifacts.describe(),
+            "artifacts are on this replica's disk while the database is shared: other replicas cannot serve this replica's videos (nor delete them) unless every replica mounts the same directory; --artifacts s3://bucket[/prefix] shares them"
+        );
+    }
+    Ok(artifacts)
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
@@ -96,7 +115,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(url) => Store::open(url, policy).await?,
         None => Store::open_sqlite(&dir.join(data_dir::DATABASE), policy).await?,
     };
-    let artifacts: Artifacts = Arc::new(LocalArtifacts::open(dir.join(data_dir::ARTIFACTS)).await?);
+    let artifacts = open_artifacts(&config).await?;
 
     let (admin_key_file, admin_key_created) =
         ensure_admin_key(&store, &dir, clock.now_ms()).await?;

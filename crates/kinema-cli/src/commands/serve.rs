@@ -10,6 +10,7 @@ use crate::cli::ServeArgs;
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
     config.database_url = args.database_url.clone();
+    config.artifacts = args.artifacts.clone();
     config.test_clock = args.test_clock;
     config.fault_injection = args.fault_injection;
     config.refund_on_cancel = !args.no_refund_on_cancel;
