@@ -44,6 +44,17 @@ impl PgDatabase {
             url,
         }
     }
+
+    /// The server's maintenance database, for statements that may not run on the
+    /// test database itself (`ALTER DATABASE … ALLOW_CONNECTIONS false`).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The test database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for PgDatabase {

@@ -14,6 +14,9 @@ pub struct App {
     /// Set when the server runs with `--test-clock`.
     pub test_clock: Option<Arc<TestClock>>,
     pub events: JobEvents,
+    /// PostgreSQL: every replica's job changes, which watches follow; `None` on
+    /// SQLite, whose watches follow `events`.
+    pub job_feed: Option<crate::job_feed::JobFeed>,
     /// One worker per device.
     pub worker: WorkerPool,
     pub fault_injection: bool,

@@ -10,18 +10,16 @@ use kinema_store::{ArtifactKind, ArtifactRemoval, JobState, NewJob, Submitted};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-use tokio::sync::broadcast::error::RecvError;
 use tonic::{Code, Request, Response, Status};
 use tracing::info;
 
 use crate::app::App;
 use crate::convert;
 use crate::error::{reasons, ApiError};
+use crate::job_watch;
 use crate::rpc::{handle, Access, Page};
 
 const MAX_ID_CHARS: usize = 128;
-/// How often a watch on PostgreSQL looks for changes made by other replicas.
-const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 const CHUNK_BYTES: usize = 256 * 1024;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -293,69 +291,11 @@ impl JobService for JobsService {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<EventStream>, Status> {
         handle(&self.app, request, Access::Any, |caller, req| async move {
-            let app = self.app.clone();
             let account_id = caller.account(&req.account_id)?;
-            // Subscribe before reading the snapshot, so no event falls between the two.
-            let mut events = app.events.subscribe();
+            // Subscribe before reading the snapshot, so no change falls between the two.
+            let source = job_watch::Source::subscribe(&self.app);
             let job = self.load_job(&account_id, &req.job_id).await?;
-            let mut shutdown = app.shutdown.clone();
-            // Replicas sharing PostgreSQL: the job may run on another server, whose events
-            // do not reach this one; the store is polled for its changes.
-            let poll_store = app.store.backend() == kinema_store::Backend::Postgres;
-            let stream = async_stream::try_stream! {
-                let id = job.id.clone();
-                let terminal = job.state.is_terminal();
-                let mut seen = (job.state, job.stage, job.progress_step);
-                yield convert::snapshot_event(&job, app.now());
-                let mut poll = tokio::time::interval_at(
-                    tokio::time::Instant::now() + WATCH_POLL,
-                    WATCH_POLL,
-                );
-                if !terminal {
-                    loop {
-                        let event = tokio::select! {
-                            e = events.recv() => Some(e),
-                            _ = poll.tick(), if poll_store => None,
-                            _ = shutdown.changed() => break,
-                        };
-                        let event = match event {
-                            Some(e) => e,
-                            None => {
-                                let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
-                                let Some(current) = current else { break };
-                                let now_seen = (current.state, current.stage, current.progress_step);
-                                if now_seen != seen {
-                                    seen = now_seen;
-                                    let done = current.state.is_terminal();
-                                    yield convert::snapshot_event(&current, app.now());
-                                    if done { break; }
-                                }
-                                continue;
-                            }
-                        };
-                        match event {
-                            Ok(e) if e.job.id == id => {
-                                seen = (e.job.state, e.job.stage, e.job.progress_step);
-                                let done = e.job.state.is_terminal();
-                                yield convert::job_event(&e);
-                                if done { break; }
-                            }
-                            Ok(_) => {}
-                            // Fell behind: the store has the truth.
-                            Err(RecvError::Lagged(_)) => {
-                                let current = app.store.get_job(None, &id).await.map_err(|e| Status::from(ApiError::from(e)))?;
-                                let Some(current) = current else { break };
-                                seen = (current.state, current.stage, current.progress_step);
-                                let done = current.state.is_terminal();
-                                yield convert::snapshot_event(&current, app.now());
-                                if done { break; }
-                            }
-                            Err(RecvError::Closed) => break,
-                        }
-                    }
-                }
-            };
-            Ok(Box::pin(stream) as EventStream)
+            Ok(Box::pin(job_watch::stream(self.app.clone(), source, job)) as EventStream)
         })
         .await
     }

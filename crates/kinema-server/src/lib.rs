@@ -13,6 +13,8 @@ mod config;
 mod convert;
 mod data_dir;
 mod error;
+mod job_feed;
+mod job_watch;
 mod jobs_service;
 mod rate_limit;
 mod rpc;

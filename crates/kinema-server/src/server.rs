@@ -22,6 +22,7 @@ use crate::admin_service::Admin;
 use crate::app::App;
 use crate::billing_service::Billing;
 use crate::data_dir::{self, DataDirLock};
+use crate::job_feed::JobFeed;
 use crate::jobs_service::JobsService;
 use crate::sweeper::Sweeper;
 use crate::{ServerConfig, ServerError};
@@ -180,6 +181,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         events.clone(),
         config.sweep_interval,
     ));
+    // Watches on PostgreSQL follow the database's notifications of every replica's
+    // job changes (migration 0005); listening starts before the first call is served.
+    let job_feed = match &config.database_url {
+        Some(url) if store.backend() == kinema_store::Backend::Postgres => {
+            Some(JobFeed::start(url, shutdown_rx.clone()).await?)
+        }
+        _ => None,
+    };
     let app = Arc::new(App {
         store: store.clone(),
         registry,
@@ -187,6 +196,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         clock,
         test_clock,
         events,
+        job_feed,
         worker: worker.clone(),
         fault_injection: config.fault_injection,
         shutdown: shutdown_rx.clone(),

@@ -14,6 +14,7 @@ mod ending;
 mod entries;
 mod error;
 mod events;
+mod job_changes;
 mod jobs;
 mod keys;
 mod lease;
@@ -39,6 +40,9 @@ pub use attempts::ProgressAck;
 pub use catalog::ItemKind;
 pub use db::{Backend, Store, StorePolicy, DEFAULT_CURRENCY};
 pub use error::{NotFound, StoreError};
+pub use job_changes::{
+    Heard, JobChange, JobChangeListener, JOB_CHANGES_CHANNEL, JOB_LISTENER_APPLICATION_NAME,
+};
 pub use lease::Leased;
 pub use purchases::MAX_PAYMENT_REF_CHARS;
 pub use queue::{LeaseFilter, QueueLimit, QueueLimits};

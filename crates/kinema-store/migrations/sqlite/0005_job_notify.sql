@@ -1,0 +1,9 @@
+-- Job changes reach every replica without polling (issue 14). On PostgreSQL,
+-- migrations/postgres/0005_job_notify.sql adds a trigger on jobs that NOTIFYs the
+-- kinema_jobs channel at commit, so a watch on any replica hears every change.
+--
+-- SQLite needs nothing: one SQLite database has one server (the data directory is
+-- locked), and every change to its jobs is made in that process, whose in-process
+-- events feed its watches. This migration is intentionally empty, to keep the two
+-- dialects' migrations numbered alike; the schema test (tests/schema.rs) compares
+-- tables, columns and indexes, which are the same on both.
