@@ -10,27 +10,13 @@ mod common;
 
 use common::nodes::{remote_devices, worker_key, Node};
 use common::postgres::PgDatabase;
+use common::s3::s3_env;
 use common::*;
 use kinema_artifacts::test_server::S3Server;
 use kinema_proto::v1 as pb;
 
 const BUCKET: &str = "kinema-cluster";
 const JOBS: usize = 200;
-
-/// The servers' environment for `s3` (leaked: the options want 'static values).
-fn s3_env(s3: &S3Server) -> &'static [(&'static str, &'static str)] {
-    let vars: Vec<(&'static str, &'static str)> = s3
-        .vars()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                &*Box::leak(k.into_boxed_str()),
-                &*Box::leak(v.into_boxed_str()),
-            )
-        })
-        .collect();
-    Box::leak(vars.into_boxed_slice())
-}
 
 fn video(job: &pb::Job) -> &pb::Artifact {
     job.artifacts

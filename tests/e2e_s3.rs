@@ -6,28 +6,13 @@ mod common;
 
 use common::commerce::HOUR;
 use common::postgres::PgDatabase;
+use common::s3::s3_env;
 use common::*;
 use kinema_artifacts::test_server::S3Server;
 use kinema_proto::v1 as pb;
 use tonic::Code;
 
 const BUCKET: &str = "kinema-videos";
-
-/// The server's environment for `s3`: the `AWS_*` variables a deployment would set.
-fn s3_env(s3: &S3Server) -> &'static [(&'static str, &'static str)] {
-    // Servers' options need 'static values; one per test is fine.
-    let vars: Vec<(&'static str, &'static str)> = s3
-        .vars()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                &*Box::leak(k.into_boxed_str()),
-                &*Box::leak(v.into_boxed_str()),
-            )
-        })
-        .collect();
-    Box::leak(vars.into_boxed_slice())
-}
 
 fn video(job: &pb::Job) -> &pb::Artifact {
     job.artifacts

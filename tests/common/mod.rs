@@ -27,6 +27,7 @@ pub use pb::{JobEventKind, JobStage, JobState, KeyRole, LedgerEntryKind};
 pub mod commerce;
 pub mod nodes;
 pub mod postgres;
+pub mod s3;
 pub mod wan;
 
 /// Every wait in these tests is bounded by this, so a broken server fails a test

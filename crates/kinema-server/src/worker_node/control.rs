@@ -74,6 +74,19 @@ where
 }
 
 impl RemoteControl {
+    /// One call to the control plane, retried while it cannot answer.
+    async fn call<Req, Resp, F, Fut>(&self, request: Req, rpc: F) -> Result<Resp, StoreError>
+    where
+        Req: Clone,
+        F: Fn(WorkerClient, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        with_retries(|| rpc(self.client.clone(), request.clone()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(store_error)
+    }
+
     pub fn new(client: WorkerClient, models: Vec<String>, leases: Leases) -> Self {
         Self {
             client,
@@ -122,14 +135,9 @@ impl JobControl for RemoteControl {
             models: filter.models.clone().unwrap_or_else(|| self.models.clone()),
             ..Default::default()
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.lease_job(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(request, |mut c, r| async move { c.lease_job(r).await })
+            .await?;
         let mut jobs = self.take(answer.job.into_iter().collect(), owner)?;
         Ok(Leased {
             job: jobs.pop(),
@@ -151,14 +159,9 @@ impl JobControl for RemoteControl {
             max_companions: u32::try_from(max).unwrap_or(u32::MAX),
             ..Default::default()
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.lease_job(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(request, |mut c, r| async move { c.lease_job(r).await })
+            .await?;
         Ok(Leased {
             companions: self.take(answer.companions, owner)?,
             ..Leased::default()
@@ -180,14 +183,12 @@ impl JobControl for RemoteControl {
             stage: job_stage(stage) as i32,
             step,
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.report_progress(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(
+                request,
+                |mut c, r| async move { c.report_progress(r).await },
+            )
+            .await?;
         Ok(ProgressAck {
             cancel_requested: answer.cancel_requested,
         })
@@ -216,14 +217,9 @@ impl JobControl for RemoteControl {
                 .collect(),
             usage_json: usage_json(usage),
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.complete_job(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(request, |mut c, r| async move { c.complete_job(r).await })
+            .await?;
         Ok(Completed {
             job: self.ended(answer, owner)?,
             cancelled: Vec::new(),
@@ -270,14 +266,9 @@ impl JobControl for RemoteControl {
             job_id: id.to_string(),
             usage_json: usage_json(usage),
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.stop_job(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(request, |mut c, r| async move { c.stop_job(r).await })
+            .await?;
         self.ended(answer, owner)
     }
 
@@ -286,14 +277,9 @@ impl JobControl for RemoteControl {
             owner: owner.to_string(),
             job_id: id.to_string(),
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.hand_back_job(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(request, |mut c, r| async move { c.hand_back_job(r).await })
+            .await?;
         self.ended(answer, owner)
     }
 
@@ -302,18 +288,16 @@ impl JobControl for RemoteControl {
             owner: owner.to_string(),
             job_id: id.to_string(),
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.get_leased_job(request).await }
-        })
-        .await;
-        match answer {
+        match self
+            .call(request, |mut c, r| async move { c.get_leased_job(r).await })
+            .await
+        {
             Ok(job) => Ok(Some(
-                store_job(&job.into_inner(), owner).map_err(StoreError::Unavailable)?,
+                store_job(&job, owner).map_err(StoreError::Unavailable)?,
             )),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(store_error(status)),
+            // Not this device's any more (store_error reads NOT_FOUND as a lost lease).
+            Err(StoreError::LeaseLost) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -340,14 +324,9 @@ impl RemoteControl {
             usage_json: usage_json(usage),
             retry,
         };
-        let answer = with_retries(|| {
-            let mut client = self.client.clone();
-            let request = request.clone();
-            async move { client.fail_job(request).await }
-        })
-        .await
-        .map_err(store_error)?
-        .into_inner();
+        let answer = self
+            .call(request, |mut c, r| async move { c.fail_job(r).await })
+            .await?;
         self.ended(answer, owner)
     }
 }
