@@ -401,3 +401,57 @@ async fn worker_keys_reach_only_worker_calls_and_their_own_jobs() {
     );
     assert_ledger_verifies(&server.data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_a_remote_node_and_a_drained_node_hands_its_job_back() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir, opts()).await;
+    let admin = server.admin().await;
+    let account = admin.create_account("cancel and drain").await;
+    admin.grant(&account, 1_000).await;
+    let (_, key) = worker_key(&admin, "node").await;
+    let mut node = Node::start(
+        &dir,
+        &server.url(),
+        &key,
+        "n",
+        &["--cpu-workers", "1", "--drain-grace-ms", "300"],
+    );
+    remote_devices(&admin, 1).await;
+    let slow = || {
+        with_meta(
+            job_request(&account, 64, 48, 9, 8, 20),
+            &[("kinema.step_delay_ms", "300")],
+        )
+    };
+
+    // A cancel while the node runs the job stops it at its next step, refunded.
+    let job = admin.create_job(slow()).await;
+    admin.wait_step(&account, &job.id, 1).await;
+    admin.cancel(&account, &job.id).await;
+    let (_, done) = admin.wait_terminal(&account, &job.id).await;
+    assert_eq!(state(&done), JobState::Cancelled, "{}", describe_job(&done));
+    assert_eq!(
+        (done.debited_credits, done.refunded_credits),
+        (done.quoted_credits, done.quoted_credits)
+    );
+    let stopped_at = done.progress.as_ref().map(|p| p.step).unwrap_or_default();
+    assert!(stopped_at < 20, "stopped at step {stopped_at} of 20");
+
+    // SIGTERM drains the node: past its grace, its running job goes back to the
+    // queue, debited once, and a node started later finishes it.
+    let job = admin.create_job(slow()).await;
+    admin.wait_step(&account, &job.id, 1).await;
+    assert!(node.terminate().await.success());
+    let back = admin.get_job(&account, &job.id).await;
+    assert_eq!(state(&back), JobState::Queued, "{}", describe_job(&back));
+    let _other = Node::start(&dir, &server.url(), &key, "m", &["--cpu-workers", "1"]);
+    let (_, done) = admin.wait_terminal(&account, &job.id).await;
+    assert_eq!(state(&done), JobState::Succeeded, "{}", describe_job(&done));
+    assert_eq!(done.usage.as_ref().map(|u| u.attempts), Some(2));
+    assert_eq!(
+        kinds(&admin.ledger(&account, Some(&job.id)).await),
+        [LedgerEntryKind::Hold, LedgerEntryKind::Debit]
+    );
+    assert_ledger_verifies(&server.data_dir);
+}
