@@ -352,3 +352,39 @@ fn open_loop_variants_are_compared() {
     assert!(run.stdout.contains("throughput against"), "{}", run.stdout);
     check_svg(&run.svg);
 }
+
+/// `kinema bench calls` measures every method on every server it was given (here this
+/// build twice, as a comparison with an older build would), in the rounds asked for.
+#[test]
+fn bench_calls_reports_every_method_of_every_server() {
+    let out = Command::new(KINEMA)
+        .args(["bench", "calls", "--calls", "7", "--rounds", "2", "--json"])
+        .args(["--server-exe", KINEMA, "--server-exe", KINEMA])
+        .env_remove("KINEMA_SERVER")
+        .output()
+        .expect("running kinema bench calls");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 6, "{report:#}");
+    for server in ["0:", "1:"] {
+        for method in ["get-job", "list-jobs", "list-models"] {
+            let r = results
+                .iter()
+                .find(|r| {
+                    r["server"].as_str().unwrap().starts_with(server) && r["method"] == method
+                })
+                .unwrap_or_else(|| panic!("{server} {method} in {report:#}"));
+            let l = &r["latency_us"];
+            assert_eq!(l["count"], 14, "{r:#}");
+            let (p50, p99, max) = (
+                l["p50"].as_f64().unwrap(),
+                l["p99"].as_f64().unwrap(),
+                l["max"].as_f64().unwrap(),
+            );
+            assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r:#}");
+            assert!(r["calls_per_second"].as_f64().unwrap() > 0.0, "{r:#}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -157,6 +158,46 @@ pub enum BenchCommand {
     /// watch every job; reports jobs/hour, latency, stage times, scheduler overhead
     /// and devices (text, --report JSON, --plot SVG).
     Load(Box<crate::commands::BenchLoadArgs>),
+    /// Latency of back-to-back unary calls on one connection (GetJob, ListJobs,
+    /// ListModels) against embedded servers, one per --server-exe, in alternating
+    /// rounds.
+    Calls(BenchCallsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchCallsArgs {
+    /// Calls of each method per round and server.
+    #[arg(long, default_value_t = 500)]
+    pub calls: u32,
+    /// Rounds the servers alternate in (each round, every server in turn), so drift
+    /// on the machine weighs on all alike.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: u32,
+    /// Methods to call: get-job, list-jobs, list-models.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "get-job,list-jobs,list-models"
+    )]
+    pub methods: Vec<CallMethod>,
+    /// A kinema executable to start as a server and measure (repeatable, e.g. an older
+    /// build to compare with); default: this one.
+    #[arg(long = "server-exe", value_name = "PATH")]
+    pub server_exes: Vec<PathBuf>,
+    /// Extra flag for every embedded server, repeatable.
+    #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallMethod {
+    GetJob,
+    ListJobs,
+    ListModels,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -263,6 +304,19 @@ pub struct ServeArgs {
     /// Requests a key may make at once after a quiet spell (at least --rate-limit-rps).
     #[arg(long, default_value_t = 0)]
     pub rate_limit_burst: u32,
+    /// Most calls the server works on at once; past it a call is refused at once with
+    /// RESOURCE_EXHAUSTED (OVERLOADED) and a retry delay. Open streams do not count;
+    /// health checks are never refused. 0: unlimited.
+    #[arg(long, default_value_t = 512)]
+    pub max_concurrent_rpcs: usize,
+    /// Deadline of every unary call (e.g. 30s); one past it is answered
+    /// DEADLINE_EXCEEDED (RPC_TIMEOUT). Streams have none. 0s: no deadline.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub rpc_timeout: Duration,
+    /// One method's deadline instead of --rpc-timeout: METHOD=DURATION, METHOD a
+    /// bare name (`CreateJob`) or Service/Method; repeatable.
+    #[arg(long = "rpc-timeout-method", value_name = "METHOD=DURATION")]
+    pub rpc_timeout_methods: Vec<kinema_server::MethodTimeout>,
     /// A running job's lease, in milliseconds: on PostgreSQL, a job whose worker stops
     /// renewing it this long (its replica died) goes back to the queue.
     #[arg(long, default_value_t = 60_000)]

@@ -8,6 +8,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::app::App;
 use crate::convert;
 use crate::error::{reasons, ApiError};
+use crate::request_limits::{check_text, MAX_TEXT_CHARS};
 use crate::rpc::{handle, Access};
 
 pub struct Admin {
@@ -25,6 +26,8 @@ impl AdminService for Admin {
             if req.name.trim().is_empty() {
                 return Err(ApiError::field("name", "must not be empty"));
             }
+            check_text("name", &req.name, MAX_TEXT_CHARS)?;
+            check_text("external_id", &req.external_id, MAX_TEXT_CHARS)?;
             let external_id = (!req.external_id.is_empty()).then_some(req.external_id.as_str());
             let billing = match pb::BillingMode::try_from(req.billing) {
                 Ok(pb::BillingMode::Unspecified | pb::BillingMode::Prepaid) => BillingMode::Prepaid,
@@ -69,6 +72,7 @@ impl AdminService for Admin {
         let app = &self.app;
         handle(app, request, Access::Admin, |caller, req| async move {
             let account_id = caller.account(&req.account_id)?;
+            check_text("reason", &req.reason, MAX_TEXT_CHARS)?;
             let reason = non_blank(&req.reason, "operator");
             let change = app
                 .store
@@ -103,6 +107,7 @@ impl AdminService for Admin {
         let app = &self.app;
         handle(app, request, Access::Admin, |caller, req| async move {
             let account_id = caller.account(&req.account_id)?;
+            check_text("reason", &req.reason, MAX_TEXT_CHARS)?;
             let reason = non_blank(&req.reason, "violation");
             let change = app
                 .store
@@ -178,6 +183,7 @@ impl AdminService for Admin {
                 }
                 _ => None,
             };
+            check_text("name", &req.name, MAX_TEXT_CHARS)?;
             let (key, secret) = app
                 .store
                 .create_api_key(role, account_id.as_deref(), &req.name, app.now())

@@ -8,6 +8,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::app::App;
 use crate::convert;
 use crate::error::{reasons, ApiError};
+use crate::request_limits::{check_text, MAX_TEXT_CHARS};
 use crate::rpc::{handle, Access, Page};
 
 const DEFAULT_PAGE: u32 = 100;
@@ -68,6 +69,7 @@ impl BillingService for Billing {
             if req.credits <= 0 {
                 return Err(ApiError::field("credits", "must be positive"));
             }
+            check_text("memo", &req.memo, MAX_TEXT_CHARS)?;
             let now = app.now();
             let expires_at = req.expires_at.as_ref().map(convert::millis);
             if expires_at.is_some_and(|at| at <= now) {

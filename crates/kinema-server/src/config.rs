@@ -27,6 +27,11 @@ pub struct ServerConfig {
     /// Requests per second per API key (0: unlimited), and the burst allowed.
     pub rate_limit_rps: u32,
     pub rate_limit_burst: u32,
+    /// Most calls worked on at once (0: unlimited), each unary call's deadline (zero:
+    /// none) and methods with deadlines of their own (`rpc_limits`).
+    pub max_concurrent_rpcs: usize,
+    pub rpc_timeout: Duration,
+    pub rpc_method_timeouts: Vec<crate::MethodTimeout>,
     pub artifact_ttl: Duration,
     pub lease: Duration,
     /// How long a running job may finish on shutdown before it is requeued.
@@ -75,6 +80,9 @@ impl ServerConfig {
             queue: kinema_store::QueueLimits::default(),
             rate_limit_rps: 0,
             rate_limit_burst: 0,
+            max_concurrent_rpcs: 512,
+            rpc_timeout: Duration::from_secs(30),
+            rpc_method_timeouts: Vec::new(),
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),

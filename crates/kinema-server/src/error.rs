@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use crate::request_limits::clamp;
 use kinema_engine::FieldViolation;
 use kinema_store::{NotFound, StoreError};
 use tonic::{Code, Status};
@@ -42,6 +43,10 @@ pub mod reasons {
     pub const WORKER_NOT_FOUND: &str = "WORKER_NOT_FOUND";
     pub const QUEUE_FULL: &str = "QUEUE_FULL";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// The server is at its bound of calls at once (`--max-concurrent-rpcs`).
+    pub const OVERLOADED: &str = "OVERLOADED";
+    /// A unary call ran past the server's deadline (`--rpc-timeout`).
+    pub const RPC_TIMEOUT: &str = "RPC_TIMEOUT";
     /// The artifact store refused or failed an upload (a worker retries the attempt).
     pub const STORAGE: &str = "STORAGE_UNAVAILABLE";
 }
@@ -178,6 +183,7 @@ impl From<StoreError> for ApiError {
                 EXTERNAL_ID_CONFLICT,
                 format!("external_id is already used by job {job_id}"),
             ),
+            StoreError::BalanceOverflow { .. } => ApiError::field("credits", e.to_string()),
             StoreError::Invalid(message) => {
                 ApiError::status(Code::InvalidArgument, INVALID_SPEC, message)
             }
@@ -287,6 +293,21 @@ impl From<kinema_ledger::LedgerError> for ApiError {
     }
 }
 
+/// The most bytes of a status message, and of one field violation or ErrorInfo
+/// value: gRPC carries them in headers (16 KiB in all by default), and an answer
+/// over that reaches the client as RESOURCE_EXHAUSTED with no reason at all.
+const MAX_MESSAGE_BYTES: usize = 2048;
+const MAX_DETAIL_BYTES: usize = 512;
+
+fn clamp_metadata(
+    metadata: std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    metadata
+        .into_iter()
+        .map(|(k, v)| (k, clamp(v, MAX_DETAIL_BYTES)))
+        .collect()
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         match e {
@@ -298,14 +319,21 @@ impl From<ApiError> for Status {
                     std::collections::HashMap::new(),
                 );
                 for v in &violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
+                    details.add_bad_request_violation(
+                        v.field,
+                        clamp(v.description.clone(), MAX_DETAIL_BYTES),
+                    );
                 }
                 let message = violations
                     .iter()
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    clamp(message, MAX_MESSAGE_BYTES),
+                    details,
+                )
             }
             ApiError::Status {
                 code,
@@ -313,7 +341,7 @@ impl From<ApiError> for Status {
                 message,
             } => Status::with_error_details(
                 code,
-                message,
+                clamp(message, MAX_MESSAGE_BYTES),
                 ErrorDetails::with_error_info(
                     reason,
                     ERROR_DOMAIN,
@@ -327,8 +355,8 @@ impl From<ApiError> for Status {
                 metadata,
             } => Status::with_error_details(
                 code,
-                message,
-                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+                clamp(message, MAX_MESSAGE_BYTES),
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, clamp_metadata(metadata)),
             ),
             ApiError::Exhausted {
                 reason,
@@ -336,9 +364,14 @@ impl From<ApiError> for Status {
                 metadata,
                 retry_delay,
             } => {
-                let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+                let mut details =
+                    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, clamp_metadata(metadata));
                 details.set_retry_info(Some(retry_delay));
-                Status::with_error_details(Code::ResourceExhausted, message, details)
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    clamp(message, MAX_MESSAGE_BYTES),
+                    details,
+                )
             }
             ApiError::Internal(detail) => {
                 // The detail goes to the log only: no internals reach the client.
@@ -388,6 +421,8 @@ pub enum ServerError {
     Devices(#[from] kinema_engine::DeviceError),
     #[error("--preload: {0}")]
     Preload(String),
+    #[error("{0}")]
+    RpcLimits(#[from] crate::rpc_limits::RpcLimitsError),
     #[error("metrics exporter on {addr}: {message}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -438,6 +473,31 @@ mod tests {
             ServerError::from(formatted.unwrap_err()),
             ServerError::Panicked { message } if message == "lost 3 jobs"
         ));
+    }
+
+    #[test]
+    fn an_answer_stays_within_grpc_header_limits_whatever_the_input() {
+        use super::{ApiError, MAX_DETAIL_BYTES, MAX_MESSAGE_BYTES};
+        use tonic_types::StatusExt;
+        let huge = "x".repeat(20_000);
+        let status = tonic::Status::from(ApiError::field("model", huge.clone()));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        let details = status.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "model");
+        assert!(violation.description.len() <= MAX_DETAIL_BYTES);
+        assert!(status.details().len() < 4096);
+
+        let status = tonic::Status::from(ApiError::Detailed {
+            code: tonic::Code::FailedPrecondition,
+            reason: "X",
+            message: huge.clone(),
+            metadata: [("k".to_string(), huge)].into(),
+        });
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        let info = status.get_error_details().error_info().unwrap().clone();
+        assert_eq!(info.reason, "X");
+        assert!(info.metadata["k"].len() <= MAX_DETAIL_BYTES);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::convert;
 use crate::error::{reasons, ApiError};
 use crate::job_watch;
+use crate::request_limits;
 use crate::rpc::{handle, Access, Page};
 
 const MAX_ID_CHARS: usize = 128;
@@ -50,8 +51,8 @@ impl JobsService {
             return Err(ApiError::field(
                 "model",
                 format!(
-                    "unknown model {:?}; available: {}",
-                    req.model,
+                    "unknown model {}; available: {}",
+                    request_limits::echo(&req.model),
                     known.join(", ")
                 ),
             ));
@@ -111,6 +112,9 @@ impl JobsService {
                 if value.chars().count() > MAX_ID_CHARS {
                     bad(field, format!("at most {MAX_ID_CHARS} characters"));
                 }
+            }
+            for v in request_limits::metadata_violations(&req.metadata) {
+                bad(v.field, v.description);
             }
             if app.fault_injection {
                 if let Err(e) = FaultPlan::from_metadata(&req.metadata) {

@@ -15,7 +15,7 @@ use kinema_proto::v1::worker_service_server::WorkerServiceServer;
 use kinema_store::{Role, Store, StorePolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::admin_service::Admin;
@@ -243,9 +243,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let limits = crate::rpc_limits::RpcLimits::new(
+        config.max_concurrent_rpcs,
+        config.rpc_timeout,
+        &config.rpc_method_timeouts,
+    )?;
     let worker_handle = worker.spawn(shutdown_rx.clone());
     let sweeper = app.sweeper.clone().spawn(shutdown_rx.clone());
     let router = tonic::transport::Server::builder()
+        .layer(limits)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(JobServiceServer::new(JobsService { app: app.clone() }))
@@ -258,16 +264,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let task = tokio::spawn(async move {
         let _lock: DataDirLock = lock;
         let served = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                while !*stop.borrow() {
-                    if stop.changed().await.is_err() {
-                        break;
+            // Without TCP_NODELAY a small answer waits for the client's delayed ACK
+            // (~40 ms) before it leaves: back-to-back unary calls crawl.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    while !*stop.borrow() {
+                        if stop.changed().await.is_err() {
+                            break;
+                        }
                     }
-                }
-                health_reporter
-                    .set_not_serving::<JobServiceServer<JobsService>>()
-                    .await;
-            })
+                    health_reporter
+                        .set_not_serving::<JobServiceServer<JobsService>>()
+                        .await;
+                },
+            )
             .await;
         worker_handle.join().await;
         let _ = sweeper.await;

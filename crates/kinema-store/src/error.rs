@@ -52,6 +52,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// Adding `adding` credits would take the account's credits past what the ledger
+    /// can count.
+    #[error("the account holds {total} credits: {adding} more would overflow its balance")]
+    BalanceOverflow { total: Credits, adding: Credits },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("{0}")]

@@ -90,6 +90,20 @@ pub(crate) async fn insert_lot(
     expires_at: Option<UnixMillis>,
     now: UnixMillis,
 ) -> Result<Lot, StoreError> {
+    // Every sum of the account's lots (its balance, each entry's balance_after) must
+    // stay an i64: a lot that would overflow them is refused, not stored.
+    let total: Credits = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) FROM lots WHERE account_id = $1",
+    )
+    .bind(account_id)
+    .fetch_one(tx.conn())
+    .await?;
+    if total.checked_add(credits).is_none() {
+        return Err(StoreError::BalanceOverflow {
+            total,
+            adding: credits,
+        });
+    }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO lots (account_id, source, original, remaining, expires_at, created_at) \
          VALUES ($1, $2, $3, $3, $4, $5) RETURNING id",

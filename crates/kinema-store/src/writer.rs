@@ -30,6 +30,10 @@ use crate::StoreError;
 /// holds the database's write lock).
 const MAX_GROUP: usize = 64;
 
+/// Transactions that may wait for the writer at once. Past it a caller waits for room
+/// (its RPC's deadline bounds the wait) instead of the queue growing without end.
+pub(crate) const INBOX: usize = 1024;
+
 /// A write transaction's body: runs on the writer's connection inside an open
 /// transaction. It must not begin or end transactions itself.
 pub(crate) type Body<T> = Box<
@@ -41,7 +45,7 @@ pub(crate) type Body<T> = Box<
 /// The handle every clone of the store shares.
 #[derive(Clone)]
 pub(crate) struct SqliteWriter {
-    requests: mpsc::UnboundedSender<Request>,
+    requests: mpsc::Sender<Request>,
 }
 
 enum Request {
@@ -56,7 +60,18 @@ impl SqliteWriter {
     where
         O: FnOnce() -> BoxFuture<'static, Result<AnyConnection, StoreError>> + Send + 'static,
     {
-        let (requests, inbox) = mpsc::unbounded_channel();
+        Self::start_with_inbox(open, INBOX).await
+    }
+
+    /// [`SqliteWriter::start`] with room for `inbox` waiting transactions.
+    pub(crate) async fn start_with_inbox<O>(
+        open: O,
+        inbox: usize,
+    ) -> Result<SqliteWriter, StoreError>
+    where
+        O: FnOnce() -> BoxFuture<'static, Result<AnyConnection, StoreError>> + Send + 'static,
+    {
+        let (requests, inbox) = mpsc::channel(inbox.max(1));
         let (opened, opening) = oneshot::channel();
         thread::Builder::new()
             .name("kinema-sqlite-writer".into())
@@ -103,6 +118,7 @@ impl SqliteWriter {
         let span = tracing::Span::current();
         self.requests
             .send(Request::Txn(Box::new(Pending { body, reply, span })))
+            .await
             .map_err(|_| StoreError::Writer("the store is closed".into()))?;
         answer
             .await
@@ -112,7 +128,7 @@ impl SqliteWriter {
     /// Finishes the group in progress, closes the connection and stops the thread.
     pub(crate) async fn close(&self) {
         let (done, closed) = oneshot::channel();
-        if self.requests.send(Request::Close(done)).is_ok() {
+        if self.requests.send(Request::Close(done)).await.is_ok() {
             let _ = closed.await;
         }
     }
@@ -178,7 +194,7 @@ impl<T: Send> Outcome for Ran<T> {
 }
 
 /// The writer's loop: one group per turn, until closed or every store handle is gone.
-async fn serve(mut conn: AnyConnection, mut inbox: mpsc::UnboundedReceiver<Request>) {
+async fn serve(mut conn: AnyConnection, mut inbox: mpsc::Receiver<Request>) {
     let mut closing = None;
     while closing.is_none() {
         let Some(request) = inbox.recv().await else {
@@ -211,7 +227,7 @@ async fn serve(mut conn: AnyConnection, mut inbox: mpsc::UnboundedReceiver<Reque
 async fn run_group(
     conn: &mut AnyConnection,
     first: Box<dyn Txn>,
-    inbox: &mut mpsc::UnboundedReceiver<Request>,
+    inbox: &mut mpsc::Receiver<Request>,
 ) -> Option<oneshot::Sender<()>> {
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
         first.refuse(e.into());
@@ -334,19 +350,26 @@ mod tests {
     use super::*;
 
     async fn writer(dir: &tempfile::TempDir) -> SqliteWriter {
+        writer_with_inbox(dir, INBOX).await
+    }
+
+    async fn writer_with_inbox(dir: &tempfile::TempDir, inbox: usize) -> SqliteWriter {
         sqlx::any::install_default_drivers();
         let path = dir.path().join("w.db");
         let options: AnyConnectOptions = format!("sqlite://{}?mode=rwc", path.display())
             .parse()
             .unwrap();
-        SqliteWriter::start(move || {
-            Box::pin(async move {
-                let mut conn = AnyConnection::connect_with(&options).await?;
-                conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-                    .await?;
-                Ok(conn)
-            })
-        })
+        SqliteWriter::start_with_inbox(
+            move || {
+                Box::pin(async move {
+                    let mut conn = AnyConnection::connect_with(&options).await?;
+                    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+                        .await?;
+                    Ok(conn)
+                })
+            },
+            inbox,
+        )
         .await
         .unwrap()
     }
@@ -460,5 +483,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 50);
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_makes_callers_wait_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer_with_inbox(&dir, 2).await;
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (started, running) = oneshot::channel();
+        let blocker = tokio::spawn({
+            let (w, release) = (w.clone(), release.clone());
+            async move {
+                w.run(Box::new(move |conn| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO t (id) VALUES (1)")
+                            .execute(&mut *conn)
+                            .await?;
+                        let _ = started.send(());
+                        release.notified().await;
+                        Ok(1i64)
+                    })
+                }))
+                .await
+            }
+        });
+        running.await.unwrap();
+        // The writer is busy with 1; 2 and 3 fill the inbox, 4..=6 wait for room.
+        let waiting: Vec<_> = (2..=6)
+            .map(|id| {
+                let w = w.clone();
+                tokio::spawn(async move { w.run(insert(id, Duration::ZERO, false)).await })
+            })
+            .collect();
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            waiting.iter().all(|t| !t.is_finished()),
+            "nothing is refused or answered while the writer is busy"
+        );
+        assert_eq!(w.requests.max_capacity(), 2);
+        assert_eq!(w.requests.capacity(), 0, "the inbox is full, not growing");
+        release.notify_one();
+        assert_eq!(blocker.await.unwrap().unwrap(), 1);
+        for (i, t) in waiting.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), i as i64 + 2);
+        }
+        assert_eq!(ids(&w).await, vec![1, 2, 3, 4, 5, 6]);
+        w.close().await;
     }
 }

@@ -13,6 +13,7 @@ pub async fn run(conn: &crate::cli::Connection, cmd: BenchCommand) -> anyhow::Re
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Load(args) => super::bench_load::run(conn, *args).await,
+        BenchCommand::Calls(args) => super::bench_calls::run(args).await,
     }
 }
 

@@ -1,5 +1,6 @@
 mod accounts;
 mod bench;
+mod bench_calls;
 mod bench_load;
 mod credits;
 mod follow;

@@ -22,6 +22,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.rate_limit_rps = args.rate_limit_rps;
     config.rate_limit_burst = args.rate_limit_burst;
+    config.max_concurrent_rpcs = args.max_concurrent_rpcs;
+    config.rpc_timeout = args.rpc_timeout;
+    config.rpc_method_timeouts = args.rpc_timeout_methods.clone();
     config.lease = Duration::from_millis(args.lease_ms.max(300));
     config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));

@@ -9,13 +9,17 @@ impl Replay<'_> {
     pub(super) fn tally(&mut self, e: &EntryRecord) {
         let totals = self.accounts.entry(e.account_id.clone()).or_default();
         match e.kind {
-            k if k.creates_lots() => totals.granted += e.amount,
-            EntryKind::Debit => totals.debited += e.amount,
-            EntryKind::Refund => totals.refunded += e.amount,
-            EntryKind::Expire => totals.expired += e.amount,
-            EntryKind::Forfeit => totals.forfeited += e.amount,
+            k if k.creates_lots() => totals.granted += i128::from(e.amount),
+            EntryKind::Debit => totals.debited += i128::from(e.amount),
+            EntryKind::Refund => totals.refunded += i128::from(e.amount),
+            EntryKind::Expire => totals.expired += i128::from(e.amount),
+            EntryKind::Forfeit => totals.forfeited += i128::from(e.amount),
             EntryKind::Adjust => {
-                totals.adjusted += e.allocations.iter().map(|a| a.amount).sum::<Credits>()
+                totals.adjusted += e
+                    .allocations
+                    .iter()
+                    .map(|a| i128::from(a.amount))
+                    .sum::<i128>()
             }
             _ => {}
         }
@@ -35,8 +39,11 @@ impl Replay<'_> {
                     .is_none_or(|x| e.created_at < x)
             })
             .filter_map(|id| self.lots.get(id))
-            .map(|l| l.remaining)
-            .sum();
+            .map(|l| i128::from(l.remaining))
+            .sum::<i128>()
+            .try_into()
+            // Lots a ledger cannot add up: reported below as a mismatch, not a panic.
+            .unwrap_or(Credits::MAX);
         let held = self
             .account_held
             .get(&e.account_id)
@@ -69,7 +76,7 @@ impl Replay<'_> {
             self.accounts
                 .entry(l.account_id.clone())
                 .or_default()
-                .remaining += l.remaining;
+                .remaining += i128::from(l.remaining);
         }
         for (account_id, t) in &self.accounts {
             if t.granted + t.adjusted

@@ -213,12 +213,12 @@ pub enum Problem {
     )]
     ConservationViolated {
         account_id: String,
-        granted: Credits,
-        adjusted: Credits,
-        remaining: Credits,
-        debited: Credits,
-        refunded: Credits,
-        expired: Credits,
-        forfeited: Credits,
+        granted: i128,
+        adjusted: i128,
+        remaining: i128,
+        debited: i128,
+        refunded: i128,
+        expired: i128,
+        forfeited: i128,
     },
 }

@@ -40,16 +40,18 @@ pub struct JobTotals {
     pub debit_allocations: Vec<Allocation>,
 }
 
-/// An account's totals: from the entries, and `remaining` from the stored lots.
+/// An account's totals: from the entries, and `remaining` from the stored lots. Wider
+/// than [`Credits`]: an account's balance fits one, but what it was granted over its
+/// lifetime need not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountTotals {
-    pub granted: Credits,
-    pub adjusted: Credits,
-    pub remaining: Credits,
-    pub debited: Credits,
-    pub refunded: Credits,
-    pub expired: Credits,
-    pub forfeited: Credits,
+    pub granted: i128,
+    pub adjusted: i128,
+    pub remaining: i128,
+    pub debited: i128,
+    pub refunded: i128,
+    pub expired: i128,
+    pub forfeited: i128,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -11,8 +11,8 @@ mod mix;
 mod plot;
 mod record;
 mod report;
-mod stats;
-mod target;
+pub(crate) mod stats;
+pub(crate) mod target;
 
 use std::path::PathBuf;
 

@@ -33,6 +33,16 @@ impl EmbeddedServer {
     /// `wan_tiny` is a model folder, the data dir's models.toml serves it as
     /// `wan-tiny` with small defaults.
     pub async fn start(extra: &[String], wan_tiny: Option<&Path>) -> anyhow::Result<Self> {
+        Self::start_exe(None, extra, wan_tiny).await
+    }
+
+    /// [`EmbeddedServer::start`] running `exe` (another kinema build, to compare
+    /// against) instead of this executable.
+    pub async fn start_exe(
+        exe: Option<&Path>,
+        extra: &[String],
+        wan_tiny: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("kinema-bench-")
             .tempdir()
@@ -45,7 +55,10 @@ impl EmbeddedServer {
         }
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log).context("creating the server log")?;
-        let exe = std::env::current_exe().context("locating the kinema executable")?;
+        let exe = match exe {
+            Some(exe) => exe.to_path_buf(),
+            None => std::env::current_exe().context("locating the kinema executable")?,
+        };
         let mut child = Command::new(exe)
             .arg("serve")
             .arg("--data-dir")
