@@ -324,6 +324,10 @@ pub struct ServeArgs {
     /// How long finished videos are kept, in hours.
     #[arg(long, default_value_t = 7 * 24)]
     pub artifact_ttl_hours: u64,
+    /// How long a finished job's prompt, negative prompt and metadata are kept, in
+    /// hours; then they are purged (the job and its money stay).
+    #[arg(long, default_value_t = 30 * 24)]
+    pub prompt_log_ttl_hours: u64,
     /// How often time-driven housekeeping (artifact retention) runs, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub sweep_interval_ms: u64,

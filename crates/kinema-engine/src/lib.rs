@@ -16,7 +16,6 @@ mod manifest;
 pub mod meters;
 mod registry;
 mod residency;
-mod retention;
 mod run;
 mod timeouts;
 mod worker;
@@ -39,7 +38,6 @@ pub use manifest::{
 };
 pub use registry::{ModelRegistry, RegistryError};
 pub use residency::{ModelCache, ResidencyError, ResidentModel};
-pub use retention::RetentionSweeper;
 pub use timeouts::{parse_secs, Timeouts};
 pub use worker::{
     default_max_batch, DeviceSlot, DrainError, PoolHandle, Worker, WorkerConfig, WorkerPool,

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub rpc_timeout: Duration,
     pub rpc_method_timeouts: Vec<crate::MethodTimeout>,
     pub artifact_ttl: Duration,
+    /// How long a finished job's prompt, negative prompt and metadata are kept.
+    pub prompt_log_ttl: Duration,
     pub lease: Duration,
     /// How long a running job may finish on shutdown before it is requeued.
     pub drain_grace: Duration,
@@ -84,6 +86,7 @@ impl ServerConfig {
             rpc_timeout: Duration::from_secs(30),
             rpc_method_timeouts: Vec::new(),
             artifact_ttl: Duration::from_secs(7 * 24 * 3600),
+            prompt_log_ttl: Duration::from_secs(30 * 24 * 3600),
             lease: Duration::from_secs(60),
             drain_grace: Duration::from_secs(20),
             sweep_interval: Duration::from_secs(30),

@@ -152,6 +152,8 @@ pub fn job(j: &store::Job) -> pb::Job {
         output_format: pb::OutputFormat::Unspecified as i32,
         output: j.output_format.clone(),
         preview: j.preview.clone().unwrap_or_default(),
+        prompt_expires_at: ts(j.prompt_expires_at),
+        prompt_purged_at: ts(j.prompt_purged_at),
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         metadata: j.metadata.clone(),
         cancel_requested: j.cancel_requested,

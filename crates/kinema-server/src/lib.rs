@@ -18,6 +18,7 @@ mod job_watch;
 mod jobs_service;
 mod rate_limit;
 mod request_limits;
+mod retention;
 mod rpc;
 mod rpc_limits;
 mod server;

@@ -111,6 +111,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         postpaid: commerce.postpaid,
         usage_price: commerce.usage_price,
         queue: config.queue,
+        prompt_log_ttl_ms: config.prompt_log_ttl.as_millis() as i64,
     };
     let store = match &config.database_url {
         Some(url) => Store::open(url, policy).await?,

@@ -1,20 +1,21 @@
 //! Time-driven housekeeping, on the injected clock (docs/api.md, "Money"): lots past
 //! their expiry get their EXPIRE entries, plans renew and end, postpaid accounts move
-//! through arrears, closed accounts' videos and prompts are purged, and artifacts past
-//! their retention are deleted. With `--test-clock`, `AdvanceClock` runs a sweep
+//! through arrears, closed accounts' videos and prompts are purged, and retention
+//! deletes artifacts and purges prompts past their time (`retention`). With `--test-clock`, `AdvanceClock` runs a sweep
 //! before it answers, so every time rule shows at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kinema_artifacts::Artifacts;
-use kinema_engine::{Clock, JobEventKind, JobEvents, RetentionSweeper};
+use kinema_engine::{Clock, JobEventKind, JobEvents};
 use kinema_store::{Store, StoreError};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::commerce::CommerceConfig;
+use crate::retention::Retention;
 
 /// Accounts (or lots' accounts) one query of a pass takes.
 const BATCH: u32 = 500;
@@ -24,7 +25,7 @@ pub struct Sweeper {
     pub artifacts: Artifacts,
     pub clock: Arc<dyn Clock>,
     pub commerce: Arc<CommerceConfig>,
-    pub retention: RetentionSweeper,
+    pub retention: Retention,
     /// Watchers of the jobs a sweep cancels see them end.
     pub events: JobEvents,
     pub interval: Duration,
@@ -40,6 +41,7 @@ pub struct SweepReport {
     pub postpaid_changed: usize,
     pub accounts_purged: usize,
     pub artifacts_deleted: usize,
+    pub prompts_purged: usize,
 }
 
 impl Sweeper {
@@ -51,10 +53,9 @@ impl Sweeper {
         events: JobEvents,
         interval: Duration,
     ) -> Self {
-        let retention = RetentionSweeper {
+        let retention = Retention {
             store: store.clone(),
             artifacts: artifacts.clone(),
-            clock: clock.clone(),
         };
         Self {
             store,
@@ -104,7 +105,9 @@ impl Sweeper {
             Ok(n) => report.accounts_purged = n,
             Err(e) => warn!(error = %e, "purging closed accounts failed"),
         }
-        report.artifacts_deleted = self.retention.sweep().await;
+        let retained = self.retention.sweep(now).await;
+        report.artifacts_deleted = retained.artifacts_deleted;
+        report.prompts_purged = retained.prompts_purged;
         report
     }
 

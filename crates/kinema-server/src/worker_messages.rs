@@ -88,6 +88,8 @@ pub fn store_job(j: &pb::LeasedJob, owner: &str) -> Result<store::Job, String> {
         price: None,
         charged_minor: 0,
         lease_owner: Some(owner.to_string()),
+        prompt_expires_at: None,
+        prompt_purged_at: None,
     })
 }
 

@@ -20,7 +20,13 @@ pub struct StorePolicy {
     pub usage_price: kinema_ledger::Money,
     /// How many jobs may wait in the queue (docs/api.md, "Accounts").
     pub queue: crate::QueueLimits,
+    /// How long a finished job's prompt, negative prompt and metadata are kept
+    /// (docs/api.md, "Retention").
+    pub prompt_log_ttl_ms: i64,
 }
+
+/// `prompt_log_ttl`'s default: 30 days.
+pub const DEFAULT_PROMPT_LOG_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
 impl Default for StorePolicy {
     fn default() -> Self {
@@ -30,6 +36,7 @@ impl Default for StorePolicy {
             postpaid: kinema_ledger::PostpaidPolicy::default(),
             usage_price: kinema_ledger::Money::new(1, DEFAULT_CURRENCY),
             queue: crate::QueueLimits::default(),
+            prompt_log_ttl_ms: DEFAULT_PROMPT_LOG_TTL_MS,
         }
     }
 }
@@ -269,8 +276,11 @@ impl Store {
 async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     // journal_mode answers with a row; the others are silent.
     conn.fetch_all("PRAGMA journal_mode = WAL").await?;
+    // secure_delete: what an update or delete removes (a purged prompt) is overwritten
+    // in the file, not left in free space (docs/api.md, "Retention").
     conn.execute(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000",
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+         PRAGMA secure_delete = ON",
     )
     .await?;
     let _ = conn.ping().await;

@@ -89,7 +89,7 @@ pub(crate) async fn end_job(
          failure_retryable = $4, finished_at = $5, lease_owner = NULL, lease_expires_at = NULL, \
          held = 0, refunded = CASE WHEN $6 = 1 THEN debited ELSE refunded END, \
          progress_step = CASE WHEN $1 = 'SUCCEEDED' THEN progress_total ELSE progress_step END, \
-         usage = COALESCE($7, usage) \
+         usage = COALESCE($7, usage), prompt_expires_at = $5 + $10 \
          WHERE id = $8 AND state = $9 RETURNING *, {refund_needs}"
     );
     let row: EndedRow = sqlx::query_as(&sql)
@@ -102,6 +102,7 @@ pub(crate) async fn end_job(
         .bind(usage.map(serde_json::to_string).transpose()?)
         .bind(&job.id)
         .bind(job.state.as_str())
+        .bind(tx.policy.prompt_log_ttl_ms)
         .fetch_optional(tx.conn())
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("job {} changed under its lock", job.id)))?;

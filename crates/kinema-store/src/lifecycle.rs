@@ -312,32 +312,37 @@ impl Store {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let account_id = account_id.to_owned();
-        self.write(move |mut tx| {
-            Box::pin(async move {
-                let tx = &mut tx;
-                lock_account(tx, &account_id).await?;
-                let (busy, files): (i64, i64) = sqlx::query_as(
-                    "SELECT CAST((SELECT COUNT(*) FROM jobs WHERE account_id = $1 \
+        let purged = self
+            .write(move |mut tx| {
+                Box::pin(async move {
+                    let tx = &mut tx;
+                    lock_account(tx, &account_id).await?;
+                    let (busy, files): (i64, i64) = sqlx::query_as(
+                        "SELECT CAST((SELECT COUNT(*) FROM jobs WHERE account_id = $1 \
                      AND state IN ('QUEUED', 'RUNNING')) AS BIGINT), \
                      CAST((SELECT COUNT(*) FROM artifacts a JOIN jobs j ON j.id = a.job_id \
                      WHERE j.account_id = $1 AND a.deleted_at IS NULL) AS BIGINT)",
-                )
-                .bind(&account_id)
-                .fetch_one(tx.conn())
-                .await?;
-                if busy > 0 || files > 0 {
-                    return Ok(false);
-                }
-                blank_jobs(tx, &account_id).await?;
-                sqlx::query("UPDATE accounts SET purged_at = $1 WHERE id = $2")
-                    .bind(now)
+                    )
                     .bind(&account_id)
-                    .execute(tx.conn())
+                    .fetch_one(tx.conn())
                     .await?;
-                Ok(true)
+                    if busy > 0 || files > 0 {
+                        return Ok(false);
+                    }
+                    blank_jobs(tx, &account_id, now).await?;
+                    sqlx::query("UPDATE accounts SET purged_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&account_id)
+                        .execute(tx.conn())
+                        .await?;
+                    Ok(true)
+                })
             })
-        })
-        .await
+            .await?;
+        if purged {
+            self.erase_old_copies().await;
+        }
+        Ok(purged)
     }
 }
 
@@ -418,18 +423,20 @@ async fn forget_account(
         .bind(account_id)
         .execute(tx.conn())
         .await?;
-    blank_jobs(tx, account_id).await
+    blank_jobs(tx, account_id, now).await
 }
 
 /// Removes what a job row holds of the person behind it; the money columns stay, so
 /// the ledger still verifies.
-async fn blank_jobs(tx: &mut Tx<'_>, account_id: &str) -> Result<(), StoreError> {
+async fn blank_jobs(tx: &mut Tx<'_>, account_id: &str, now: UnixMillis) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE jobs SET prompt = '', negative_prompt = '', metadata = '{}', callback_url = '', \
          external_id = NULL, idempotency_key = NULL, request_hash = '', failure_message = \
-         CASE WHEN failure_message IS NULL THEN NULL ELSE '' END WHERE account_id = $1",
+         CASE WHEN failure_message IS NULL THEN NULL ELSE '' END, \
+         prompt_purged_at = COALESCE(prompt_purged_at, $2) WHERE account_id = $1",
     )
     .bind(account_id)
+    .bind(now)
     .execute(tx.conn())
     .await?;
     Ok(())

@@ -1,5 +1,6 @@
-//! Artifact retention: which stored files are past their
-//! `expires_at`, and recording that they were deleted.
+//! Retention (docs/api.md, "Retention"): which stored files are past their
+//! `expires_at` and recording that they were deleted, and purging the prompts,
+//! negative prompts and metadata of jobs past their `prompt_expires_at`.
 
 use kinema_ledger::UnixMillis;
 
@@ -53,5 +54,59 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// Blanks the prompt, negative prompt and metadata of at most `limit` finished jobs
+    /// whose `prompt_expires_at` has passed, oldest first; the job, its money and its
+    /// ledger entries stay. Returns how many jobs were purged.
+    pub async fn purge_expired_prompts(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        let purged = self
+            .write(move |mut tx| {
+                Box::pin(async move {
+                    let purged = sqlx::query(
+                        "UPDATE jobs SET prompt = '', negative_prompt = '', metadata = '{}', \
+                     prompt_purged_at = $1 WHERE id IN (SELECT id FROM jobs \
+                     WHERE prompt_purged_at IS NULL AND prompt_expires_at IS NOT NULL \
+                     AND prompt_expires_at <= $1 ORDER BY prompt_expires_at LIMIT $2)",
+                    )
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .execute(tx.conn())
+                    .await?
+                    .rows_affected();
+                    Ok(purged as usize)
+                })
+            })
+            .await?;
+        if purged > 0 {
+            self.erase_old_copies().await;
+        }
+        Ok(purged)
+    }
+
+    /// On SQLite, the write-ahead log still holds earlier copies of the pages a purge
+    /// rewrote: checkpointing it into the database (where secure_delete overwrote the
+    /// purged values) and truncating it erases them from the files. Best effort: a
+    /// checkpoint that cannot finish now is finished by a later one. (PostgreSQL keeps
+    /// dead row versions until VACUUM reuses their space: docs/operations.md.)
+    pub(crate) async fn erase_old_copies(&self) {
+        let crate::db::Writer::Sqlite(writer) = &self.writer else {
+            return;
+        };
+        match writer.checkpoint().await {
+            Ok(c) if !c.busy => {}
+            Ok(c) => tracing::warn!(
+                frames = c.log_frames,
+                checkpointed = c.checkpointed_frames,
+                "a reader kept the write-ahead log from being truncated after a purge; the next checkpoint finishes it"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpointing the write-ahead log after a purge failed")
+            }
+        }
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct JobRow {
     priority: i64,
     batch_key: Option<String>,
     run_alone: i64,
+    prompt_expires_at: Option<UnixMillis>,
+    prompt_purged_at: Option<UnixMillis>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -133,6 +135,8 @@ impl TryFrom<JobRow> for Job {
             priority: JobPriority::from_rank(r.priority)?,
             batch_key: r.batch_key,
             run_alone: r.run_alone != 0,
+            prompt_expires_at: r.prompt_expires_at,
+            prompt_purged_at: r.prompt_purged_at,
         })
     }
 }

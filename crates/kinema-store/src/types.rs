@@ -321,6 +321,11 @@ pub struct Job {
     pub charged_minor: i64,
     /// The worker holding the job's lease while it runs.
     pub lease_owner: Option<String>,
+    /// Once finished: when its prompt, negative prompt and metadata are purged
+    /// (docs/api.md, "Retention").
+    pub prompt_expires_at: Option<UnixMillis>,
+    /// When they were purged; blank since.
+    pub prompt_purged_at: Option<UnixMillis>,
 }
 
 /// How a submission ended when it did not fail.

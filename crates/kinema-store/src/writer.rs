@@ -50,7 +50,18 @@ pub(crate) struct SqliteWriter {
 
 enum Request {
     Txn(Box<dyn Txn>),
+    /// `PRAGMA wal_checkpoint(TRUNCATE)` between groups (it cannot run inside a
+    /// transaction, and a read-only connection may not truncate the log).
+    Checkpoint(oneshot::Sender<Result<Checkpoint, StoreError>>),
     Close(oneshot::Sender<()>),
+}
+
+/// What a checkpoint did: `busy` when a reader kept it from finishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub busy: bool,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
 }
 
 impl SqliteWriter {
@@ -118,6 +129,19 @@ impl SqliteWriter {
         let span = tracing::Span::current();
         self.requests
             .send(Request::Txn(Box::new(Pending { body, reply, span })))
+            .await
+            .map_err(|_| StoreError::Writer("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Writer("the writer stopped before answering".into()))?
+    }
+
+    /// Copies the write-ahead log into the database and truncates it, once the
+    /// transactions queued before it have committed.
+    pub(crate) async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Checkpoint(reply))
             .await
             .map_err(|_| StoreError::Writer("the store is closed".into()))?;
         answer
@@ -202,6 +226,10 @@ async fn serve(mut conn: AnyConnection, mut inbox: mpsc::Receiver<Request>) {
         };
         let first = match request {
             Request::Txn(txn) => txn,
+            Request::Checkpoint(reply) => {
+                let _ = reply.send(checkpoint(&mut conn).await);
+                continue;
+            }
             Request::Close(done) => {
                 closing = Some(done);
                 break;
@@ -212,8 +240,12 @@ async fn serve(mut conn: AnyConnection, mut inbox: mpsc::Receiver<Request>) {
     // What arrived after the close is refused, not silently dropped.
     inbox.close();
     while let Ok(request) = inbox.try_recv() {
-        if let Request::Txn(txn) = request {
-            txn.refuse(StoreError::Writer("the store is closed".into()));
+        match request {
+            Request::Txn(txn) => txn.refuse(StoreError::Writer("the store is closed".into())),
+            Request::Checkpoint(reply) => {
+                let _ = reply.send(Err(StoreError::Writer("the store is closed".into())));
+            }
+            Request::Close(_) => {}
         }
     }
     let _ = conn.close().await;
@@ -242,11 +274,18 @@ async fn run_group(
     }
     let mut committed = vec![outcome];
     let mut closing = None;
+    let mut deferred = None;
     while committed.len() < MAX_GROUP {
         let next = match inbox.try_recv() {
             Ok(Request::Txn(txn)) => txn,
             Ok(Request::Close(done)) => {
                 closing = Some(done);
+                break;
+            }
+            Ok(Request::Checkpoint(reply)) => {
+                // After this group's COMMIT: a checkpoint waits for what was queued
+                // before it.
+                deferred = Some(reply);
                 break;
             }
             Err(_) => break,
@@ -286,7 +325,22 @@ async fn run_group(
     for outcome in committed {
         outcome.answer(commit.clone());
     }
+    if let Some(reply) = deferred {
+        let _ = reply.send(checkpoint(conn).await);
+    }
     closing
+}
+
+async fn checkpoint(conn: &mut AnyConnection) -> Result<Checkpoint, StoreError> {
+    let (busy, log_frames, checkpointed_frames): (i64, i64, i64) =
+        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Checkpoint {
+        busy: busy != 0,
+        log_frames,
+        checkpointed_frames,
+    })
 }
 
 /// Where the operator puts the writer: `off` leaves it unpinned, a CPU number pins it
@@ -363,6 +417,7 @@ mod tests {
             move || {
                 Box::pin(async move {
                     let mut conn = AnyConnection::connect_with(&options).await?;
+                    conn.fetch_all("PRAGMA journal_mode = WAL").await?;
                     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
                         .await?;
                     Ok(conn)
@@ -531,5 +586,29 @@ mod tests {
         }
         assert_eq!(ids(&w).await, vec![1, 2, 3, 4, 5, 6]);
         w.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        let runs: Vec<_> = (1..=20)
+            .map(|id| {
+                let w = w.clone();
+                tokio::spawn(async move { w.run(insert(id, Duration::ZERO, false)).await })
+            })
+            .collect();
+        for r in runs {
+            r.await.unwrap().unwrap();
+        }
+        let wal = dir.path().join("w.db-wal");
+        let wal_bytes = || std::fs::metadata(&wal).map(|m| m.len()).unwrap();
+        assert!(wal_bytes() > 0, "the inserts are in the log");
+        let checkpoint = w.checkpoint().await.unwrap();
+        assert!(!checkpoint.busy, "{checkpoint:?}");
+        assert_eq!(wal_bytes(), 0, "the log is truncated");
+        assert_eq!(ids(&w).await.len(), 20);
+        w.close().await;
+        assert!(w.checkpoint().await.is_err(), "refused after the close");
     }
 }

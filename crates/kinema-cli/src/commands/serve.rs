@@ -27,6 +27,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.rpc_method_timeouts = args.rpc_timeout_methods.clone();
     config.lease = Duration::from_millis(args.lease_ms.max(300));
     config.artifact_ttl = Duration::from_secs(args.artifact_ttl_hours.saturating_mul(3600));
+    config.prompt_log_ttl = Duration::from_secs(args.prompt_log_ttl_hours.saturating_mul(3600));
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.models = args
         .models
