@@ -42,6 +42,10 @@ pub mod reasons {
     pub const WORKER_NOT_FOUND: &str = "WORKER_NOT_FOUND";
     pub const QUEUE_FULL: &str = "QUEUE_FULL";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// A prompt broke the usage policy (ErrorInfo metadata: `category`, `field`).
+    pub const CONTENT_POLICY: &str = "CONTENT_POLICY";
+    /// The external moderation endpoint could not answer and the policy fails closed.
+    pub const MODERATION_UNAVAILABLE: &str = "MODERATION_UNAVAILABLE";
     /// The artifact store refused or failed an upload (a worker retries the attempt).
     pub const STORAGE: &str = "STORAGE_UNAVAILABLE";
 }
@@ -384,6 +388,8 @@ pub enum ServerError {
     Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("devices")]
     Devices(#[from] kinema_engine::DeviceError),
     #[error("--preload: {0}")]
