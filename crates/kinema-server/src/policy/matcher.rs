@@ -39,6 +39,10 @@ pub struct Matcher {
     categories: Vec<String>,
     terms: Option<AhoCorasick>,
     term_rules: Vec<TermRule>,
+    /// Terms of several words with their spaces taken out, found only across the
+    /// joints of spelled-out letters (`p.i.p.e.b.o.m.b` is `pipebomb`).
+    joined_terms: Option<AhoCorasick>,
+    joined_rules: Vec<TermRule>,
     patterns: Option<RegexSet>,
     pattern_rules: Vec<PatternRule>,
 }
@@ -65,6 +69,8 @@ impl Matcher {
     pub fn new(categories: &[CategorySpec]) -> Result<Self, MatcherError> {
         let mut needles = Vec::new();
         let mut term_rules = Vec::new();
+        let mut joined_needles = Vec::new();
+        let mut joined_rules = Vec::new();
         let mut patterns = Vec::new();
         let mut pattern_rules = Vec::new();
         for (c, category) in categories.iter().enumerate() {
@@ -74,12 +80,17 @@ impl Matcher {
                 else {
                     continue;
                 };
-                term_rules.push(TermRule {
+                let rule = TermRule {
                     category: c,
                     index,
                     word_start: is_word_char(first),
                     word_end: is_word_char(last),
-                });
+                };
+                if needle.contains(' ') {
+                    joined_needles.push(needle.replace(' ', ""));
+                    joined_rules.push(rule.clone());
+                }
+                term_rules.push(rule);
                 needles.push(needle);
             }
             for (index, pattern) in category.patterns.iter().enumerate() {
@@ -87,14 +98,18 @@ impl Matcher {
                 pattern_rules.push(PatternRule { category: c, index });
             }
         }
-        let terms = match needles.is_empty() {
-            true => None,
-            false => Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .build(&needles)?,
-            ),
+        let automaton = |needles: &[String]| -> Result<_, MatcherError> {
+            Ok(match needles.is_empty() {
+                true => None,
+                false => Some(
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::Standard)
+                        .build(needles)?,
+                ),
+            })
         };
+        let terms = automaton(&needles)?;
+        let joined_terms = automaton(&joined_needles)?;
         let patterns = match patterns.is_empty() {
             true => None,
             false => Some(
@@ -107,6 +122,8 @@ impl Matcher {
             categories: categories.iter().map(|c| c.name.clone()).collect(),
             terms,
             term_rules,
+            joined_terms,
+            joined_rules,
             patterns,
             pattern_rules,
         })
@@ -121,27 +138,43 @@ impl Matcher {
     /// [`super::normalise::normalise_with_joints`]) breaks: the earliest term found
     /// where it may stand, else the first pattern (in file order) that matches.
     pub fn find(&self, normalised: &Normalised) -> Option<Hit> {
-        let text = normalised.text.as_str();
-        if let Some(terms) = &self.terms {
-            // Overlapping: a match that fails its word boundary must not hide one
-            // that holds (`class ass`).
-            for m in terms.find_overlapping_iter(text) {
-                let rule = &self.term_rules[m.pattern().as_usize()];
-                let edge = |neighbour: Option<char>, offset| {
-                    !neighbour.is_some_and(is_word_char) || normalised.is_joint(offset)
-                };
-                let starts_word =
-                    !rule.word_start || edge(text[..m.start()].chars().next_back(), m.start());
-                let ends_word = !rule.word_end || edge(text[m.end()..].chars().next(), m.end());
-                if starts_word && ends_word {
-                    return Some(self.hit(rule.category, "term", rule.index));
-                }
-            }
+        let found = Self::find_term(self.terms.as_ref(), &self.term_rules, normalised, false)
+            .or_else(|| {
+                let joined = self.joined_terms.as_ref();
+                Self::find_term(joined, &self.joined_rules, normalised, true)
+            });
+        if let Some(rule) = found {
+            return Some(self.hit(rule.category, "term", rule.index));
         }
-        let matched = self.patterns.as_ref()?.matches(text);
+        let matched = self.patterns.as_ref()?.matches(&normalised.text);
         let first = matched.iter().next()?;
         let rule = &self.pattern_rules[first];
         Some(self.hit(rule.category, "pattern", rule.index))
+    }
+
+    /// The earliest term found where it may stand: at word edges (or joints) where
+    /// its own edges are letters or digits; with `across_joints`, only a match with a
+    /// joint inside it.
+    fn find_term<'r>(
+        automaton: Option<&AhoCorasick>,
+        rules: &'r [TermRule],
+        normalised: &Normalised,
+        across_joints: bool,
+    ) -> Option<&'r TermRule> {
+        let text = normalised.text.as_str();
+        let edge = |neighbour: Option<char>, offset| {
+            !neighbour.is_some_and(is_word_char) || normalised.is_joint(offset)
+        };
+        // Overlapping: a match that fails its word boundary must not hide one that
+        // holds (`class ass`).
+        automaton?.find_overlapping_iter(text).find_map(|m| {
+            let rule = &rules[m.pattern().as_usize()];
+            let starts_word =
+                !rule.word_start || edge(text[..m.start()].chars().next_back(), m.start());
+            let ends_word = !rule.word_end || edge(text[m.end()..].chars().next(), m.end());
+            let joined = !across_joints || normalised.has_joint_within(m.start(), m.end());
+            (starts_word && ends_word && joined).then_some(rule)
+        })
     }
 
     fn hit(&self, category: usize, kind: &str, index: usize) -> Hit {
@@ -205,6 +238,10 @@ mod tests {
         assert_eq!(find("bad-word").as_deref(), Some("term:insult:1"));
         assert_eq!(find("bad\n\tword").as_deref(), Some("term:insult:1"));
         assert_eq!(find("badword"), None);
+        // Spelled out with no gap between the words.
+        assert_eq!(find("b.a.d.w.o.r.d").as_deref(), Some("term:insult:1"));
+        assert_eq!(find("a b a d w o r d").as_deref(), Some("term:insult:1"));
+        assert_eq!(find("bad w o r d").as_deref(), Some("term:insult:1"));
     }
 
     #[test]

@@ -40,6 +40,12 @@ impl Normalised {
     pub fn is_joint(&self, offset: usize) -> bool {
         self.joints.binary_search(&offset).is_ok()
     }
+
+    /// Whether a joint lies strictly inside `start..end`.
+    pub fn has_joint_within(&self, start: usize, end: usize) -> bool {
+        let first = self.joints.partition_point(|&j| j <= start);
+        self.joints.get(first).is_some_and(|&j| j < end)
+    }
 }
 
 /// [`normalise`], keeping the joints.
@@ -316,6 +322,8 @@ mod tests {
         let joints: Vec<usize> = (0..n.text.len()).filter(|&o| n.is_joint(o)).collect();
         assert_eq!(joints, [6, 7, 8, 9]);
         assert!(!normalise_with_joints("kill").is_joint(1));
+        assert!(n.has_joint_within(5, 10) && n.has_joint_within(8, 10));
+        assert!(!n.has_joint_within(9, 13) && !n.has_joint_within(0, 6));
     }
 
     #[test]

@@ -167,6 +167,7 @@ fn the_example_policy_loads_and_catches_its_terms() {
         ("自殺方法", "self-harm"),
         ("ethnic cleansing", "hate"),
         ("how to make a pipe bomb", "terrorism"),
+        ("how to make a p.i.p.e b o m b", "terrorism"),
         ("製作炸彈", "terrorism"),
     ];
     for (prompt, category) in cases {
