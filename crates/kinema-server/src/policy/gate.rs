@@ -32,16 +32,19 @@ pub async fn check(
     if !policy.is_active() {
         return Ok(None);
     }
-    let draft = |decision, source| PolicyDecisionDraft {
-        account_id: account_id.to_string(),
-        key_id: caller.key.id.clone(),
-        decision,
-        category: String::new(),
-        field: String::new(),
-        rule: String::new(),
-        source,
-        policy_version: policy.version.clone(),
-        note: String::new(),
+    let draft = |decision: PolicyVerdict, source: PolicySource| {
+        count(decision, source);
+        PolicyDecisionDraft {
+            account_id: account_id.to_string(),
+            key_id: caller.key.id.clone(),
+            decision,
+            category: String::new(),
+            field: String::new(),
+            rule: String::new(),
+            source,
+            policy_version: policy.version.clone(),
+            note: String::new(),
+        }
     };
     if let Some(v) = policy.check_local(&req.prompt, &req.negative_prompt) {
         let refused = PolicyDecisionDraft {
@@ -97,6 +100,16 @@ pub async fn check(
             }
         }
     }
+}
+
+/// `kinema_policy_decisions_total{decision, source}` (docs/operations.md, "Metrics").
+fn count(decision: PolicyVerdict, source: PolicySource) {
+    metrics::counter!(
+        "kinema_policy_decisions_total",
+        "decision" => decision.as_str(),
+        "source" => source.as_str()
+    )
+    .increment(1);
 }
 
 /// Records a refusal (with the count that may suspend the account) and builds its
