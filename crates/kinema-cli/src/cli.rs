@@ -70,6 +70,9 @@ pub enum Command {
     /// The server's workers, one per device (admin).
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// The usage policy: its decisions (operator), or a policy file tried on a text.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run a GPU worker node: lease jobs from a control plane (`--server`) over gRPC
     /// with a worker key, run them on this machine's devices, upload their videos.
     Worker(Box<WorkerArgs>),
@@ -131,6 +134,33 @@ pub struct MigrateArgs {
     /// `postgres://…` or `sqlite://PATH`.
     #[arg(long, env = "KINEMA_DATABASE_URL")]
     pub database_url: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// The usage policy's decisions, oldest first (of --account when given).
+    Decisions {
+        /// Only `allowed`, `refused` or `unavailable` decisions.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Decisions after this one (a page token, as printed).
+        #[arg(long, default_value = "")]
+        after: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a policy file on a text, offline: its normal form and the rule it breaks.
+    Check {
+        /// The policy file.
+        #[arg(long)]
+        file: PathBuf,
+        /// The text (a prompt).
+        text: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -349,6 +379,11 @@ pub struct ServeArgs {
     /// (`kinema catalog --print-default` shows it).
     #[arg(long, env = "KINEMA_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// Usage policy file (TOML: categories of prohibited terms and patterns, the
+    /// suspension rule, an external moderation endpoint); default:
+    /// DATA_DIR/policy.toml when it exists, else no policy.
+    #[arg(long, env = "KINEMA_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
     /// Devices to run jobs on, one worker each: GPU indices (`0,1`, `cuda:0`) or
     /// `cpu` slots (`cpu,cpu`). Default: every CUDA device, else one CPU worker.
     #[arg(long, env = "KINEMA_DEVICES", conflicts_with = "cpu_workers")]

@@ -2,14 +2,14 @@ use std::sync::Arc;
 
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::admin_service_server::AdminService;
-use kinema_store::{AccountChange, BillingMode, Role};
+use kinema_store::{AccountChange, BillingMode, PolicyVerdict, Role};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::App;
 use crate::convert;
 use crate::error::{reasons, ApiError};
 use crate::request_limits::{check_text, MAX_TEXT_CHARS};
-use crate::rpc::{handle, Access};
+use crate::rpc::{handle, Access, Page};
 
 pub struct Admin {
     pub app: Arc<App>,
@@ -301,7 +301,45 @@ impl AdminService for Admin {
         })
         .await
     }
+
+    async fn list_policy_decisions(
+        &self,
+        request: Request<pb::ListPolicyDecisionsRequest>,
+    ) -> Result<Response<pb::ListPolicyDecisionsResponse>, Status> {
+        let app = &self.app;
+        handle(app, request, Access::Operator, |_, req| async move {
+            let decision = match pb::PolicyDecisionKind::try_from(req.decision) {
+                Ok(pb::PolicyDecisionKind::Unspecified) => None,
+                Ok(pb::PolicyDecisionKind::Allowed) => Some(PolicyVerdict::Allowed),
+                Ok(pb::PolicyDecisionKind::Refused) => Some(PolicyVerdict::Refused),
+                Ok(pb::PolicyDecisionKind::Unavailable) => Some(PolicyVerdict::Unavailable),
+                Err(_) => {
+                    let message = format!("{} is not a decision", req.decision);
+                    return Err(ApiError::field("decision", message));
+                }
+            };
+            let filter = kinema_store::DecisionFilter {
+                account_id: (!req.account_id.is_empty()).then(|| req.account_id.clone()),
+                decision,
+            };
+            let page =
+                Page::from_request(&req.page_token, req.page_size, 0, DEFAULT_PAGE, MAX_PAGE)?;
+            let decisions = app
+                .store
+                .policy_decisions(&filter, page.cursor, page.limit)
+                .await?;
+            Ok(pb::ListPolicyDecisionsResponse {
+                next_page_token: page.next_token(&decisions, |d| d.id),
+                decisions: decisions.iter().map(convert::policy_decision).collect(),
+            })
+        })
+        .await
+    }
 }
+
+/// Listing pages (ListPolicyDecisions), as the ledger's.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
 
 /// Remote devices that reported within this many of their report intervals are listed.
 const REMOTE_WORKER_LIVENESS: u64 = 10;

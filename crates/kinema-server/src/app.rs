@@ -30,6 +30,8 @@ pub struct App {
     pub rate_limit: Option<crate::rate_limit::KeyRateLimit>,
     /// What remote worker nodes follow, as the in-process workers do.
     pub workers: WorkerSettings,
+    /// The usage policy CreateJob checks prompts against.
+    pub policy: Arc<crate::policy::UsagePolicy>,
 }
 
 /// The control plane's rules for the workers that lease from it.

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub timeouts: kinema_engine::Timeouts,
     /// Serve Prometheus metrics on this address (`/metrics`); off when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// The usage policy file (TOML); when none is given, `policy.toml` in the data
+    /// dir if it exists, else no policy (no categories: nothing is refused).
+    pub policy_file: Option<PathBuf>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -99,6 +102,7 @@ impl ServerConfig {
             preload: Vec::new(),
             timeouts: kinema_engine::Timeouts::default(),
             metrics_listen: None,
+            policy_file: None,
         }
     }
 
@@ -130,6 +134,17 @@ impl ServerConfig {
             Some(f) => crate::commerce::CommerceConfig::load(f),
             None if default.is_file() => crate::commerce::CommerceConfig::load(&default),
             None => Ok(crate::commerce::CommerceConfig::default()),
+        }
+    }
+
+    /// The usage policy: the file given, else the data dir's `policy.toml` if
+    /// present, else none.
+    pub fn usage_policy(&self) -> Result<crate::policy::UsagePolicy, crate::policy::PolicyError> {
+        let default = self.data_dir.join(crate::policy::POLICY_FILE);
+        match &self.policy_file {
+            Some(f) => crate::policy::UsagePolicy::load(f),
+            None if default.is_file() => crate::policy::UsagePolicy::load(&default),
+            None => Ok(crate::policy::UsagePolicy::none()),
         }
     }
 }

@@ -587,3 +587,30 @@ pub fn worker(w: &kinema_engine::WorkerStatus) -> pb::Worker {
         }),
     }
 }
+
+pub fn policy_decision(d: &store::PolicyDecision) -> pb::PolicyDecision {
+    pb::PolicyDecision {
+        id: d.id,
+        account_id: d.account_id.clone(),
+        key_id: d.key_id.clone(),
+        decision: policy_decision_kind(d.decision) as i32,
+        category: d.category.clone(),
+        field: d.field.clone(),
+        rule: d.rule.clone(),
+        source: d.source.as_str().to_string(),
+        policy_version: d.policy_version.clone(),
+        counted: d.counted,
+        suspended_account: d.suspended,
+        note: d.note.clone(),
+        job_id: d.job_id.clone().unwrap_or_default(),
+        created_at: Some(timestamp(d.created_at)),
+    }
+}
+
+pub fn policy_decision_kind(v: store::PolicyVerdict) -> pb::PolicyDecisionKind {
+    match v {
+        store::PolicyVerdict::Allowed => pb::PolicyDecisionKind::Allowed,
+        store::PolicyVerdict::Refused => pb::PolicyDecisionKind::Refused,
+        store::PolicyVerdict::Unavailable => pb::PolicyDecisionKind::Unavailable,
+    }
+}

@@ -47,6 +47,10 @@ pub mod reasons {
     pub const OVERLOADED: &str = "OVERLOADED";
     /// A unary call ran past the server's deadline (`--rpc-timeout`).
     pub const RPC_TIMEOUT: &str = "RPC_TIMEOUT";
+    /// A prompt broke the usage policy (ErrorInfo metadata: `category`, `field`).
+    pub const CONTENT_POLICY: &str = "CONTENT_POLICY";
+    /// The external moderation endpoint could not answer and the policy fails closed.
+    pub const MODERATION_UNAVAILABLE: &str = "MODERATION_UNAVAILABLE";
     /// The artifact store refused or failed an upload (a worker retries the attempt).
     pub const STORAGE: &str = "STORAGE_UNAVAILABLE";
 }
@@ -417,6 +421,8 @@ pub enum ServerError {
     Catalog(#[from] crate::commerce::CatalogError),
     #[error("models: {0}")]
     Models(#[from] kinema_engine::CatalogError),
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("devices")]
     Devices(#[from] kinema_engine::DeviceError),
     #[error("--preload: {0}")]

@@ -186,6 +186,10 @@ impl JobService for JobsService {
             let account_id = caller.account(&req.account_id)?;
             let priority = caller.priority(req.priority)?;
             let checked = self.check(&req, true)?;
+            // Before anything is held: a refusal charges nothing.
+            let allowed =
+                crate::policy::gate::check(app, &caller, &account_id, &req, &checked.manifest.id)
+                    .await?;
             let new = NewJob {
                 account_id: account_id.clone(),
                 external_id: non_empty(&req.external_id),
@@ -212,7 +216,7 @@ impl JobService for JobsService {
             };
             let submitted = app
                 .store
-                .submit_job(new, &caller.actor(), app.now())
+                .submit_job_with_decision(new, allowed, &caller.actor(), app.now())
                 .await?;
             let job = match submitted {
                 Submitted::Created(mut job) => {

@@ -104,6 +104,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
 
     let commerce = Arc::new(config.commerce()?);
+    let usage_policy = Arc::new(config.usage_policy()?);
+    info!(policy = %usage_policy.origin, version = %usage_policy.version, categories = ?usage_policy.categories, external = usage_policy.external.as_ref().map(|e| e.url.as_str()), "usage policy loaded");
     info!(catalog = %commerce.origin, packs = commerce.catalogue.packs.len(), plans = commerce.catalogue.plans.len(), "catalogue loaded");
     let policy = StorePolicy {
         refund_on_cancel: config.refund_on_cancel,
@@ -213,6 +215,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             artifact_ttl_ms: config.artifact_ttl.as_millis() as i64,
             status_interval_ms: 2_000,
         },
+        policy: usage_policy,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -22,6 +22,7 @@ mod lifecycle;
 mod locks;
 mod lots;
 mod money;
+mod policy;
 mod postpaid;
 mod purchases;
 mod queue;
@@ -44,6 +45,10 @@ pub use job_changes::{
     Heard, JobChange, JobChangeListener, JOB_CHANGES_CHANNEL, JOB_LISTENER_APPLICATION_NAME,
 };
 pub use lease::Leased;
+pub use policy::{
+    DecisionFilter, PolicyDecision, PolicyDecisionDraft, PolicyRefusal, SuspensionRule,
+    POLICY_ACTOR,
+};
 pub use purchases::MAX_PAYMENT_REF_CHARS;
 pub use queue::{LeaseFilter, QueueLimit, QueueLimits};
 pub use recovery::RecoveryReport;

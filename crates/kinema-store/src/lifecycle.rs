@@ -127,8 +127,25 @@ async fn account_event(
     Ok(())
 }
 
+/// Suspends an active account whose row the caller has locked: the status, its
+/// queued jobs cancelled (holds released), the billing event. The one path of the
+/// operator's `SuspendAccount` and of the usage policy's automatic suspension.
+pub(crate) async fn suspend_locked(
+    tx: &mut Tx<'_>,
+    account_id: &str,
+    reason: &str,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<Vec<Job>, StoreError> {
+    set_status(tx, account_id, AccountStatus::Suspended, reason, now).await?;
+    let cancelled = cancel_queued_jobs(tx, account_id, actor, now).await?;
+    let kind = BillingEventKind::AccountSuspended;
+    account_event(tx, account_id, kind, reason, actor, now).await?;
+    Ok(cancelled)
+}
+
 /// What a lifecycle change did, as [`AccountChange`] reports it.
-async fn change(
+pub(crate) async fn change(
     tx: &mut Tx<'_>,
     account_id: &str,
     cancelled: Vec<Job>,
@@ -162,10 +179,7 @@ impl Store {
                 locked.require_open()?;
                 let mut cancelled = Vec::new();
                 if locked.status == AccountStatus::Active {
-                    set_status(tx, &account_id, AccountStatus::Suspended, &reason, now).await?;
-                    cancelled = cancel_queued_jobs(tx, &account_id, &actor, now).await?;
-                    let kind = BillingEventKind::AccountSuspended;
-                    account_event(tx, &account_id, kind, &reason, &actor, now).await?;
+                    cancelled = suspend_locked(tx, &account_id, &reason, &actor, now).await?;
                 }
                 change(tx, &account_id, cancelled, Vec::new(), 0).await
             })

@@ -7,10 +7,12 @@ use crate::entries::{append_entry_known, EntryDraft};
 use crate::jobs::load_job;
 use crate::locks::{lock_account_for_submit, CreditPosition};
 use crate::lots::expire_due_lots;
+use crate::policy::insert_decision;
 use crate::rows::JobRow;
 use crate::tx::Tx;
 use crate::{
-    BillingMode, EntryKind, Job, JobBilling, NewJob, NotFound, Store, StoreError, Submitted,
+    BillingMode, EntryKind, Job, JobBilling, NewJob, NotFound, PolicyDecisionDraft, Store,
+    StoreError, Submitted,
 };
 
 impl Store {
@@ -26,12 +28,34 @@ impl Store {
         actor: &str,
         now: UnixMillis,
     ) -> Result<Submitted, StoreError> {
+        self.submit_job_with_decision(new, None, actor, now).await
+    }
+
+    /// [`Store::submit_job`], recording the usage policy's allowed decision in the
+    /// same transaction, with the job it let through (the job a replay returns). A
+    /// submission refused for another reason writes nothing, the decision included.
+    pub async fn submit_job_with_decision(
+        &self,
+        new: NewJob,
+        decision: Option<PolicyDecisionDraft>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<Submitted, StoreError> {
         if new.quote <= 0 {
             return Err(StoreError::Invalid("quote must be positive".into()));
         }
         let actor = actor.to_owned();
-        self.write(move |mut tx| Box::pin(async move { submit(&mut tx, &new, &actor, now).await }))
-            .await
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let submitted = submit(&mut tx, &new, &actor, now).await?;
+                if let Some(decision) = &decision {
+                    let job_id = Some(submitted.job().id.as_str());
+                    insert_decision(&mut tx, decision, job_id, false, false, now).await?;
+                }
+                Ok(submitted)
+            })
+        })
+        .await
     }
 }
 

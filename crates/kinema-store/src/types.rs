@@ -45,6 +45,8 @@ text_enum!(AccountStatus {
     Active => "active", Suspended => "suspended", Terminated => "terminated", Deleted => "deleted",
 });
 text_enum!(BillingMode { Prepaid => "prepaid", Postpaid => "postpaid" });
+text_enum!(PolicyVerdict { Allowed => "allowed", Refused => "refused", Unavailable => "unavailable" });
+text_enum!(PolicySource { Local => "local", External => "external" });
 text_enum!(JobBilling { Credits => "credits", Postpaid => "postpaid" });
 text_enum!(Role {
     Admin => "admin", Platform => "platform", Account => "account", Worker => "worker",

@@ -9,6 +9,7 @@ mod jobs;
 mod keys;
 mod ledger;
 mod plans;
+mod policy;
 mod serve;
 mod worker;
 mod workers;
@@ -39,6 +40,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models => models(Clients::from_flags(&cli.conn).await?).await,
         Command::Workers(cmd) => workers::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Worker(args) => worker::run(&cli.conn, *args).await,
+        Command::Policy(crate::cli::PolicyCommand::Check { file, text }) => {
+            policy::check(&file, &text)
+        }
+        Command::Policy(cmd) => {
+            policy::run(
+                Clients::from_flags(&cli.conn).await?,
+                &cli.conn.account,
+                cmd,
+            )
+            .await
+        }
         Command::Migrate(args) => worker::migrate(args).await,
     }
 }

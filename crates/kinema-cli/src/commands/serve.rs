@@ -37,6 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("--model")?;
     config.models_file = args.models_file.clone();
     config.catalog_file = args.catalog.clone();
+    config.policy_file = args.policy_file.clone();
     config.local_workers = args.cpu_workers != Some(0);
     config.devices = match (&args.devices, args.cpu_workers) {
         (Some(d), _) => kinema_engine::parse_devices(d)?,
