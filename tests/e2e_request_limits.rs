@@ -173,13 +173,18 @@ async fn past_the_concurrency_limit_calls_are_shed_and_health_still_answers() {
     let worker_key = admin.create_key(KeyRole::Worker, "").await;
 
     // An upload whose client sends nothing holds the only permit: its handler waits
-    // for the first message.
-    let mut uploads = admin.with_key(Some(&worker_key)).workers();
-    let held = tokio::spawn(async move {
-        uploads
-            .upload_artifact(tokio_stream::pending::<pb::UploadArtifactRequest>())
-            .await
-    });
+    // for the first message. It is itself shed when it races one of the balance calls
+    // below for the permit; then it is started again.
+    let uploads = admin.with_key(Some(&worker_key)).workers();
+    let start_upload = || {
+        let mut uploads = uploads.clone();
+        tokio::spawn(async move {
+            uploads
+                .upload_artifact(tokio_stream::pending::<pb::UploadArtifactRequest>())
+                .await
+        })
+    };
+    let mut held = start_upload();
 
     let get_balance = || async {
         admin
@@ -193,6 +198,13 @@ async fn past_the_concurrency_limit_calls_are_shed_and_health_still_answers() {
         loop {
             match get_balance().await {
                 Err(s) if s.code() == Code::ResourceExhausted => break s,
+                _ if held.is_finished() => {
+                    match (&mut held).await.expect("the upload task") {
+                        Err(s) => assert_status(&s, Code::ResourceExhausted, "OVERLOADED"),
+                        Ok(_) => panic!("an upload of no messages succeeded"),
+                    }
+                    held = start_upload();
+                }
                 _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
