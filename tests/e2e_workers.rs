@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use kinema_proto::v1 as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 const TWO_WORKERS: &[&str] = &["--cpu-workers", "2"];
@@ -153,28 +152,9 @@ async fn jobs_on_two_workers_survive_a_sigkill() {
     assert_ledger_verifies(&server.data_dir);
 }
 
-async fn scrape(addr: &str) -> String {
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics listener");
-    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut body = String::new();
-    bounded("metrics response", conn.read_to_string(&mut body))
-        .await
-        .unwrap();
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_are_listed_drained_and_measured() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics_addr: &'static str = Box::leak(format!("127.0.0.1:{port}").into_boxed_str());
+    let metrics_addr = free_loopback_addr();
     let args: &'static [&'static str] = Box::leak(Box::new([
         "--cpu-workers",
         "2",
@@ -231,7 +211,7 @@ async fn workers_are_listed_drained_and_measured() {
         JobState::Failed
     );
 
-    let text = scrape(metrics_addr).await;
+    let text = scrape_metrics(metrics_addr).await;
     for needle in [
         "kinema_jobs_finished_total{",
         "state=\"SUCCEEDED\"",

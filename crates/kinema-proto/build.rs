@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Ordered maps encode deterministically, so a request can be fingerprinted.
         .btree_map(".")
         .compile_protos(&files, std::slice::from_ref(&proto_root))?;
+    write_request_ids(&descriptor)?;
     // The contract's fingerprint: clients and servers built from the same protos agree.
     let mut hash = Sha256::new();
     for f in &files {
@@ -26,5 +28,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Worktrees that share one target directory (cargo hashes path packages by their
     // workspace-relative path) set this to tell their generated code apart.
     println!("cargo:rerun-if-env-changed=KINEMA_BUILD_TREE");
+    Ok(())
+}
+
+/// Writes `request_ids.rs`: `RequestIds` for every message of `kinema.v1`, answering
+/// its `account_id` and `job_id` fields where it has them (the server's RPC spans name
+/// the account and job a call is about without a list to keep up by hand).
+fn write_request_ids(descriptor: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let set = prost_types::FileDescriptorSet::decode(std::fs::read(descriptor)?.as_slice())?;
+    let mut out = String::new();
+    for file in set.file.iter().filter(|f| f.package() == "kinema.v1") {
+        for message in &file.message_type {
+            let has = |name: &str| {
+                message.field.iter().any(|f| {
+                    f.name() == name
+                        && f.r#type() == prost_types::field_descriptor_proto::Type::String
+                        && f.label() != prost_types::field_descriptor_proto::Label::Repeated
+                })
+            };
+            out.push_str(&format!(
+                "impl crate::RequestIds for {} {{\n",
+                message.name()
+            ));
+            for field in ["account_id", "job_id"] {
+                if has(field) {
+                    out.push_str(&format!(
+                        "    fn {field}(&self) -> &str {{\n        &self.{field}\n    }}\n"
+                    ));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    std::fs::write(
+        PathBuf::from(std::env::var("OUT_DIR")?).join("request_ids.rs"),
+        out,
+    )?;
     Ok(())
 }

@@ -885,3 +885,29 @@ pub fn assert_verify_passes(args: &[&str]) -> String {
     assert!(text.contains("ledger is consistent"), "{text}");
     text
 }
+
+/// A free loopback address for a listener the server opens (`--metrics-listen`),
+/// leaked so it can go in `Opts::extra_args`.
+pub fn free_loopback_addr() -> &'static str {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    Box::leak(format!("127.0.0.1:{port}").into_boxed_str())
+}
+
+/// The Prometheus exposition the server serves at `http://addr/metrics`.
+pub async fn scrape_metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics listener");
+    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    bounded("metrics response", conn.read_to_string(&mut body))
+        .await
+        .unwrap();
+    body
+}

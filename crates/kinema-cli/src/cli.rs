@@ -33,6 +33,14 @@ pub struct Connection {
     /// Account to act for (platform and admin keys).
     #[arg(long, global = true, env = "KINEMA_ACCOUNT", default_value = "")]
     pub account: String,
+    /// PEM certificate(s) to trust for an `https://` server besides the public roots
+    /// (e.g. the operator's own CA or a self-signed certificate).
+    #[arg(long, global = true, env = "KINEMA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Logs as JSON lines (one object per event, with the span's fields) instead of
+    /// text.
+    #[arg(long, global = true, env = "KINEMA_LOG_JSON")]
+    pub log_json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -384,6 +392,12 @@ pub struct ServeArgs {
     /// DATA_DIR/policy.toml when it exists, else no policy.
     #[arg(long, env = "KINEMA_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "KINEMA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KINEMA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Devices to run jobs on, one worker each: GPU indices (`0,1`, `cuda:0`) or
     /// `cpu` slots (`cpu,cpu`). Default: every CUDA device, else one CPU worker.
     #[arg(long, env = "KINEMA_DEVICES", conflicts_with = "cpu_workers")]

@@ -36,8 +36,17 @@ pub struct Clients {
 
 impl Clients {
     pub async fn connect(url: &str, api_key: &str, account: &str) -> anyhow::Result<Clients> {
-        let channel = Endpoint::from_shared(url.to_string())
-            .with_context(|| format!("server URL {url:?}"))?
+        Clients::connect_tls(url, api_key, account, None).await
+    }
+
+    /// As [`Clients::connect`]; an `https://` URL also trusts `ca_pem`'s certificates.
+    pub async fn connect_tls(
+        url: &str,
+        api_key: &str,
+        account: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Clients> {
+        let channel = endpoint(url, ca_pem)?
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
@@ -61,8 +70,30 @@ impl Clients {
             .clone()
             .unwrap_or_else(|| "http://127.0.0.1:50051".to_string());
         let key = api_key(conn)?;
-        Clients::connect(&url, &key, &conn.account).await
+        let ca = match &conn.tls_ca {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        };
+        Clients::connect_tls(&url, &key, &conn.account, ca.as_deref()).await
     }
+}
+
+/// The server's endpoint: TLS for `https://` (the public roots, plus `ca_pem`).
+pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Endpoint> {
+    let endpoint =
+        Endpoint::from_shared(url.to_string()).with_context(|| format!("server URL {url:?}"))?;
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+    if let Some(pem) = ca_pem {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    endpoint
+        .tls_config(tls)
+        .with_context(|| format!("TLS for {url}"))
 }
 
 pub fn api_key(conn: &Connection) -> anyhow::Result<String> {

@@ -2,6 +2,18 @@
 
 pub mod v1 {
     tonic::include_proto!("kinema.v1");
+    include!(concat!(env!("OUT_DIR"), "/request_ids.rs"));
+}
+
+/// The account and job a request names, empty where it names none (generated for
+/// every message of the contract from its `account_id` and `job_id` fields).
+pub trait RequestIds {
+    fn account_id(&self) -> &str {
+        ""
+    }
+    fn job_id(&self) -> &str {
+        ""
+    }
 }
 
 /// Encoded `FileDescriptorSet` of the contract, for server reflection.
@@ -10,3 +22,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kine
 /// SHA-256 of the `.proto` files this crate was generated from (hex): clients and
 /// servers built from the same contract agree on it.
 pub const CONTRACT_SHA256: &str = env!("KINEMA_CONTRACT_SHA256");
+
+/// A client stream names its account and job in its messages, not up front.
+impl<T> RequestIds for tonic::Streaming<T> {}

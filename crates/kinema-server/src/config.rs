@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// The usage policy file (TOML); when none is given, `policy.toml` in the data
     /// dir if it exists, else no policy (no categories: nothing is refused).
     pub policy_file: Option<PathBuf>,
+    /// TLS on the server's ports (`--tls-cert`, `--tls-key`); plain text when unset.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -103,6 +105,7 @@ impl ServerConfig {
             timeouts: kinema_engine::Timeouts::default(),
             metrics_listen: None,
             policy_file: None,
+            tls: None,
         }
     }
 

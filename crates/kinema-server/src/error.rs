@@ -429,6 +429,8 @@ pub enum ServerError {
     Preload(String),
     #[error("{0}")]
     RpcLimits(#[from] crate::rpc_limits::RpcLimitsError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("metrics exporter on {addr}: {message}")]
     Metrics {
         addr: std::net::SocketAddr,

@@ -224,7 +224,8 @@ impl JobService for JobsService {
                     app.store
                         .place_in_queue(std::slice::from_mut(&mut job))
                         .await?;
-                    info!(job = %job.id, account = %account_id, model = %job.model, quote = job.quoted, "job queued");
+                    tracing::Span::current().record("job", job.id.as_str());
+                    info!(model = %job.model, quote = job.quoted, "job queued");
                     app.events.publish(
                         kinema_engine::JobEventKind::StateChanged,
                         job.clone(),

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 
+use kinema_proto::RequestIds;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
@@ -33,10 +34,13 @@ pub async fn handle<T, R, F, Fut>(
     body: F,
 ) -> Result<Response<R>, Status>
 where
+    T: RequestIds,
     F: FnOnce(Caller, T) -> Fut,
     Fut: Future<Output = Result<R, ApiError>>,
 {
     let caller = authenticate(app, &request).await?;
+    let message = request.get_ref();
+    crate::rpc_trace::record_caller(&caller.key, message.account_id(), message.job_id());
     match access {
         Access::Any => caller.require_client()?,
         Access::Operator => caller.require_operator()?,

@@ -124,14 +124,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (admin_key_file, admin_key_created) =
         ensure_admin_key(&store, &dir, clock.now_ms()).await?;
 
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::TlsIdentity::load)
+        .transpose()?;
     if let Some(addr) = config.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    crate::rpc_trace::DURATION_SECONDS.to_string(),
+                ),
+                crate::rpc_trace::DURATION_BUCKETS,
+            )
+            .map_err(|e| ServerError::Metrics {
+                addr,
+                message: e.to_string(),
+            })?
             .install()
             .map_err(|e| ServerError::Metrics {
                 addr,
                 message: e.to_string(),
             })?;
+        crate::rpc_trace::describe();
         info!(%addr, "serving Prometheus metrics at /metrics");
     }
 
@@ -254,8 +270,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     )?;
     let worker_handle = worker.spawn(shutdown_rx.clone());
     let sweeper = app.sweeper.clone().spawn(shutdown_rx.clone());
-    let router = tonic::transport::Server::builder()
-        .layer(limits)
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.grpc())
+            .map_err(|e| ServerError::Tls(tls.invalid(e)))?;
+    }
+    // The trace layer outside the limits: shed and timed-out calls are counted too.
+    let router = builder
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(crate::rpc_trace::RpcTrace)
+                .layer(limits)
+                .into_inner(),
+        )
         .add_service(health_service)
         .add_service(reflection)
         .add_service(JobServiceServer::new(JobsService { app: app.clone() }))
@@ -263,7 +291,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .add_service(AdminServiceServer::new(Admin { app: app.clone() }))
         .add_service(WorkerServiceServer::new(WorkerNodes { app: app.clone() }));
 
-    info!(%addr, data_dir = %dir.display(), test_clock = config.test_clock, fault_injection = config.fault_injection, "kinema server listening");
+    info!(%addr, tls = tls.is_some(), data_dir = %dir.display(), test_clock = config.test_clock, fault_injection = config.fault_injection, "kinema server listening");
     let mut stop = shutdown_rx.clone();
     let task = tokio::spawn(async move {
         let _lock: DataDirLock = lock;

@@ -38,6 +38,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.models_file = args.models_file.clone();
     config.catalog_file = args.catalog.clone();
     config.policy_file = args.policy_file.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(kinema_server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     config.local_workers = args.cpu_workers != Some(0);
     config.devices = match (&args.devices, args.cpu_workers) {
         (Some(d), _) => kinema_engine::parse_devices(d)?,

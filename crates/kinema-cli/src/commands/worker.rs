@@ -34,9 +34,16 @@ pub async fn run(conn: &Connection, args: WorkerArgs) -> anyhow::Result<()> {
     for t in &args.stage_timeouts {
         timeouts.set_stage(t).map_err(anyhow::Error::msg)?;
     }
+    let tls_ca = match &conn.tls_ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
     let config = WorkerNodeConfig {
         server,
         key,
+        tls_ca,
         node: args.node.clone().unwrap_or_else(hostname),
         devices: match (&args.devices, args.cpu_workers) {
             (Some(d), _) => kinema_engine::parse_devices(d)?,

@@ -27,6 +27,9 @@ pub struct WorkerNodeConfig {
     pub server: String,
     /// The worker key's secret.
     pub key: String,
+    /// PEM certificates an `https://` control plane may present besides the public
+    /// roots (`--tls-ca`).
+    pub tls_ca: Option<Vec<u8>>,
     /// This node's name (default: the hostname).
     pub node: String,
     /// Devices to run jobs on; empty: every CUDA device, else one CPU worker.
@@ -83,7 +86,8 @@ pub async fn run_worker_node(
             info,
         })
         .collect();
-    let client = connect(&config.server, &config.key).map_err(NodeError::Config)?;
+    let client = connect(&config.server, &config.key, config.tls_ca.as_deref())
+        .map_err(NodeError::Config)?;
     let register = pb::RegisterWorkerRequest {
         node: config.node.clone(),
         devices: devices.iter().map(|d| d.info.name.clone()).collect(),
