@@ -65,6 +65,18 @@ pub struct ServerConfig {
     /// The usage policy file (TOML); when none is given, `policy.toml` in the data
     /// dir if it exists, else no policy (no categories: nothing is refused).
     pub policy_file: Option<PathBuf>,
+    /// Callbacks: which addresses they may reach, the server's signing secret, and
+    /// how deliveries are sent and retried (docs/api.md, "Callbacks").
+    pub callbacks: CallbackConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CallbackConfig {
+    /// Addresses callbacks may reach besides public ones.
+    pub targets: crate::callbacks::TargetPolicy,
+    /// The server's signing secret, for accounts without one of their own.
+    pub secret_file: Option<PathBuf>,
+    pub delivery: crate::callbacks::DeliverySettings,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -103,6 +115,7 @@ impl ServerConfig {
             timeouts: kinema_engine::Timeouts::default(),
             metrics_listen: None,
             policy_file: None,
+            callbacks: CallbackConfig::default(),
         }
     }
 
