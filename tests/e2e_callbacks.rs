@@ -305,6 +305,30 @@ async fn deliveries(client: &Client, account: &str, job_id: &str) -> Vec<pb::Cal
     client.get_job(account, job_id).await.callbacks
 }
 
+/// The job's two deliveries once GetJob shows both as `done` says (a receiver has
+/// the request a moment before the server records its answer).
+async fn deliveries_once(
+    client: &Client,
+    account: &str,
+    job_id: &str,
+    done: impl Fn(&pb::CallbackDelivery) -> bool,
+) -> Vec<pb::CallbackDelivery> {
+    bounded("GetJob to show the deliveries", async {
+        loop {
+            let shown = deliveries(client, account, job_id).await;
+            if shown.len() == 2 && shown.iter().all(&done) {
+                return shown;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+fn delivered(d: &pb::CallbackDelivery) -> bool {
+    d.state == pb::CallbackDeliveryState::Delivered as i32
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_jobs_events_arrive_signed_through_a_crash() {
     let dir = TestDir::new();
@@ -431,14 +455,8 @@ async fn a_hundred_jobs_events_arrive_signed_through_a_crash() {
         );
         drop(seen);
         // GetJob shows both delivered, under the ids the receiver got.
-        let shown = deliveries(&admin, &account, id).await;
-        assert_eq!(shown.len(), 2, "{shown:?}");
+        let shown = deliveries_once(&admin, &account, id, delivered).await;
         for d in &shown {
-            assert_eq!(
-                d.state,
-                pb::CallbackDeliveryState::Delivered as i32,
-                "{d:?}"
-            );
             assert!(d.attempts >= 1 && d.delivered_at.is_some(), "{d:?}");
             assert_eq!(d.last_status, 204);
             assert!(receiver
@@ -494,8 +512,7 @@ async fn a_receiver_answering_500_gets_the_events_after_it_recovers() {
     // Every event tried more than once meanwhile, none taken.
     until_seen(&receiver, "retries while failing", |s| s.requests >= 30).await;
     assert_eq!(receiver.seen.lock().unwrap().accepted, 0);
-    let failing = deliveries(&admin, &account, &jobs[0]).await;
-    assert_eq!(failing.len(), 2, "{failing:?}");
+    let failing = deliveries_once(&admin, &account, &jobs[0], |d| d.last_status == 500).await;
     for d in &failing {
         assert_eq!(d.state, pb::CallbackDeliveryState::Pending as i32, "{d:?}");
         assert_eq!(d.last_status, 500);
@@ -510,21 +527,8 @@ async fn a_receiver_answering_500_gets_the_events_after_it_recovers() {
     .await;
     assert!(receiver.seen.lock().unwrap().bad_signatures.is_empty());
     for id in &jobs {
-        bounded("GetJob to show the deliveries", async {
-            loop {
-                let shown = deliveries(&admin, &account, id).await;
-                if shown.len() == 2
-                    && shown
-                        .iter()
-                        .all(|d| d.state == pb::CallbackDeliveryState::Delivered as i32)
-                {
-                    assert!(shown.iter().all(|d| d.attempts >= 2), "{shown:?}");
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        let shown = deliveries_once(&admin, &account, id, delivered).await;
+        assert!(shown.iter().all(|d| d.attempts >= 2), "{shown:?}");
     }
 }
 
@@ -628,8 +632,7 @@ async fn loopback_targets_are_refused_and_redirects_not_followed() {
         .await;
     admin.wait_terminal(&account, &job.id).await;
     until_seen(&allowed, "the redirecting answers", |s| s.requests >= 4).await;
-    let shown = deliveries(&admin, &account, &job.id).await;
-    assert_eq!(shown.len(), 2, "{shown:?}");
+    let shown = deliveries_once(&admin, &account, &job.id, |d| d.last_status == 302).await;
     for d in &shown {
         assert_ne!(
             d.state,
@@ -642,4 +645,56 @@ async fn loopback_targets_are_refused_and_redirects_not_followed() {
     assert_eq!(allowed.seen.lock().unwrap().accepted, 0);
     assert!(allowed.seen.lock().unwrap().bad_signatures.is_empty());
     assert_nothing_connected(&v4, "the redirect's target").await;
+}
+
+/// Two replicas on one PostgreSQL database share the outbox: every event arrives,
+/// and none is sent twice (each replica claims rows with FOR UPDATE SKIP LOCKED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_share_the_outbox_without_sending_twice() {
+    let db = common::postgres::PgDatabase::create().await;
+    let (dir_a, dir_b) = (TestDir::new(), TestDir::new());
+    let file = secret_file(&dir_a, "server-wide-secret-0123456789");
+    let opts = Opts {
+        database_url: Some(db.url),
+        extra_args: vec![
+            "--callback-allow-cidr",
+            "127.0.0.1/32",
+            "--callback-secret-file",
+            file,
+            "--callback-poll-interval",
+            "20ms",
+        ]
+        .leak(),
+        ..Opts::default()
+    };
+    let a = Server::start(&dir_a, opts).await;
+    std::fs::copy(&a.admin_key_file, dir_b.data_dir().join("admin-api-key")).unwrap();
+    let b = Server::start(&dir_b, opts).await;
+    let (admin_a, admin_b) = (a.admin().await, b.admin().await);
+    let account = admin_a.create_account("replicated").await;
+    admin_a.grant(&account, 100_000).await;
+    let secret = Arc::new(Mutex::new(b"server-wide-secret-0123456789".to_vec()));
+    let receiver = Receiver::start("127.0.0.1", secret).await;
+
+    let mut jobs = Vec::new();
+    for i in 0..40 {
+        let via = if i % 2 == 0 { &admin_a } else { &admin_b };
+        jobs.push(
+            via.create_job(small_job(&account, &receiver.url(), i))
+                .await
+                .id,
+        );
+    }
+    until_seen(&receiver, "every job's start and end", |s| {
+        s.events.len() >= 80
+    })
+    .await;
+    for id in &jobs {
+        let shown = deliveries_once(&admin_b, &account, id, delivered).await;
+        assert!(shown.iter().all(|d| d.attempts == 1), "{shown:?}");
+    }
+    let seen = receiver.seen.lock().unwrap();
+    assert!(seen.bad_signatures.is_empty(), "{:?}", seen.bad_signatures);
+    assert_eq!(seen.events.len(), 80);
+    assert_eq!(seen.accepted, 80, "an event was sent twice");
 }
