@@ -698,3 +698,92 @@ async fn replicas_on_postgres_share_the_outbox_without_sending_twice() {
     assert_eq!(seen.events.len(), 80);
     assert_eq!(seen.accepted, 80, "an event was sent twice");
 }
+
+async fn scrape(addr: &str) -> String {
+    let mut conn = TcpStream::connect(addr).await.expect("metrics listener");
+    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    bounded("metrics response", conn.read_to_string(&mut body))
+        .await
+        .unwrap();
+    body
+}
+
+/// Retries run on the server's clock: under the test clock a failed delivery waits for
+/// AdvanceClock, and one still failing 24 hours after its event is given up (FAILED),
+/// counted in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_failing_for_24_hours_is_given_up_on_the_test_clock() {
+    let dir = TestDir::new();
+    let file = secret_file(&dir, "server-wide-secret-0123456789");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = leak(format!("127.0.0.1:{port}"));
+    let opts = Opts {
+        test_clock: true,
+        extra_args: vec![
+            "--callback-allow-private",
+            "--callback-secret-file",
+            file,
+            "--callback-poll-interval",
+            "20ms",
+            "--metrics-listen",
+            metrics,
+        ]
+        .leak(),
+        ..Opts::default()
+    };
+    let server = Server::start(&dir, opts).await;
+    let admin = server.admin().await;
+    let account = admin.create_account("unreachable").await;
+    admin.grant(&account, 1_000).await;
+    let secret = Arc::new(Mutex::new(b"server-wide-secret-0123456789".to_vec()));
+    let receiver = Receiver::start("127.0.0.1", secret).await;
+    receiver.set(Answer::Status500);
+    let job = admin
+        .create_job(small_job(&account, &receiver.url(), 0))
+        .await;
+    admin.wait_terminal(&account, &job.id).await;
+
+    // One attempt each; the retry waits for the clock (30 s and more away).
+    let first = deliveries_once(&admin, &account, &job.id, |d| d.attempts == 1).await;
+    assert!(first
+        .iter()
+        .all(|d| d.state == pb::CallbackDeliveryState::Pending as i32 && d.last_status == 500));
+    assert_eq!(receiver.seen.lock().unwrap().requests, 2);
+
+    // A day later: tried once more, and given up.
+    admin.advance(25 * 3600 * 1000).await;
+    let given_up = deliveries_once(&admin, &account, &job.id, |d| {
+        d.state == pb::CallbackDeliveryState::Failed as i32
+    })
+    .await;
+    assert!(given_up
+        .iter()
+        .all(|d| d.attempts == 2 && d.failed_at.is_some() && d.next_attempt_at.is_none()));
+    assert_eq!(receiver.seen.lock().unwrap().requests, 4);
+
+    let text = bounded("the metrics to show the failures", async {
+        loop {
+            let text = scrape(metrics).await;
+            if text.contains("kinema_callback_pending 0") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for line in [
+        "kinema_callback_attempts_total{event=\"job.running\",result=\"failed\"} 2",
+        "kinema_callback_attempts_total{event=\"job.succeeded\",result=\"failed\"} 2",
+        "kinema_callback_failures_total{event=\"job.running\"} 1",
+        "kinema_callback_failures_total{event=\"job.succeeded\"} 1",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+}
