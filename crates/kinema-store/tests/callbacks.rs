@@ -296,8 +296,62 @@ async fn secrets_rotate_with_an_overlap(f: Fixture) {
     ));
 }
 
+async fn a_deleted_accounts_deliveries_end_and_forget(f: Fixture) {
+    let leaving = f
+        .store
+        .create_account("Leaving", None, T0)
+        .await
+        .unwrap()
+        .id;
+    f.store
+        .grant_credits(&leaving, 10, None, "", "admin", T0)
+        .await
+        .unwrap();
+    let other = Fixture {
+        store: f.store.clone(),
+        account: leaving.clone(),
+    };
+    f.store
+        .rotate_callback_secret(&leaving, "s1", 0, T0)
+        .await
+        .unwrap();
+    let job = other.submit("https://hooks.example.com/k").await;
+    f.store.lease_next_job("w1", 60_000, T0 + 1).await.unwrap();
+    f.store
+        .complete_job(&job.id, "w1", &[], &Usage::default(), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(f.store.pending_callbacks().await.unwrap(), 2);
+    let catalogue = kinema_ledger::Catalogue {
+        packs: vec![],
+        plans: vec![],
+    };
+    f.store
+        .delete_account(&catalogue, &leaving, 0, "owner", T0 + 3)
+        .await
+        .unwrap();
+    let ended = f.store.job_callbacks(&job.id).await.unwrap();
+    assert_eq!(ended.len(), 2);
+    for d in &ended {
+        assert_eq!(
+            (d.state, d.failed_at),
+            (CallbackState::Failed, Some(T0 + 3))
+        );
+        assert_eq!((d.url.as_str(), d.body.as_str()), ("", "{}"));
+        assert_eq!(d.last_error, "account deleted");
+    }
+    assert_eq!(f.store.pending_callbacks().await.unwrap(), 0);
+    assert!(f
+        .store
+        .live_callback_secrets(&leaving, T0 + 3)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 on_both_backends!(
     start_and_end_write_one_delivery_each,
     claims_hold_deliveries_until_recorded,
     secrets_rotate_with_an_overlap,
+    a_deleted_accounts_deliveries_end_and_forget,
 );
