@@ -4,7 +4,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script reused from another checkout must still read
+    // this checkout's protos.
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["jobs.proto", "billing.proto", "admin.proto", "worker.proto"]
         .map(|f| proto_root.join("kinema/v1").join(f));
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("kinema_descriptor.bin");

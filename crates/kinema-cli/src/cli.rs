@@ -428,6 +428,34 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
     #[arg(long, env = "KINEMA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Let callbacks reach loopback, private (RFC 1918, fc00::/7), link-local and
+    /// carrier-grade NAT addresses (never unspecified, multicast or reserved ones).
+    #[arg(long)]
+    pub callback_allow_private: bool,
+    /// Let callbacks reach the addresses of CIDR (e.g. 10.1.2.0/24, fd00:1::/64),
+    /// whatever their kind; repeatable.
+    #[arg(long = "callback-allow-cidr", value_name = "CIDR")]
+    pub callback_allow_cidrs: Vec<ipnet::IpNet>,
+    /// The server's callback signing secret (a file holding at least 16 bytes),
+    /// for accounts without a secret of their own (AdminService.RotateCallbackSecret).
+    /// Without it, callbacks need the account's own secret.
+    #[arg(long, env = "KINEMA_CALLBACK_SECRET_FILE")]
+    pub callback_secret_file: Option<PathBuf>,
+    /// One delivery attempt's limit, connection to the end of the answer.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub callback_timeout: Duration,
+    /// The wait before the first retry of a failed delivery; each further one doubles
+    /// (with jitter), up to --callback-retry-max.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub callback_retry_base: Duration,
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub callback_retry_max: Duration,
+    /// How long after its event a delivery is retried before it is marked failed.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub callback_give_up_after: Duration,
+    /// How often the outbox is looked at for due deliveries.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub callback_poll_interval: Duration,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -251,6 +251,7 @@ impl AdminService for Admin {
             // Every time rule shows before the call returns.
             app.sweeper.sweep().await;
             app.worker.wake();
+            app.callbacks.wake();
             Ok(pb::AdvanceClockResponse {
                 now: Some(convert::timestamp(now)),
             })
@@ -335,7 +336,41 @@ impl AdminService for Admin {
         })
         .await
     }
+
+    async fn rotate_callback_secret(
+        &self,
+        request: Request<pb::RotateCallbackSecretRequest>,
+    ) -> Result<Response<pb::RotateCallbackSecretResponse>, Status> {
+        let app = &self.app;
+        handle(app, request, Access::Operator, |_, req| async move {
+            let overlap_ms = match req.overlap {
+                None => DEFAULT_SECRET_OVERLAP_MS,
+                Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                    return Err(ApiError::field("overlap", "must not be negative"))
+                }
+                Some(d) => d
+                    .seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(d.nanos) / 1_000_000),
+            };
+            let secret = crate::callbacks::new_secret();
+            let rotated = app
+                .store
+                .rotate_callback_secret(&req.account_id, &secret, overlap_ms, app.now())
+                .await?;
+            tracing::info!(account = %req.account_id, secret = %rotated.id, "rotated the callback signing secret");
+            Ok(pb::RotateCallbackSecretResponse {
+                secret,
+                created_at: Some(convert::timestamp(rotated.created_at)),
+                previous_retire_at: rotated.previous_retire_at.map(convert::timestamp),
+            })
+        })
+        .await
+    }
 }
+
+/// How long a rotated-out callback secret still signs, unless the request says.
+const DEFAULT_SECRET_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
 /// Listing pages (ListPolicyDecisions), as the ledger's.
 const DEFAULT_PAGE: u32 = 100;

@@ -32,6 +32,8 @@ pub struct App {
     pub workers: WorkerSettings,
     /// The usage policy CreateJob checks prompts against.
     pub policy: Arc<crate::policy::UsagePolicy>,
+    /// Sends the outbox's callbacks; CreateJob checks URLs against its rules.
+    pub callbacks: Arc<crate::callbacks::Deliveries>,
 }
 
 /// The control plane's rules for the workers that lease from it.

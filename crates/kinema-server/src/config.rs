@@ -67,6 +67,18 @@ pub struct ServerConfig {
     pub policy_file: Option<PathBuf>,
     /// TLS on the server's ports (`--tls-cert`, `--tls-key`); plain text when unset.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Callbacks: which addresses they may reach, the server's signing secret, and
+    /// how deliveries are sent and retried (docs/api.md, "Callbacks").
+    pub callbacks: CallbackConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CallbackConfig {
+    /// Addresses callbacks may reach besides public ones.
+    pub targets: crate::callbacks::TargetPolicy,
+    /// The server's signing secret, for accounts without one of their own.
+    pub secret_file: Option<PathBuf>,
+    pub delivery: crate::callbacks::DeliverySettings,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -106,6 +118,7 @@ impl ServerConfig {
             metrics_listen: None,
             policy_file: None,
             tls: None,
+            callbacks: CallbackConfig::default(),
         }
     }
 

@@ -164,6 +164,33 @@ pub fn job(j: &store::Job) -> pb::Job {
             .map(|p| p.currency.as_str().to_string())
             .unwrap_or_default(),
         charged_minor: j.charged_minor,
+        callback_url: j.callback_url.clone(),
+        callbacks: Vec::new(),
+    }
+}
+
+/// One callback delivery, as GetJob shows it.
+pub fn callback_delivery(d: &store::CallbackDelivery) -> pb::CallbackDelivery {
+    let state = match d.state {
+        store::CallbackState::Pending => pb::CallbackDeliveryState::Pending,
+        store::CallbackState::Delivered => pb::CallbackDeliveryState::Delivered,
+        store::CallbackState::Failed => pb::CallbackDeliveryState::Failed,
+    };
+    pb::CallbackDelivery {
+        event_id: d.id.clone(),
+        event: d.event.as_str().to_string(),
+        state: state as i32,
+        attempts: u32::try_from(d.attempts).unwrap_or(u32::MAX),
+        last_status: d
+            .last_status
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or_default(),
+        last_error: d.last_error.clone(),
+        created_at: Some(timestamp(d.created_at)),
+        next_attempt_at: (d.state == store::CallbackState::Pending)
+            .then(|| timestamp(d.next_attempt_at)),
+        delivered_at: d.delivered_at.map(timestamp),
+        failed_at: d.failed_at.map(timestamp),
     }
 }
 

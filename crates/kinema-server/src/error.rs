@@ -53,6 +53,10 @@ pub mod reasons {
     pub const MODERATION_UNAVAILABLE: &str = "MODERATION_UNAVAILABLE";
     /// The artifact store refused or failed an upload (a worker retries the attempt).
     pub const STORAGE: &str = "STORAGE_UNAVAILABLE";
+    /// A callback URL the SSRF rules refuse (INVALID_ARGUMENT, field `callback_url`).
+    pub const CALLBACK_URL_REFUSED: &str = "CALLBACK_URL_REFUSED";
+    /// A callback URL given, but no secret to sign its deliveries with.
+    pub const CALLBACK_SECRET_MISSING: &str = "CALLBACK_SECRET_MISSING";
 }
 
 /// What a client is told to wait before submitting again into a full queue: about
@@ -91,6 +95,13 @@ pub enum ApiError {
     },
     #[error("internal: {0}")]
     Internal(String),
+    /// INVALID_ARGUMENT with a reason of its own and the field it names.
+    #[error("{field}: {description}")]
+    FieldRefused {
+        reason: &'static str,
+        field: &'static str,
+        description: String,
+    },
 }
 
 impl ApiError {
@@ -377,6 +388,24 @@ impl From<ApiError> for Status {
                     details,
                 )
             }
+            ApiError::FieldRefused {
+                reason,
+                field,
+                description,
+            } => {
+                let mut details = ErrorDetails::with_error_info(
+                    reason,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::from([("field".to_string(), field.to_string())]),
+                );
+                details
+                    .add_bad_request_violation(field, clamp(description.clone(), MAX_DETAIL_BYTES));
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    clamp(format!("{field}: {description}"), MAX_MESSAGE_BYTES),
+                    details,
+                )
+            }
             ApiError::Internal(detail) => {
                 // The detail goes to the log only: no internals reach the client.
                 tracing::error!(error = %detail, "internal error");
@@ -442,6 +471,8 @@ pub enum ServerError {
     /// The server's task was cancelled before it finished.
     #[error("the server task was cancelled")]
     TaskCancelled,
+    #[error("callbacks: {0}")]
+    Callbacks(String),
 }
 
 impl From<tokio::task::JoinError> for ServerError {

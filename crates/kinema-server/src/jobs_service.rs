@@ -98,13 +98,6 @@ impl JobsService {
             Err(_) => bad("output_format", "unknown output format".into()),
         }
         if for_submission {
-            if !req.callback_url.is_empty() {
-                bad(
-                    "callback_url",
-                    "callbacks are not available on this server yet; poll GetJob or use WatchJob"
-                        .into(),
-                );
-            }
             for (field, value) in [
                 ("idempotency_key", &req.idempotency_key),
                 ("external_id", &req.external_id),
@@ -186,6 +179,9 @@ impl JobService for JobsService {
             let account_id = caller.account(&req.account_id)?;
             let priority = caller.priority(req.priority)?;
             let checked = self.check(&req, true)?;
+            if !req.callback_url.is_empty() {
+                crate::callbacks::check_submission(app, &account_id, &req.callback_url).await?;
+            }
             // Before anything is held: a refusal charges nothing.
             let allowed =
                 crate::policy::gate::check(app, &caller, &account_id, &req, &checked.manifest.id)
@@ -254,7 +250,16 @@ impl JobService for JobsService {
             let job = self
                 .load_job(&caller.account(&req.account_id)?, &req.job_id)
                 .await?;
-            Ok(convert::job(&job))
+            let mut answer = convert::job(&job);
+            answer.callbacks = self
+                .app
+                .store
+                .job_callbacks(&job.id)
+                .await?
+                .iter()
+                .map(convert::callback_delivery)
+                .collect();
+            Ok(answer)
         })
         .await
     }

@@ -8,6 +8,7 @@ mod admin_service;
 mod app;
 mod auth;
 mod billing_service;
+pub mod callbacks;
 mod commerce;
 mod config;
 mod convert;
@@ -31,7 +32,7 @@ mod worker_node;
 mod worker_service;
 
 pub use commerce::{CatalogError, CommerceConfig, CATALOG_FILE, DEFAULT_CATALOG};
-pub use config::ServerConfig;
+pub use config::{CallbackConfig, ServerConfig};
 pub use data_dir::DATABASE as DATABASE_FILE;
 pub use error::{reasons, ServerError};
 pub use policy::{PolicyError, UsagePolicy, POLICY_FILE};

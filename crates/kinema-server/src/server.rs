@@ -191,6 +191,23 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         );
     }
 
+    let server_secret = match &config.callbacks.secret_file {
+        Some(path) => {
+            Some(crate::callbacks::read_secret_file(path).map_err(ServerError::Callbacks)?)
+        }
+        None => None,
+    };
+    let callbacks = Arc::new(
+        crate::callbacks::Deliveries::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(config.callbacks.targets.clone()),
+            server_secret,
+            config.callbacks.delivery.clone(),
+        )
+        .map_err(|e| ServerError::Callbacks(e.to_string()))?,
+    );
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sweeper = Arc::new(Sweeper::new(
         store.clone(),
@@ -232,6 +249,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             status_interval_ms: 2_000,
         },
         policy: usage_policy,
+        callbacks: callbacks.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -270,6 +288,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     )?;
     let worker_handle = worker.spawn(shutdown_rx.clone());
     let sweeper = app.sweeper.clone().spawn(shutdown_rx.clone());
+    let deliveries = callbacks.spawn(shutdown_rx.clone());
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = builder
@@ -314,6 +333,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .await;
         worker_handle.join().await;
         let _ = sweeper.await;
+        let _ = deliveries.await;
         store.close().await;
         info!("kinema server stopped");
         served.map_err(ServerError::from)

@@ -15,6 +15,7 @@
 
 use kinema_ledger::UnixMillis;
 
+use crate::callbacks::{ending_event, enqueue_event};
 use crate::locks::account_status;
 use crate::money::{forfeit_credits, refund_debit, release_hold};
 use crate::rows::JobRow;
@@ -153,6 +154,10 @@ pub(crate) async fn end_job(
                 ended.cancelled = Box::pin(charge).await?;
             }
         }
+    }
+    // The receiver hears of the end in this transaction's commit, or not at all.
+    if let Some(event) = ending_event(state) {
+        enqueue_event(tx, &ended.job, event, now).await?;
     }
     Ok(ended)
 }

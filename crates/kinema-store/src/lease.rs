@@ -5,13 +5,17 @@
 use kinema_ledger::UnixMillis;
 
 use crate::attempts::WORKER;
+use crate::callbacks::enqueue_event;
 use crate::ending::{end_job, Ending};
 use crate::jobs::load_job;
 use crate::money::{plan_debit, write_debit};
 use crate::queue::{self, Pick};
 use crate::rows::JobRow;
 use crate::tx::Tx;
-use crate::{Backend, Failure, Job, JobBilling, LeaseFilter, NotFound, Stage, Store, StoreError};
+use crate::{
+    Backend, CallbackEvent, Failure, Job, JobBilling, LeaseFilter, NotFound, Stage, Store,
+    StoreError,
+};
 
 /// What one lease attempt did.
 #[derive(Debug, Default)]
@@ -231,5 +235,10 @@ async fn lease_step(
     }
     queue::mark_served(tx, &head.account_id).await?;
     // A running job has no artifacts and no queue position: the row is the job.
-    Ok(LeaseStep::Started(Box::new(Job::try_from(row)?)))
+    let job = Job::try_from(row)?;
+    if job.attempts == 1 {
+        // Its first start (a requeued job's restart is not told again).
+        enqueue_event(tx, &job, CallbackEvent::Running, now).await?;
+    }
+    Ok(LeaseStep::Started(Box::new(job)))
 }

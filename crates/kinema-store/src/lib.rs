@@ -6,6 +6,7 @@
 mod accounts;
 mod attempts;
 mod bench;
+mod callbacks;
 mod cancel;
 mod catalog;
 mod credits;
@@ -38,6 +39,7 @@ mod workers;
 mod writer;
 
 pub use attempts::ProgressAck;
+pub use callbacks::{AttemptNext, CallbackAttempt, CallbackDelivery, RotatedSecret};
 pub use catalog::ItemKind;
 pub use db::{Backend, Store, StorePolicy, DEFAULT_CURRENCY};
 pub use error::{NotFound, StoreError};

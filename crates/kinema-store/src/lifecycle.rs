@@ -437,6 +437,7 @@ async fn forget_account(
         .bind(account_id)
         .execute(tx.conn())
         .await?;
+    crate::callbacks::forget_account_callbacks(tx, account_id, now).await?;
     blank_jobs(tx, account_id, now).await
 }
 

@@ -51,6 +51,11 @@ text_enum!(JobBilling { Credits => "credits", Postpaid => "postpaid" });
 text_enum!(Role {
     Admin => "admin", Platform => "platform", Account => "account", Worker => "worker",
 });
+text_enum!(CallbackEvent {
+    Running => "job.running", Succeeded => "job.succeeded", Failed => "job.failed",
+    Cancelled => "job.cancelled",
+});
+text_enum!(CallbackState { Pending => "PENDING", Delivered => "DELIVERED", Failed => "FAILED" });
 text_enum!(JobState {
     Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED",
     Failed => "FAILED", Cancelled => "CANCELLED",

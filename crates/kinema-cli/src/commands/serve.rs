@@ -72,6 +72,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.drain_grace = Duration::from_millis(args.drain_grace_ms);
     config.metrics_listen = args.metrics_listen;
+    config.callbacks = kinema_server::CallbackConfig {
+        targets: kinema_server::callbacks::TargetPolicy {
+            allow_private: args.callback_allow_private,
+            allow: args.callback_allow_cidrs.clone(),
+        },
+        secret_file: args.callback_secret_file.clone(),
+        delivery: kinema_server::callbacks::DeliverySettings {
+            timeout: args.callback_timeout.max(Duration::from_millis(100)),
+            connect_timeout: args
+                .callback_timeout
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            retry_base: args.callback_retry_base.max(Duration::from_millis(10)),
+            retry_max: args.callback_retry_max.max(args.callback_retry_base),
+            give_up_after: args.callback_give_up_after,
+            poll_interval: args.callback_poll_interval.max(Duration::from_millis(10)),
+            ..Default::default()
+        },
+    };
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.
