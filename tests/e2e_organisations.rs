@@ -324,6 +324,19 @@ async fn a_team_shares_one_account_up_to_its_seats() {
     .expect("the bought seat takes the fourth");
     assert_eq!(seats(&dave.seats), (4, 4));
 
+    // Only an owner asks for the account's deletion.
+    let denied = expect_err(
+        "a plain member deleting the account",
+        carol
+            .client
+            .admin()
+            .delete_account(pb::DeleteAccountRequest {
+                account_id: String::new(),
+            })
+            .await,
+    );
+    assert_status(&denied, Code::PermissionDenied, "ROLE");
+
     // Removing a member revokes its key at once: its next call is UNAUTHENTICATED.
     carol.client.balance("").await;
     let removed = bob
