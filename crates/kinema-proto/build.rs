@@ -7,8 +7,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time: a build script reused from another checkout must still read
     // this checkout's protos.
     let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["jobs.proto", "billing.proto", "admin.proto", "worker.proto"]
-        .map(|f| proto_root.join("kinema/v1").join(f));
+    let files = [
+        "jobs.proto",
+        "billing.proto",
+        "admin.proto",
+        "worker.proto",
+        "organisations.proto",
+    ]
+    .map(|f| proto_root.join("kinema/v1").join(f));
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("kinema_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor)

@@ -373,6 +373,9 @@ impl Interceptor for Auth {
 pub type Jobs = JobServiceClient<InterceptedService<Channel, Auth>>;
 pub type Billing = BillingServiceClient<InterceptedService<Channel, Auth>>;
 pub type Admin = AdminServiceClient<InterceptedService<Channel, Auth>>;
+pub type Orgs = kinema_proto::v1::organisation_service_client::OrganisationServiceClient<
+    InterceptedService<Channel, Auth>,
+>;
 pub type Workers =
     kinema_proto::v1::worker_service_client::WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
@@ -404,6 +407,14 @@ impl Client {
 
     pub fn admin(&self) -> Admin {
         AdminServiceClient::with_interceptor(self.channel.clone(), self.auth())
+    }
+
+    /// `OrganisationService` (docs/api.md, "Organisations and seats").
+    pub fn orgs(&self) -> Orgs {
+        kinema_proto::v1::organisation_service_client::OrganisationServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth(),
+        )
     }
 
     /// `WorkerService`, as a GPU node calls it (with a worker key).
@@ -495,6 +506,7 @@ impl Client {
                     job_id: job_id.unwrap_or_default().into(),
                     page_size: 50,
                     page_token: page_token.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_or_else(|s| panic!("ListLedgerEntries: {s:?}"))

@@ -62,6 +62,10 @@ pub enum Command {
     /// Accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Members of --account (organisations and seats): add, list, change role,
+    /// remove, mint keys, buy seats.
+    #[command(subcommand)]
+    Members(MembersCommand),
     /// Subscriptions of --account: show, subscribe, cancel.
     #[command(subcommand)]
     Plans(PlansCommand),
@@ -544,6 +548,9 @@ pub enum JobsCommand {
     List {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only the jobs this member of the account submitted.
+        #[arg(long, default_value = "")]
+        member: String,
     },
     Get {
         job_id: String,
@@ -582,6 +589,9 @@ pub enum CreditsCommand {
     Ledger {
         #[arg(long)]
         job: Option<String>,
+        /// Only the entries of this member's jobs.
+        #[arg(long, default_value = "")]
+        member: String,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -621,6 +631,43 @@ pub enum KeysCommand {
     List,
     Revoke {
         key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MembersCommand {
+    /// Add a member with its first key (the secret is printed once).
+    Add {
+        /// A name or an email address.
+        name: String,
+        /// owner, admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+        #[arg(long, default_value = "")]
+        key_name: String,
+    },
+    /// The members and the seats they take.
+    List {
+        /// Removed members too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Give a member another role: owner, admin or member.
+    Role { member_id: String, role: String },
+    /// Remove a member: its keys stop working at once.
+    Remove { member_id: String },
+    /// Another key for a member.
+    Key {
+        member_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Buy extra seats on the plan in force with the platform's payment reference
+    /// (platform/admin).
+    BuySeats {
+        seats: u32,
+        #[arg(long)]
+        payment_ref: String,
     },
 }
 

@@ -2,6 +2,7 @@ use anyhow::{anyhow, Context};
 use kinema_proto::v1::admin_service_client::AdminServiceClient;
 use kinema_proto::v1::billing_service_client::BillingServiceClient;
 use kinema_proto::v1::job_service_client::JobServiceClient;
+use kinema_proto::v1::organisation_service_client::OrganisationServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -24,12 +25,13 @@ impl tonic::service::Interceptor for Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
-/// Clients of the three services over one connection.
+/// Clients of the services over one connection.
 #[derive(Clone)]
 pub struct Clients {
     pub jobs: JobServiceClient<Authed>,
     pub billing: BillingServiceClient<Authed>,
     pub admin: AdminServiceClient<Authed>,
+    pub orgs: OrganisationServiceClient<Authed>,
     /// The account requests act for (ignored by account keys).
     pub account: String,
 }
@@ -58,7 +60,8 @@ impl Clients {
         Ok(Clients {
             jobs: JobServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             billing: BillingServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-            admin: AdminServiceClient::with_interceptor(channel, bearer),
+            admin: AdminServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            orgs: OrganisationServiceClient::with_interceptor(channel, bearer),
             account: account.to_string(),
         })
     }

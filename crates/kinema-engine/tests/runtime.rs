@@ -137,6 +137,7 @@ impl Rig {
             callback_url: String::new(),
             metadata,
             quote: QUOTE,
+            member_id: None,
             priority: JobPriority::Normal,
             batch_key: key.map(str::to_string),
         };

@@ -64,6 +64,33 @@ pub struct Plan {
     /// at when the annual plan is cancelled mid-term. Without one, a month costs the
     /// annual price / 12 rounded up (so a refund never exceeds the unused share).
     pub monthly_counterpart: Option<String>,
+    /// Seats (members of the account) the plan includes (docs/api.md, "Organisations
+    /// and seats").
+    #[serde(default = "one_seat")]
+    pub seats: u32,
+    /// The price of one extra seat for one period of the plan; `None`: the plan sells
+    /// no extra seats.
+    #[serde(default)]
+    pub extra_seat_price: Option<Money>,
+}
+
+fn one_seat() -> u32 {
+    1
+}
+
+impl Plan {
+    /// What `seats` extra seats cost for one period; `SeatsNotSold` when the plan
+    /// sells none.
+    pub fn extra_seats_price(&self, seats: u32) -> Result<Money, LedgerError> {
+        let price = self
+            .extra_seat_price
+            .ok_or_else(|| LedgerError::SeatsNotSold(self.id.clone()))?;
+        let minor = price
+            .minor
+            .checked_mul(i64::from(seats))
+            .ok_or(LedgerError::AmountOverflow)?;
+        Ok(Money::new(minor, price.currency))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +171,21 @@ impl Catalogue {
                 ));
             }
             history_problems(&format!("plan {:?}", p.id), &p.prices, &mut out);
+            if p.seats == 0 {
+                out.push(format!("plan {:?}: seats must be at least 1", p.id));
+            }
+            if let Some(seat) = p.extra_seat_price {
+                if seat.minor < 0 {
+                    out.push(format!("plan {:?}: negative extra_seat_price", p.id));
+                }
+                let currency = p.prices.entries.first().map(|e| e.price.currency);
+                if currency.is_some_and(|c| c != seat.currency) {
+                    out.push(format!(
+                        "plan {:?}: extra_seat_price is in another currency",
+                        p.id
+                    ));
+                }
+            }
             if let Some(c) = &p.monthly_counterpart {
                 if p.interval != PlanInterval::Annual {
                     out.push(format!(
@@ -215,6 +257,8 @@ mod tests {
             credits_per_month: 100,
             prices: PriceHistory::new(eur(price), 0).unwrap(),
             monthly_counterpart: counterpart.map(str::to_string),
+            seats: 1,
+            extra_seat_price: None,
         }
     }
 

@@ -64,6 +64,11 @@ pub enum LedgerError {
     #[error("the account is already subscribed to plan {0:?} and it renews")]
     AlreadySubscribed(String),
 
+    #[error("plan {0:?} sells no extra seats")]
+    SeatsNotSold(String),
+    #[error("the account has no plan in force to add seats to")]
+    NoPlanForSeats,
+
     #[error("the account is suspended")]
     AccountSuspended,
     #[error("the account is terminated")]

@@ -49,9 +49,9 @@ pub use pricing::{
 };
 pub use quote::{quote, ModelPrice, Quote, QuoteInput, TierPrice};
 pub use subscription::{
-    apply_subscription_event, cancel_queued_plan, cancel_subscription, subscribe,
-    terminate_subscriptions, tick_subscriptions, Cancellation, CancellationKind, EndReason,
-    MoneyRefundReason, QueuedPlan, Subscription, SubscriptionEffect, SubscriptionEvent,
+    apply_subscription_event, buy_seats, cancel_queued_plan, cancel_subscription, seats_in_force,
+    subscribe, terminate_subscriptions, tick_subscriptions, Cancellation, CancellationKind,
+    EndReason, MoneyRefundReason, QueuedPlan, Subscription, SubscriptionEffect, SubscriptionEvent,
     SubscriptionState, Transition, RENEWAL_CANCEL_NOTICE_MS,
 };
 pub use trial::{start_trial, TrialOffer, TrialRecord, TrialStart, DEFAULT_TRIAL_MS};

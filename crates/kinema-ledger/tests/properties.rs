@@ -36,6 +36,8 @@ fn catalogue() -> Catalogue {
         credits_per_month: credits,
         prices: PriceHistory::new(eur(price), 0).unwrap(),
         monthly_counterpart: counterpart.map(str::to_string),
+        seats: 1,
+        extra_seat_price: None,
     };
     Catalogue {
         packs: vec![

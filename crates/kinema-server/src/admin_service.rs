@@ -135,6 +135,16 @@ impl AdminService for Admin {
         let app = &self.app;
         handle(app, request, Access::Any, |caller, req| async move {
             let account_id = caller.account(&req.account_id)?;
+            // An organisation's member asks for its deletion only as an owner.
+            if crate::member_access::Manager::of(app, &caller).await?
+                != crate::member_access::Manager::Full
+            {
+                return Err(ApiError::status(
+                    Code::PermissionDenied,
+                    reasons::ROLE,
+                    "only an owner member may ask for its account's deletion",
+                ));
+            }
             let change = app
                 .store
                 .delete_account(

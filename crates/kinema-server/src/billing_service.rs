@@ -47,9 +47,11 @@ impl BillingService for Billing {
             let page =
                 Page::from_request(&req.page_token, req.page_size, 0, DEFAULT_PAGE, MAX_PAGE)?;
             let job_id = (!req.job_id.is_empty()).then_some(req.job_id.as_str());
+            check_text("member_id", &req.member_id, MAX_TEXT_CHARS)?;
+            let member = (!req.member_id.is_empty()).then_some(req.member_id.as_str());
             let entries = app
                 .store
-                .ledger_entries(&account_id, job_id, page.cursor, page.limit)
+                .member_ledger_entries(&account_id, job_id, member, page.cursor, page.limit)
                 .await?;
             Ok(pb::ListLedgerEntriesResponse {
                 next_page_token: page.next_token(&entries, |e| e.id),
@@ -336,7 +338,7 @@ impl BillingService for Billing {
 }
 
 /// A payment reference: required (or optional when `required` is false), bounded.
-fn check_payment_ref(payment_ref: &str, required: bool) -> Result<(), ApiError> {
+pub(crate) fn check_payment_ref(payment_ref: &str, required: bool) -> Result<(), ApiError> {
     if payment_ref.trim().is_empty() {
         if required {
             return Err(ApiError::field(

@@ -28,6 +28,10 @@ account_min_age_days = 7
 credits = 100
 days = 14
 
+[organisations]
+# Seats (members) of an account without a plan in force; a plan brings its own.
+seats_without_plan = 1
+
 [postpaid]
 # What one credit of a job's quote costs a pay-as-you-go account.
 price_per_credit = 1
@@ -51,6 +55,9 @@ id = "basic-monthly"
 interval = "monthly"
 credits_per_month = 1000
 price = 1900
+# Members the plan includes (default 1), and what one more costs per period.
+seats = 1
+extra_seat_price = 500
 
 [[plans]]
 id = "basic-annual"
@@ -58,12 +65,15 @@ interval = "annual"
 credits_per_month = 1000
 price = 19000
 monthly_counterpart = "basic-monthly"
+extra_seat_price = 5000
 
 [[plans]]
 id = "pro-monthly"
 interval = "monthly"
 credits_per_month = 5000
 price = 7900
+seats = 3
+extra_seat_price = 900
 "#;
 
 /// The file name a data dir may hold the catalogue under.
@@ -92,6 +102,9 @@ pub struct CommerceConfig {
     pub price_notice_ms: i64,
     pub refund_grace_ms: i64,
     pub account_min_age_ms: i64,
+    /// Seats of an account without a plan in force (docs/api.md, "Organisations and
+    /// seats").
+    pub seats_without_plan: u32,
     /// Where it came from ("built-in" or the file).
     pub origin: String,
 }
@@ -117,6 +130,27 @@ struct File {
     packs: Vec<PackFile>,
     #[serde(default)]
     plans: Vec<PlanFile>,
+    #[serde(default)]
+    organisations: OrganisationsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrganisationsFile {
+    #[serde(default = "one")]
+    seats_without_plan: u32,
+}
+
+impl Default for OrganisationsFile {
+    fn default() -> Self {
+        Self {
+            seats_without_plan: 1,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +228,9 @@ struct PlanFile {
     credits_per_month: i64,
     price: i64,
     monthly_counterpart: Option<String>,
+    #[serde(default = "one")]
+    seats: u32,
+    extra_seat_price: Option<i64>,
 }
 
 impl CommerceConfig {
@@ -271,6 +308,8 @@ impl CommerceConfig {
                     credits_per_month: p.credits_per_month,
                     prices,
                     monthly_counterpart: p.monthly_counterpart.clone(),
+                    seats: p.seats,
+                    extra_seat_price: p.extra_seat_price.map(|m| Money::new(m, currency)),
                 });
             }
         }
@@ -324,6 +363,9 @@ impl CommerceConfig {
                     .into(),
             );
         }
+        if file.organisations.seats_without_plan == 0 {
+            problems.push("organisations: seats_without_plan must be at least 1".into());
+        }
         if !problems.is_empty() {
             return Err(invalid(problems.join("; ")));
         }
@@ -336,8 +378,17 @@ impl CommerceConfig {
             price_notice_ms: pol.price_notice_days.saturating_mul(DAY_MS),
             refund_grace_ms: pol.refund_grace_days.saturating_mul(DAY_MS),
             account_min_age_ms: pol.account_min_age_days.saturating_mul(DAY_MS),
+            seats_without_plan: file.organisations.seats_without_plan,
             origin: origin.to_string(),
         })
+    }
+
+    /// Where an account's seats come from, for the store.
+    pub fn seat_rule(&self) -> kinema_store::SeatRule {
+        kinema_store::SeatRule {
+            catalogue: self.catalogue.clone(),
+            without_plan: self.seats_without_plan,
+        }
     }
 
     /// Whether this catalogue offers a trial at all.
@@ -358,6 +409,13 @@ mod tests {
         assert_eq!(c.price_notice_ms, 30 * DAY_MS);
         assert_eq!(c.trial.credits, 100);
         assert_eq!(c.usage_price, Money::new(1, Currency::EUR));
+        assert_eq!(c.seats_without_plan, 1);
+        let pro = c.catalogue.plan("pro-monthly").unwrap();
+        assert_eq!(
+            (pro.seats, pro.extra_seat_price),
+            (3, Some(Money::new(900, Currency::EUR)))
+        );
+        assert_eq!(c.catalogue.plan("basic-annual").unwrap().seats, 1);
         let annual = c.catalogue.plan("basic-annual").unwrap();
         assert_eq!(
             c.catalogue.monthly_reference_price(annual, 0),
@@ -402,5 +460,36 @@ price = 1
         .to_string();
         assert!(err.contains("credits must be positive"), "{err}");
         assert!(CommerceConfig::parse("currency = \"eur\"\n", "t").is_err());
+    }
+
+    #[test]
+    fn seats_are_checked() {
+        let text = r#"
+currency = "EUR"
+[organisations]
+seats_without_plan = 0
+[[plans]]
+id = "team"
+interval = "monthly"
+credits_per_month = 1
+price = 1
+seats = 0
+extra_seat_price = -5
+"#;
+        let err = CommerceConfig::parse(text, "test").unwrap_err().to_string();
+        for needle in [
+            "seats_without_plan must be at least 1",
+            "seats must be at least 1",
+            "negative extra_seat_price",
+        ] {
+            assert!(err.contains(needle), "{needle:?} in {err}");
+        }
+        let ok = "currency = \"EUR\"\n[[plans]]\nid = \"p\"\ninterval = \"monthly\"\ncredits_per_month = 1\nprice = 1\n";
+        let c = CommerceConfig::parse(ok, "t").unwrap();
+        let p = c.catalogue.plan("p").unwrap();
+        assert_eq!(
+            (p.seats, p.extra_seat_price, c.seats_without_plan),
+            (1, None, 1)
+        );
     }
 }

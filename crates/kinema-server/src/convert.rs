@@ -154,6 +154,7 @@ pub fn job(j: &store::Job) -> pb::Job {
         preview: j.preview.clone().unwrap_or_default(),
         prompt_expires_at: ts(j.prompt_expires_at),
         prompt_purged_at: ts(j.prompt_purged_at),
+        member_id: j.member_id.clone().unwrap_or_default(),
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         metadata: j.metadata.clone(),
         cancel_requested: j.cancel_requested,
@@ -335,6 +336,7 @@ pub fn entry(e: &store::LedgerEntry) -> pb::LedgerEntry {
         held_after: e.held_after,
         created_at: Some(timestamp(e.created_at)),
         memo: e.memo.clone(),
+        member_id: e.member_id.clone().unwrap_or_default(),
     }
 }
 
@@ -471,6 +473,8 @@ pub fn catalog(
                 price: price(&p.prices),
                 scheduled_prices: scheduled(&p.prices, now),
                 monthly_counterpart: p.monthly_counterpart.clone().unwrap_or_default(),
+                seats: p.seats,
+                extra_seat_price: p.extra_seat_price.as_ref().map(money),
             })
             .collect(),
         trial: c.has_trial().then(|| pb::TrialOffer {
@@ -523,6 +527,7 @@ pub fn subscription_state(
                 .to_string(),
             }),
             renews: c.ends_at().is_none_or(|e| e > c.period_end),
+            extra_seats: c.extra_seats,
         }),
         queued: state.queued.as_ref().map(|q| pb::QueuedPlan {
             id: q.id.clone(),
@@ -573,6 +578,33 @@ pub fn api_key(k: &store::ApiKey) -> pb::ApiKey {
         created_at: Some(timestamp(k.created_at)),
         last_used_at: k.last_used_at.map(timestamp),
         revoked_at: k.revoked_at.map(timestamp),
+        member_id: k.member_id.clone().unwrap_or_default(),
+    }
+}
+
+pub fn member_role(r: store::MemberRole) -> pb::MemberRole {
+    match r {
+        store::MemberRole::Owner => pb::MemberRole::Owner,
+        store::MemberRole::Admin => pb::MemberRole::Admin,
+        store::MemberRole::Member => pb::MemberRole::Member,
+    }
+}
+
+pub fn member(m: &store::Member) -> pb::Member {
+    pb::Member {
+        id: m.id.clone(),
+        account_id: m.account_id.clone(),
+        role: member_role(m.role) as i32,
+        name: m.name.clone(),
+        created_at: Some(timestamp(m.created_at)),
+        removed_at: m.removed_at.map(timestamp),
+    }
+}
+
+pub fn seats(s: &store::Seats) -> pb::Seats {
+    pb::Seats {
+        seats: s.seats,
+        used: s.used,
     }
 }
 

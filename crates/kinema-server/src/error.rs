@@ -57,6 +57,13 @@ pub mod reasons {
     pub const CALLBACK_URL_REFUSED: &str = "CALLBACK_URL_REFUSED";
     /// A callback URL given, but no secret to sign its deliveries with.
     pub const CALLBACK_SECRET_MISSING: &str = "CALLBACK_SECRET_MISSING";
+    /// Every seat of the account is taken (ErrorInfo metadata: `seats`, `members`).
+    pub const SEATS_EXHAUSTED: &str = "SEATS_EXHAUSTED";
+    /// The account's last owner cannot be removed or demoted.
+    pub const LAST_OWNER: &str = "LAST_OWNER";
+    pub const MEMBER_NOT_FOUND: &str = "MEMBER_NOT_FOUND";
+    /// Extra seats need a plan in force that sells them.
+    pub const SEATS_NOT_SOLD: &str = "SEATS_NOT_SOLD";
 }
 
 /// What a client is told to wait before submitting again into a full queue: about
@@ -247,6 +254,19 @@ impl From<StoreError> for ApiError {
                 .into(),
                 retry_delay: QUEUE_FULL_RETRY_DELAY,
             },
+            StoreError::SeatsExhausted { seats, members } => ApiError::Detailed {
+                code: Code::FailedPrecondition,
+                reason: SEATS_EXHAUSTED,
+                message: e.to_string(),
+                metadata: [
+                    ("seats".to_string(), seats.to_string()),
+                    ("members".to_string(), members.to_string()),
+                ]
+                .into(),
+            },
+            StoreError::LastOwner { .. } => {
+                ApiError::status(Code::FailedPrecondition, LAST_OWNER, e.to_string())
+            }
             StoreError::Ledger(rule) => ApiError::from(rule),
             other => ApiError::Internal(other.to_string()),
         }
@@ -266,6 +286,11 @@ impl From<NotFound> for ApiError {
                 Code::NotFound,
                 SUBSCRIPTION_NOT_FOUND,
                 "the account has no subscription with that id",
+            ),
+            NotFound::Member => ApiError::status(
+                Code::NotFound,
+                MEMBER_NOT_FOUND,
+                "the account has no such member",
             ),
             // Lots are never named by a request: one missing is the store's problem.
             NotFound::Lot => ApiError::Internal("a lot the ledger names is missing".into()),
@@ -291,6 +316,7 @@ impl From<kinema_ledger::LedgerError> for ApiError {
             L::AlreadySubscribed(_) => (Code::FailedPrecondition, ALREADY_SUBSCRIBED),
             L::AccountSuspended => (Code::FailedPrecondition, ACCOUNT_SUSPENDED),
             L::AccountTerminated => (Code::FailedPrecondition, ACCOUNT_CLOSED),
+            L::SeatsNotSold(_) | L::NoPlanForSeats => (Code::FailedPrecondition, SEATS_NOT_SOLD),
             L::NonPositiveAmount(_)
             | L::InvalidQuote { .. }
             | L::ExpiryNotInFuture { .. }

@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::convert;
 use crate::error::{reasons, ApiError};
 use crate::job_watch;
-use crate::request_limits;
+use crate::request_limits::{self, check_text, MAX_TEXT_CHARS};
 use crate::rpc::{handle, Access, Page};
 
 const MAX_ID_CHARS: usize = 128;
@@ -206,6 +206,7 @@ impl JobService for JobsService {
                 callback_url: req.callback_url.clone(),
                 metadata: req.metadata.clone(),
                 quote: checked.quote.credits,
+                member_id: caller.key.member_id.clone(),
                 priority,
                 // Jobs with one key (model, size, frames, steps) may share a batch.
                 batch_key: checked.manifest.batch_key(&checked.spec),
@@ -286,9 +287,11 @@ impl JobService for JobsService {
                     .ok_or_else(|| ApiError::field("states", format!("{s} is not a job state")))?;
                 states.push(state);
             }
+            check_text("member_id", &req.member_id, MAX_TEXT_CHARS)?;
+            let member = (!req.member_id.is_empty()).then_some(req.member_id.as_str());
             let jobs = app
                 .store
-                .list_jobs(&account_id, &states, page.cursor, page.limit)
+                .list_member_jobs(&account_id, member, &states, page.cursor, page.limit)
                 .await?;
             Ok(pb::ListJobsResponse {
                 next_page_token: page.next_token(&jobs, |j| j.seq),

@@ -1,4 +1,5 @@
-//! The Kinema gRPC server: `JobService`, `BillingService` and `AdminService` over the
+//! The Kinema gRPC server: `JobService`, `BillingService`, `AdminService` and
+//! `OrganisationService` over the
 //! store and the in-process workers, `WorkerService` for remote GPU nodes, with
 //! bearer-key auth, errors mapped once to gRPC status + `ErrorInfo` reason, health
 //! checking and reflection; and the worker node's side of the protocol
@@ -17,6 +18,8 @@ mod error;
 mod job_feed;
 mod job_watch;
 mod jobs_service;
+mod member_access;
+mod organisation_service;
 pub mod policy;
 mod rate_limit;
 mod request_limits;

@@ -11,6 +11,7 @@ use kinema_engine::{
 use kinema_proto::v1::admin_service_server::AdminServiceServer;
 use kinema_proto::v1::billing_service_server::BillingServiceServer;
 use kinema_proto::v1::job_service_server::JobServiceServer;
+use kinema_proto::v1::organisation_service_server::OrganisationServiceServer;
 use kinema_proto::v1::worker_service_server::WorkerServiceServer;
 use kinema_store::{Role, Store, StorePolicy};
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use crate::billing_service::Billing;
 use crate::data_dir::{self, DataDirLock};
 use crate::job_feed::JobFeed;
 use crate::jobs_service::JobsService;
+use crate::organisation_service::Organisations;
 use crate::sweeper::Sweeper;
 use crate::{ServerConfig, ServerError};
 
@@ -276,6 +278,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     health_reporter
         .set_serving::<WorkerServiceServer<WorkerNodes>>()
         .await;
+    health_reporter
+        .set_serving::<OrganisationServiceServer<Organisations>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kinema_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -308,7 +313,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .add_service(JobServiceServer::new(JobsService { app: app.clone() }))
         .add_service(BillingServiceServer::new(Billing { app: app.clone() }))
         .add_service(AdminServiceServer::new(Admin { app: app.clone() }))
-        .add_service(WorkerServiceServer::new(WorkerNodes { app: app.clone() }));
+        .add_service(WorkerServiceServer::new(WorkerNodes { app: app.clone() }))
+        .add_service(OrganisationServiceServer::new(Organisations {
+            app: app.clone(),
+        }));
 
     info!(%addr, tls = tls.is_some(), data_dir = %dir.display(), test_clock = config.test_clock, fault_injection = config.fault_injection, "kinema server listening");
     let mut stop = shutdown_rx.clone();

@@ -90,6 +90,7 @@ pub fn store_job(j: &pb::LeasedJob, owner: &str) -> Result<store::Job, String> {
         lease_owner: Some(owner.to_string()),
         prompt_expires_at: None,
         prompt_purged_at: None,
+        member_id: None,
     })
 }
 

@@ -118,6 +118,7 @@ async fn submit(store: &Store, account_id: &str) -> String {
                 callback_url: String::new(),
                 metadata: Default::default(),
                 quote: 10,
+                member_id: None,
                 priority: JobPriority::Normal,
                 batch_key: None,
             },

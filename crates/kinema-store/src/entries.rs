@@ -48,7 +48,7 @@ async fn insert_entry(
     let allocations = serde_json::to_string(draft.allocations)?;
     // $1 account, $2 kind, $3 amount, $4 allocations, $5 job, $6 actor, $7 memo,
     // $8 time; then either the known balance and holds ($9, $10), or the database
-    // adds them up.
+    // adds them up. A job's entries carry the member that submitted it.
     let after = match known {
         Some(_) => "$9, $10",
         None => {
@@ -60,11 +60,12 @@ async fn insert_entry(
     };
     let sql = format!(
         "INSERT INTO ledger_entries (account_id, kind, amount, allocations, job_id, actor, \
-         memo, created_at, balance_after, held_after) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, {after} \
-         RETURNING id, balance_after, held_after"
+         memo, created_at, balance_after, held_after, member_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, {after}, \
+         (SELECT member_id FROM jobs WHERE id = $5) \
+         RETURNING id, balance_after, held_after, member_id"
     );
-    let mut q = sqlx::query_as::<_, (i64, Credits, Credits)>(&sql)
+    let mut q = sqlx::query_as::<_, (i64, Credits, Credits, Option<String>)>(&sql)
         .bind(draft.account_id)
         .bind(draft.kind.as_str())
         .bind(draft.amount)
@@ -76,7 +77,7 @@ async fn insert_entry(
     if let Some((balance_after, held_after)) = known {
         q = q.bind(balance_after).bind(held_after);
     }
-    let (id, balance_after, held_after) = q.fetch_one(tx.conn()).await?;
+    let (id, balance_after, held_after, member_id) = q.fetch_one(tx.conn()).await?;
     Ok(LedgerEntry {
         id,
         account_id: draft.account_id.to_string(),
@@ -84,6 +85,7 @@ async fn insert_entry(
         amount: draft.amount,
         allocations: draft.allocations.to_vec(),
         job_id: draft.job_id.map(str::to_string),
+        member_id,
         actor: draft.actor.to_string(),
         balance_after,
         held_after,
@@ -101,14 +103,28 @@ impl Store {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.member_ledger_entries(account_id, job_id, None, after_id, limit)
+            .await
+    }
+
+    /// [`Store::ledger_entries`], only those of `member_id`'s jobs when it is given.
+    pub async fn member_ledger_entries(
+        &self,
+        account_id: &str,
+        job_id: Option<&str>,
+        member_id: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
         let rows: Vec<EntryRow> = sqlx::query_as(
             "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 = '' OR job_id = $2) \
-             AND id > $3 ORDER BY id LIMIT $4",
+             AND ($5 = '' OR member_id = $5) AND id > $3 ORDER BY id LIMIT $4",
         )
         .bind(account_id)
         .bind(job_id.unwrap_or(""))
         .bind(after_id)
         .bind(i64::from(limit))
+        .bind(member_id.unwrap_or(""))
         .fetch_all(&self.read)
         .await?;
         rows.into_iter().map(LedgerEntry::try_from).collect()

@@ -10,6 +10,7 @@ pub enum NotFound {
     ApiKey,
     Lot,
     Subscription,
+    Member,
 }
 
 impl fmt::Display for NotFound {
@@ -20,6 +21,7 @@ impl fmt::Display for NotFound {
             NotFound::ApiKey => "api key",
             NotFound::Lot => "lot",
             NotFound::Subscription => "subscription",
+            NotFound::Member => "member",
         })
     }
 }
@@ -80,6 +82,12 @@ pub enum StoreError {
         max: u32,
         queued: u64,
     },
+    /// Every seat the account has is taken (docs/api.md, "Organisations and seats").
+    #[error("all {seats} seats of the account are taken: buy a seat or remove a member")]
+    SeatsExhausted { seats: u32, members: u32 },
+    /// The account's last owner cannot be removed or demoted.
+    #[error("member {member_id} is the account's last owner")]
+    LastOwner { member_id: String },
     #[error("account deletion refused: {}", crate::DeletionRefusal::describe_all(.0))]
     DeletionRefused(Vec<crate::DeletionRefusal>),
 }

@@ -108,6 +108,16 @@ pub(crate) fn subscription_event(
             BillingEventKind::Charge,
             parts(subscription_id, Some(plan_id), Some(*amount), *at),
         ),
+        E::SeatsCharge {
+            subscription_id,
+            plan_id,
+            amount,
+            at,
+            ..
+        } => (
+            BillingEventKind::Charge,
+            parts(subscription_id, Some(plan_id), Some(*amount), *at),
+        ),
         E::RefundOwed {
             subscription_id,
             plan_id,

@@ -53,6 +53,19 @@ impl Store {
         before_seq: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
+        self.list_member_jobs(account_id, None, states, before_seq, limit)
+            .await
+    }
+
+    /// [`Store::list_jobs`], only those `member_id` submitted when it is given.
+    pub async fn list_member_jobs(
+        &self,
+        account_id: &str,
+        member_id: Option<&str>,
+        states: &[JobState],
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
         let mut conn = self.read.acquire().await?;
         if account_status(&mut conn, account_id).await? == AccountStatus::Deleted {
             return Ok(Vec::new());
@@ -60,16 +73,17 @@ impl Store {
         let state_filter = if states.is_empty() {
             String::new()
         } else {
-            format!(" AND state IN ({})", placeholders(4, states.len()))
+            format!(" AND state IN ({})", placeholders(5, states.len()))
         };
         let sql = format!(
-            "SELECT * FROM jobs WHERE account_id = $1 AND seq < $2{state_filter} \
-             ORDER BY seq DESC LIMIT $3"
+            "SELECT * FROM jobs WHERE account_id = $1 AND seq < $2 \
+             AND ($4 = '' OR member_id = $4){state_filter} ORDER BY seq DESC LIMIT $3"
         );
         let mut query = sqlx::query_as::<_, JobRow>(&sql)
             .bind(account_id)
             .bind(before_seq)
-            .bind(i64::from(limit));
+            .bind(i64::from(limit))
+            .bind(member_id.unwrap_or(""));
         for state in states {
             query = query.bind(state.as_str());
         }

@@ -1,4 +1,5 @@
 use crate::db::new_id;
+use crate::tx::Tx;
 use crate::{ApiKey, NotFound, Role, Store, StoreError};
 use kinema_ledger::UnixMillis;
 use rand::RngCore;
@@ -6,8 +7,70 @@ use sha2::{Digest, Sha256};
 
 /// Secrets are 32 random bytes; only their SHA-256 is stored. A fast hash is right
 /// here: the secret has full entropy, so there is nothing to brute-force.
-fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new key and its secret (not yet stored).
+pub(crate) fn new_key(
+    role: Role,
+    account_id: Option<&str>,
+    member_id: Option<&str>,
+    name: &str,
+    now: UnixMillis,
+) -> (ApiKey, String) {
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let secret = format!("kin_{}", hex::encode(raw));
+    let key = ApiKey {
+        id: new_id("key"),
+        role,
+        account_id: account_id.map(str::to_string),
+        name: name.to_string(),
+        prefix: secret[..12].to_string(),
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+        member_id: member_id.map(str::to_string),
+    };
+    (key, secret)
+}
+
+/// Stores `key` with the hash of its secret.
+pub(crate) async fn insert_key(
+    tx: &mut Tx<'_>,
+    key: &ApiKey,
+    secret_hash: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, role, account_id, name, prefix, secret_hash, created_at, \
+         member_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&key.id)
+    .bind(key.role.as_str())
+    .bind(&key.account_id)
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(secret_hash)
+    .bind(key.created_at)
+    .bind(&key.member_id)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Stores a new key and returns it with its secret.
+pub(crate) async fn create_key_in(
+    tx: &mut Tx<'_>,
+    role: Role,
+    account_id: Option<&str>,
+    member_id: Option<&str>,
+    name: &str,
+    now: UnixMillis,
+) -> Result<(ApiKey, String), StoreError> {
+    let (key, secret) = new_key(role, account_id, member_id, name, now);
+    insert_key(tx, &key, &hash_secret(&secret)).await?;
+    Ok((key, secret))
 }
 
 impl Store {
@@ -29,37 +92,10 @@ impl Store {
                 .await?
                 .ok_or(StoreError::NotFound(NotFound::Account))?;
         }
-        let mut raw = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let secret = format!("kin_{}", hex::encode(raw));
-        let key = ApiKey {
-            id: new_id("key"),
-            role,
-            account_id: account_id.map(str::to_string),
-            name: name.to_string(),
-            prefix: secret[..12].to_string(),
-            created_at: now,
-            last_used_at: None,
-            revoked_at: None,
-        };
+        let (key, secret) = new_key(role, account_id, None, name, now);
         let (row_key, secret_hash) = (key.clone(), hash_secret(&secret));
         self.write(move |mut tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO api_keys (id, role, account_id, name, prefix, secret_hash, \
-                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&row_key.id)
-                .bind(role.as_str())
-                .bind(&row_key.account_id)
-                .bind(&row_key.name)
-                .bind(&row_key.prefix)
-                .bind(secret_hash)
-                .bind(now)
-                .execute(tx.conn())
-                .await?;
-                Ok(())
-            })
+            Box::pin(async move { insert_key(&mut tx, &row_key, &secret_hash).await })
         })
         .await?;
         Ok((key, secret))

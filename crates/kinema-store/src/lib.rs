@@ -22,6 +22,7 @@ mod lease;
 mod lifecycle;
 mod locks;
 mod lots;
+mod members;
 mod money;
 mod policy;
 mod postpaid;
@@ -47,6 +48,7 @@ pub use job_changes::{
     Heard, JobChange, JobChangeListener, JOB_CHANGES_CHANNEL, JOB_LISTENER_APPLICATION_NAME,
 };
 pub use lease::Leased;
+pub use members::{Member, MemberAdded, SeatRule, Seats};
 pub use policy::{
     DecisionFilter, PolicyDecision, PolicyDecisionDraft, PolicyRefusal, SuspensionRule,
     POLICY_ACTOR,

@@ -274,6 +274,7 @@ mod tests {
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: 10,
+            member_id: None,
             priority: JobPriority::Normal,
             batch_key: None,
         };

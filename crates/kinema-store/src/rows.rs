@@ -73,6 +73,7 @@ pub(crate) struct JobRow {
     run_alone: i64,
     prompt_expires_at: Option<UnixMillis>,
     prompt_purged_at: Option<UnixMillis>,
+    member_id: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -137,6 +138,7 @@ impl TryFrom<JobRow> for Job {
             run_alone: r.run_alone != 0,
             prompt_expires_at: r.prompt_expires_at,
             prompt_purged_at: r.prompt_purged_at,
+            member_id: r.member_id,
         })
     }
 }
@@ -187,6 +189,7 @@ pub(crate) struct EntryRow {
     held_after: Credits,
     memo: String,
     created_at: UnixMillis,
+    member_id: Option<String>,
 }
 
 impl TryFrom<EntryRow> for LedgerEntry {
@@ -201,6 +204,7 @@ impl TryFrom<EntryRow> for LedgerEntry {
             amount: r.amount,
             allocations,
             job_id: r.job_id,
+            member_id: r.member_id,
             actor: r.actor,
             balance_after: r.balance_after,
             held_after: r.held_after,

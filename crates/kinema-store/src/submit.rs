@@ -107,9 +107,9 @@ async fn submit(
         "INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
          prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
          output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
-         billing, price_minor, price_currency, priority, batch_key, preview) \
+         billing, price_minor, price_currency, priority, batch_key, preview, member_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, 'QUEUED', $19, $20, $13, $21, $22, $23, $24, $25, $26, $27) RETURNING *",
+         $18, 'QUEUED', $19, $20, $13, $21, $22, $23, $24, $25, $26, $27, $28) RETURNING *",
     )
     .bind(&id)
     .bind(&new.account_id)
@@ -139,6 +139,7 @@ async fn submit(
     .bind(new.priority.rank())
     .bind(&new.batch_key)
     .bind(&new.preview)
+    .bind(&new.member_id)
     .fetch_one(tx.conn())
     .await?;
     let job = Job::try_from(row)?;

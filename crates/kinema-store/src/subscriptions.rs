@@ -75,6 +75,7 @@ pub(crate) async fn apply_transition(
         // The payment_ref belongs to the charge it paid: the new plan's first period.
         let reference = match effect {
             SubscriptionEffect::Charge { period: 0, at, .. } if *at == now => payment_ref,
+            SubscriptionEffect::SeatsCharge { at, .. } if *at == now => payment_ref,
             _ => None,
         };
         if let Some((kind, parts)) = subscription_event(effect, reference)? {
@@ -131,6 +132,82 @@ impl Store {
                     actor: &actor,
                 };
                 subscribe(&mut tx, &base, order, now).await
+            })
+        })
+        .await
+    }
+
+    /// Buys `seats` extra seats on the plan in force for the rest of its period, paid
+    /// by `payment_ref` (the same ref again changes nothing); each renewal charges them
+    /// again (docs/api.md, "Organisations and seats").
+    pub async fn buy_seats(
+        &self,
+        base: &Catalogue,
+        account_id: &str,
+        seats: u32,
+        payment_ref: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<SubscriptionChange, StoreError> {
+        check_payment_ref(payment_ref)?;
+        let base = base.clone();
+        let (account_id, payment_ref, actor) = (
+            account_id.to_owned(),
+            payment_ref.to_owned(),
+            actor.to_owned(),
+        );
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let tx = &mut tx;
+                let account = lock_account(tx, &account_id).await?;
+                let item = seats.to_string();
+                if replayed_payment(tx, &payment_ref, &account_id, "seats", &item)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(SubscriptionChange {
+                        state: load_subscriptions(tx.conn(), &account_id).await?,
+                        effects: Vec::new(),
+                        lots: Vec::new(),
+                        events: Vec::new(),
+                        created: false,
+                    });
+                }
+                account.require_open()?;
+                // Caught up first, so the purchase's own charge is the only one at now.
+                tick_locked(tx, &base, &account_id, now).await?;
+                let cat = catalogue_in(tx.conn(), &base).await?;
+                let state = load_subscriptions(tx.conn(), &account_id).await?;
+                let t = kinema_ledger::buy_seats(&state, &cat, seats, now)?;
+                let amount = t
+                    .effects
+                    .iter()
+                    .find_map(|e| match e {
+                        SubscriptionEffect::SeatsCharge { amount, at, .. } if *at == now => {
+                            Some(*amount)
+                        }
+                        _ => None,
+                    })
+                    .ok_or_else(|| StoreError::Corrupt("seats bought without a charge".into()))?;
+                let (lots, events) =
+                    apply_transition(tx, &account_id, &t, Some(&payment_ref), &actor, now).await?;
+                let payment = Payment {
+                    payment_ref: payment_ref.clone(),
+                    account_id: account_id.clone(),
+                    kind: "seats".into(),
+                    item_id: item,
+                    amount,
+                    created_at: now,
+                };
+                let bought = serde_json::json!({ "seats": seats });
+                insert_payment(tx, &payment, &bought).await?;
+                Ok(SubscriptionChange {
+                    state: t.state,
+                    effects: t.effects,
+                    lots,
+                    events,
+                    created: true,
+                })
             })
         })
         .await

@@ -56,6 +56,7 @@ text_enum!(CallbackEvent {
     Cancelled => "job.cancelled",
 });
 text_enum!(CallbackState { Pending => "PENDING", Delivered => "DELIVERED", Failed => "FAILED" });
+text_enum!(MemberRole { Owner => "owner", Admin => "admin", Member => "member" });
 text_enum!(JobState {
     Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED",
     Failed => "FAILED", Cancelled => "CANCELLED",
@@ -154,6 +155,9 @@ pub struct ApiKey {
     pub created_at: UnixMillis,
     pub last_used_at: Option<UnixMillis>,
     pub revoked_at: Option<UnixMillis>,
+    /// The member of the account the key belongs to (docs/api.md, "Organisations and
+    /// seats"); `None` for the account's own keys and every other role.
+    pub member_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -186,6 +190,9 @@ pub struct LedgerEntry {
     pub amount: Credits,
     pub allocations: Vec<Allocation>,
     pub job_id: Option<String>,
+    /// The member whose job the entry belongs to (HOLD, DEBIT, RELEASE, REFUND of a
+    /// job a member submitted).
+    pub member_id: Option<String>,
     pub actor: String,
     pub balance_after: Credits,
     pub held_after: Credits,
@@ -264,6 +271,8 @@ pub struct NewJob {
     pub callback_url: String,
     pub metadata: BTreeMap<String, String>,
     pub quote: Credits,
+    /// The member of the account that submitted it (its key's member).
+    pub member_id: Option<String>,
     pub priority: JobPriority,
     /// Jobs with the same key may be leased together as one batch (the engine derives
     /// it from model, resolved shape and scheduler); `None` never batches.
@@ -333,6 +342,8 @@ pub struct Job {
     pub prompt_expires_at: Option<UnixMillis>,
     /// When they were purged; blank since.
     pub prompt_purged_at: Option<UnixMillis>,
+    /// The member of the account that submitted it.
+    pub member_id: Option<String>,
 }
 
 /// How a submission ended when it did not fail.

@@ -50,6 +50,7 @@ impl Fixture {
             output_format: "h264".into(),
             preview: None,
             callback_url: callback_url.into(),
+            member_id: None,
             metadata: BTreeMap::from([("k".to_string(), "private".to_string())]),
             quote: 10,
             priority: JobPriority::Normal,

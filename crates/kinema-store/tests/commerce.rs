@@ -46,6 +46,8 @@ fn catalogue() -> Catalogue {
                 credits_per_month: 1000,
                 prices: prices(1900),
                 monthly_counterpart: None,
+                seats: 1,
+                extra_seat_price: None,
             },
             Plan {
                 id: "basic-annual".into(),
@@ -53,6 +55,8 @@ fn catalogue() -> Catalogue {
                 credits_per_month: 1000,
                 prices: prices(19_000),
                 monthly_counterpart: Some("basic-monthly".into()),
+                seats: 1,
+                extra_seat_price: None,
             },
             Plan {
                 id: "pro-monthly".into(),
@@ -60,6 +64,8 @@ fn catalogue() -> Catalogue {
                 credits_per_month: 5000,
                 prices: prices(7900),
                 monthly_counterpart: None,
+                seats: 1,
+                extra_seat_price: None,
             },
         ],
     }
@@ -144,6 +150,7 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
+        member_id: None,
         priority: JobPriority::Normal,
         batch_key: None,
     }

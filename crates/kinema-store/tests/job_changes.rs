@@ -36,6 +36,7 @@ fn new_job(account: &str) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 3,
+        member_id: None,
         priority: JobPriority::Normal,
         batch_key: None,
     }

@@ -66,6 +66,7 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
+        member_id: None,
         priority: JobPriority::Normal,
         batch_key: None,
     }

@@ -33,6 +33,8 @@ fn catalogue() -> Catalogue {
         credits_per_month: credits,
         prices: prices(price),
         monthly_counterpart: counterpart.map(str::to_string),
+        seats: 1,
+        extra_seat_price: None,
     };
     Catalogue {
         packs: vec![
@@ -526,6 +528,7 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
+        member_id: None,
         priority: JobPriority::Normal,
         batch_key: None,
     }

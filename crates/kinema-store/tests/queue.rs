@@ -128,6 +128,7 @@ impl<'a> Spec<'a> {
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: self.quote,
+            member_id: None,
             priority: self.priority,
             batch_key: self.batch_key.map(str::to_string),
         }

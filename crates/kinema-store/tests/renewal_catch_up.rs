@@ -28,6 +28,8 @@ fn catalogue() -> Catalogue {
                 credits_per_month: 1000,
                 prices: prices(1900),
                 monthly_counterpart: None,
+                seats: 1,
+                extra_seat_price: None,
             },
             Plan {
                 id: "basic-annual".into(),
@@ -35,6 +37,8 @@ fn catalogue() -> Catalogue {
                 credits_per_month: 1000,
                 prices: prices(19_000),
                 monthly_counterpart: Some("basic-monthly".into()),
+                seats: 1,
+                extra_seat_price: None,
             },
         ],
     }

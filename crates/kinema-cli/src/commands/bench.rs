@@ -119,6 +119,7 @@ fn job(account: &str) -> NewJob {
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 1,
+        member_id: None,
         priority: kinema_store::JobPriority::Normal,
         batch_key: None,
     }

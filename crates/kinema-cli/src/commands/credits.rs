@@ -51,7 +51,7 @@ pub async fn run(mut c: Clients, cmd: CreditsCommand) -> anyhow::Result<()> {
                 print::balance(&b);
             }
         }
-        CreditsCommand::Ledger { job, limit } => {
+        CreditsCommand::Ledger { job, member, limit } => {
             let entries = c
                 .billing
                 .list_ledger_entries(pb::ListLedgerEntriesRequest {
@@ -59,6 +59,7 @@ pub async fn run(mut c: Clients, cmd: CreditsCommand) -> anyhow::Result<()> {
                     job_id: job.unwrap_or_default(),
                     page_size: limit,
                     page_token: String::new(),
+                    member_id: member,
                 })
                 .await?
                 .into_inner()

@@ -8,7 +8,7 @@ use crate::print;
 pub async fn run(mut c: Clients, cmd: JobsCommand) -> anyhow::Result<()> {
     let account_id = c.account.clone();
     match cmd {
-        JobsCommand::List { limit } => {
+        JobsCommand::List { limit, member } => {
             let jobs = c
                 .jobs
                 .list_jobs(pb::ListJobsRequest {
@@ -16,6 +16,7 @@ pub async fn run(mut c: Clients, cmd: JobsCommand) -> anyhow::Result<()> {
                     states: vec![],
                     page_size: limit,
                     page_token: String::new(),
+                    member_id: member,
                 })
                 .await?
                 .into_inner()

@@ -8,6 +8,7 @@ mod generate;
 mod jobs;
 mod keys;
 mod ledger;
+mod members;
 mod plans;
 mod policy;
 mod serve;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credits(cmd) => credits::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Keys(cmd) => keys::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Accounts(cmd) => accounts::run(Clients::from_flags(&cli.conn).await?, cmd).await,
+        Command::Members(cmd) => members::run(Clients::from_flags(&cli.conn).await?, cmd).await,
         Command::Ledger(cmd) => ledger::run(cmd).await,
         Command::Bench(cmd) => bench::run(&cli.conn, cmd).await,
         Command::Plans(cmd) => plans::run(Clients::from_flags(&cli.conn).await?, cmd).await,

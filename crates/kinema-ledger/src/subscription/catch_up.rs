@@ -58,6 +58,7 @@ pub(super) fn start(t: &mut Transition, q: QueuedPlan, at: UnixMillis) {
         paid: q.paid,
         monthly_reference: q.monthly_reference,
         cancellation: None,
+        extra_seats: 0,
     });
 }
 
@@ -246,6 +247,7 @@ fn renew(t: &mut Transition, catalogue: &Catalogue, at: UnixMillis, now: UnixMil
         period_end: cur.period_end,
         at,
     });
+    super::seats::renew_seats(cur, plan, at, &mut t.effects);
     // An annual plan cancelled too late to stop this renewal: prorated now.
     if let Some(c) = cur.cancellation.filter(|c| c.ends_at < cur.period_end) {
         if cur.interval == PlanInterval::Annual {

@@ -54,12 +54,19 @@
 //!     ([`MoneyRefundReason::MissedMonths`]). A later mid-term cancellation of an
 //!     annual plan counts only the months granted, against what is left of the price.
 //!
+//! - **Seats.** A plan includes `seats` members; extra seats are bought for the
+//!   current period at the plan's `extra_seat_price` each ([`buy_seats`], charged in
+//!   full: no proration) and each renewal charges them again with the plan. They end
+//!   with the subscription (a plan that starts later has its own seats only); seat
+//!   charges are never prorated or refunded on cancellation.
+//!
 //! One job per file: `state` (the subscription and the queued plan), `transition`
 //! (what a call returns: the new state and its effects), `events` (the public calls),
 //! `catch_up` (grants, renewals and ends due by `now`, missed months, proration).
 
 mod catch_up;
 mod events;
+mod seats;
 mod state;
 mod transition;
 
@@ -67,6 +74,7 @@ pub use events::{
     apply_subscription_event, cancel_queued_plan, cancel_subscription, subscribe,
     terminate_subscriptions, tick_subscriptions, SubscriptionEvent,
 };
+pub use seats::{buy_seats, seats_in_force};
 pub use state::{Cancellation, CancellationKind, QueuedPlan, Subscription, SubscriptionState};
 pub use transition::{EndReason, MoneyRefundReason, SubscriptionEffect, Transition};
 

@@ -49,6 +49,11 @@ pub struct Subscription {
     /// Annual plans: what a started month of the current period costs on cancellation.
     pub monthly_reference: Option<Money>,
     pub cancellation: Option<Cancellation>,
+    /// Seats bought on top of the plan's own for the current period; each renewal
+    /// charges them again at the plan's `extra_seat_price` (docs/api.md,
+    /// "Organisations and seats").
+    #[serde(default)]
+    pub extra_seats: u32,
 }
 
 impl Subscription {

@@ -21,6 +21,8 @@ fn plan(id: &str, interval: PlanInterval, price: i64, counterpart: Option<&str>)
         credits_per_month: 100,
         prices: PriceHistory::new(eur(price), 0).unwrap(),
         monthly_counterpart: counterpart.map(str::to_string),
+        seats: 1,
+        extra_seat_price: None,
     }
 }
 

@@ -52,6 +52,16 @@ pub enum SubscriptionEffect {
         amount: Money,
         at: UnixMillis,
     },
+    /// The platform collects `amount` for `seats` extra seats for `period` (bought
+    /// during it, or renewed with it).
+    SeatsCharge {
+        subscription_id: String,
+        plan_id: String,
+        period: u32,
+        seats: u32,
+        amount: Money,
+        at: UnixMillis,
+    },
     /// A lot to create with a SUBSCRIPTION_GRANT entry.
     GrantLot(NewLot),
     /// Money Kinema owes back; the platform pays it out.
