@@ -414,6 +414,11 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
     #[arg(long, env = "KINEMA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the web console at http://ADDR/ (off by default): log in with an API
+    /// key, follow and submit jobs; operators see workers, accounts and ledgers. Keys
+    /// travel in clear: keep it on loopback (127.0.0.1:8080) or behind a TLS proxy.
+    #[arg(long, env = "KINEMA_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// The usage policy file (TOML); when none is given, `policy.toml` in the data
     /// dir if it exists, else no policy (no categories: nothing is refused).
     pub policy_file: Option<PathBuf>,
+    /// Serve the web console on this address (HTTP); off when unset. Keys travel in
+    /// clear: keep it on loopback or behind a TLS proxy.
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// The file name of the models file a data dir may hold.
@@ -103,6 +106,7 @@ impl ServerConfig {
             timeouts: kinema_engine::Timeouts::default(),
             metrics_listen: None,
             policy_file: None,
+            console_listen: None,
         }
     }
 

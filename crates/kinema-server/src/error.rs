@@ -53,6 +53,10 @@ pub mod reasons {
     pub const MODERATION_UNAVAILABLE: &str = "MODERATION_UNAVAILABLE";
     /// The artifact store refused or failed an upload (a worker retries the attempt).
     pub const STORAGE: &str = "STORAGE_UNAVAILABLE";
+    /// The web console: a body that is not the method's request as proto3 JSON.
+    pub const INVALID_JSON: &str = "INVALID_JSON";
+    /// The web console: a method its JSON API does not expose (gRPC has them all).
+    pub const METHOD_NOT_EXPOSED: &str = "METHOD_NOT_EXPOSED";
 }
 
 /// What a client is told to wait before submitting again into a full queue: about

@@ -10,6 +10,7 @@ mod auth;
 mod billing_service;
 mod commerce;
 mod config;
+mod console;
 mod convert;
 mod data_dir;
 mod error;

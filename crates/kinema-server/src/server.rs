@@ -31,6 +31,8 @@ use crate::{ServerConfig, ServerError};
 /// and then [`RunningServer::wait`].
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The web console's address, when `console_listen` is set.
+    pub console_addr: Option<SocketAddr>,
     /// The file holding the admin key (written on first start, mode 0600).
     pub admin_key_file: PathBuf,
     /// True when this start created the admin key.
@@ -252,6 +254,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         config.rpc_timeout,
         &config.rpc_method_timeouts,
     )?;
+    let console = match config.console_listen {
+        Some(console_addr) => {
+            let (listener, bound) = crate::console::bind(console_addr).await?;
+            let routes = tonic::service::Routes::new(JobServiceServer::new(JobsService {
+                app: app.clone(),
+            }))
+            .add_service(BillingServiceServer::new(Billing { app: app.clone() }))
+            .add_service(AdminServiceServer::new(Admin { app: app.clone() }));
+            let grpc = crate::console::InProcess::new(tower::Layer::layer(&limits, routes));
+            info!(addr = %bound, "web console listening");
+            Some((
+                bound,
+                crate::console::spawn(listener, grpc, shutdown_rx.clone()),
+            ))
+        }
+        None => None,
+    };
+    let console_addr = console.as_ref().map(|(a, _)| *a);
     let worker_handle = worker.spawn(shutdown_rx.clone());
     let sweeper = app.sweeper.clone().spawn(shutdown_rx.clone());
     let router = tonic::transport::Server::builder()
@@ -284,6 +304,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 },
             )
             .await;
+        if let Some((_, mut console)) = console {
+            // Its event streams end with the services' streams on shutdown; a client
+            // that holds a download open does not hold the server.
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut console)
+                .await
+                .is_err()
+            {
+                console.abort();
+            }
+        }
         worker_handle.join().await;
         let _ = sweeper.await;
         store.close().await;
@@ -292,6 +322,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     Ok(RunningServer {
         addr,
+        console_addr,
         admin_key_file,
         admin_key_created,
         shutdown: shutdown_tx,

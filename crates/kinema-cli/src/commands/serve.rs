@@ -66,6 +66,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.drain_grace = Duration::from_millis(args.drain_grace_ms);
     config.metrics_listen = args.metrics_listen;
+    config.console_listen = args.console_listen;
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.
@@ -77,6 +78,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )?;
         }
         writeln!(out, "admin key file: {}", server.admin_key_file.display())?;
+        if let Some(console) = server.console_addr {
+            writeln!(out, "console listening on http://{console}/")?;
+        }
         writeln!(out, "listening on {}", server.addr)?;
         out.flush()?;
     }
