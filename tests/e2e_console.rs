@@ -17,7 +17,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 fn console() -> Opts {
     Opts {
-        extra_args: &["--console-listen", "127.0.0.1:0"],
+        // Fault injection for `kinema.step_delay_ms`: steps slow enough to be watched.
+        extra_args: &["--console-listen", "127.0.0.1:0", "--fault-injection"],
         ..Opts::default()
     }
 }
@@ -202,7 +203,9 @@ async fn json_api_keeps_the_services_rules() {
         &base,
         "kinema.v1.JobService/CreateJob",
         Some(&alice_key),
-        json!({"model": "testsrc", "prompt": "a red fox", "width": 64, "height": 64, "numFrames": 8, "fps": 8, "steps": 2}),
+        json!({"model": "testsrc", "prompt": "a red fox", "width": 64, "height": 64,
+               "numFrames": 8, "fps": 8, "steps": 4,
+               "metadata": {"kinema.step_delay_ms": "200"}}),
     )
     .await;
     assert_eq!(status, 200, "{job}");
@@ -529,18 +532,17 @@ async fn the_page_in_headless_chromium() {
     let shot = artifacts_dir().join("console-account-job.png");
     std::fs::write(&shot, &png).expect("writing the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
-    // The job shows in the account's list.
-    let jobs = browser
-        .find(Locator::Id("jobs"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        jobs.contains("SUCCEEDED") && jobs.contains("testsrc"),
-        "{jobs}"
-    );
+    // The job shows in the account's list, finished.
+    wait_for(
+        &browser,
+        "the finished job in the list",
+        "return document.getElementById('jobs').textContent",
+        |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("SUCCEEDED") && s.contains("testsrc"))
+        },
+    )
+    .await;
 
     // An operator: the workers and devices, an account's balance, lots and ledger.
     browser
@@ -560,9 +562,38 @@ async fn the_page_in_headless_chromium() {
     .await;
     assert!(shown(&browser, "operator-view").await);
     assert!(!shown(&browser, "account-view").await);
-    let input = browser.find(Locator::Id("account-id")).await.unwrap();
-    input.send_keys(&account).await.unwrap();
-    input.send_keys("\n").await.unwrap();
+    wait_for(
+        &browser,
+        "the accounts",
+        "return document.getElementById('accounts').textContent",
+        |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("studio") && s.contains(&account))
+        },
+    )
+    .await;
+    let queue = browser
+        .find(Locator::Id("queue"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(queue.starts_with("Job"), "the queue's table: {queue}");
+    browser
+        .find(Locator::Id("account-id"))
+        .await
+        .unwrap()
+        .send_keys(&account)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#account-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let ledger = wait_for(
         &browser,
         "the ledger",
