@@ -454,7 +454,7 @@ async fn live_jobs_and_accounts_page_across_accounts(f: Fixture) {
         }
     }
 
-    let c = f.account("C", 0).await;
+    let c = f.account("C", 1).await;
     let page = f.store.list_accounts(None, 2).await.unwrap();
     assert_eq!(page.len(), 2);
     let last = &page[1];
