@@ -53,6 +53,8 @@ async fn the_grpc_port_serves_tls_to_clients_that_trust_its_certificate() {
         key,
         "--cpu-workers",
         "0",
+        "--console-listen",
+        "127.0.0.1:0",
     ]));
     let server = Server::start(
         &dir,
@@ -127,6 +129,48 @@ async fn the_grpc_port_serves_tls_to_clients_that_trust_its_certificate() {
     assert!(ok && text.contains(&account), "{text}");
     let (ok, text) = bounded("the CLI without the CA", cli(&[])).await;
     assert!(!ok, "the CLI trusted a self-signed certificate: {text}");
+
+    // The console's port serves HTTPS with the same certificate.
+    let console = server.console_url.clone().expect("the console's address");
+    let console_port = console
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("a port in {console}"));
+    assert!(console.starts_with("https://"), "{console}");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let console = format!("https://localhost:{console_port}");
+    let page = https
+        .get(format!("{console}/"))
+        .send()
+        .await
+        .expect("the console page over TLS");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    let balance = https
+        .post(format!("{console}/api/kinema.v1.BillingService/GetBalance"))
+        .bearer_auth(&server.admin_key)
+        .json(&serde_json::json!({ "accountId": account }))
+        .send()
+        .await
+        .expect("a console call over TLS");
+    assert_eq!(balance.status(), 200);
+    let balance: serde_json::Value = balance.json().await.unwrap();
+    assert_eq!(balance["available"], "1000", "{balance}");
+    let untrusting = reqwest::Client::new()
+        .get(format!("{console}/"))
+        .send()
+        .await;
+    assert!(
+        untrusting.is_err(),
+        "the console's certificate was trusted without the CA"
+    );
 
     // A worker node leases and finishes a job over TLS.
     let (_, worker) = worker_key(&admin, "tls node").await;

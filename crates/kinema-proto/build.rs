@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .compile_protos(&files, std::slice::from_ref(&proto_root))?;
     write_request_ids(&descriptor)?;
+    json_types(&files, &proto_root, &descriptor)?;
     // The contract's fingerprint: clients and servers built from the same protos agree.
     let mut hash = Sha256::new();
     for f in &files {
@@ -72,5 +73,32 @@ fn write_request_ids(descriptor: &std::path::Path) -> Result<(), Box<dyn std::er
         PathBuf::from(std::env::var("OUT_DIR")?).join("request_ids.rs"),
         out,
     )?;
+    Ok(())
+}
+
+/// A second copy of the messages with proto3 JSON (serde) impls, for the web console's
+/// JSON API: the same wire format as `v1`, with pbjson's well-known types in place of
+/// prost's (which have no serde impls), so `v1` itself stays as it is.
+fn json_types(
+    files: &[PathBuf],
+    proto_root: &std::path::Path,
+    descriptor: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?).join("json");
+    std::fs::create_dir_all(&out)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .out_dir(&out)
+        .btree_map(".")
+        // Well-known types come from pbjson_types, not from prost_types.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_protos(files, std::slice::from_ref(&proto_root.to_path_buf()))?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(descriptor)?)?
+        .out_dir(&out)
+        .btree_map(["."])
+        .build(&[".kinema"])?;
     Ok(())
 }

@@ -145,6 +145,8 @@ impl Opts {
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The web console's URL (`http://ADDR/`) when started with `--console-listen`.
+    pub console_url: Option<String>,
     pub admin_key: String,
     pub admin_key_file: PathBuf,
     pub data_dir: PathBuf,
@@ -202,10 +204,13 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let mut key_file: Option<PathBuf> = None;
         let mut addr: Option<SocketAddr> = None;
+        let mut console_url: Option<String> = None;
         let read = async {
             while let Some(line) = lines.next_line().await.expect("reading server stdout") {
                 if let Some(path) = line.strip_prefix("admin key file: ") {
                     key_file = Some(PathBuf::from(path.trim()));
+                } else if let Some(url) = line.strip_prefix("console listening on ") {
+                    console_url = Some(url.trim().to_string());
                 } else if let Some(a) = line.strip_prefix("listening on ") {
                     addr = Some(
                         a.trim()
@@ -245,6 +250,7 @@ impl Server {
         Server {
             child: Some(child),
             addr: addr.unwrap(),
+            console_url,
             admin_key,
             admin_key_file,
             data_dir,

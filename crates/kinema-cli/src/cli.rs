@@ -460,6 +460,11 @@ pub struct ServeArgs {
     /// How often the outbox is looked at for due deliveries.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub callback_poll_interval: Duration,
+    /// Serve the web console at ADDR (off by default): log in with an API key, follow
+    /// and submit jobs; operators see workers, accounts and ledgers. HTTPS with
+    /// --tls-cert; otherwise keys travel in clear: keep it on loopback (127.0.0.1:8080).
+    #[arg(long, env = "KINEMA_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

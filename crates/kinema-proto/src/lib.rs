@@ -16,6 +16,16 @@ pub trait RequestIds {
     }
 }
 
+/// The same messages with proto3 JSON encodings (lowerCamelCase names, enums by name,
+/// 64-bit integers as strings), for the web console's JSON API. They encode to the same
+/// protobuf bytes as their `v1` twins.
+pub mod json {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/json/kinema.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/json/kinema.v1.serde.rs"));
+    }
+}
+
 /// Encoded `FileDescriptorSet` of the contract, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kinema_descriptor");
 

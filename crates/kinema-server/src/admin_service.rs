@@ -377,14 +377,95 @@ impl AdminService for Admin {
         })
         .await
     }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let app = &self.app;
+        handle(app, request, Access::Operator, |_, req| async move {
+            let after = account_cursor(&req.page_token)?;
+            let limit = match req.page_size {
+                0 => ACCOUNT_PAGE,
+                n => n.min(MAX_ACCOUNT_PAGE),
+            };
+            let accounts = app
+                .store
+                .list_accounts(after.as_ref().map(|(t, id)| (*t, id.as_str())), limit)
+                .await?;
+            let now = app.now();
+            let mut summaries = Vec::with_capacity(accounts.len());
+            for account in &accounts {
+                let balance = app.store.balance(&account.id, now).await?;
+                summaries.push(pb::AccountSummary {
+                    account: Some(self.account_view(&account.id, now).await?),
+                    balance: Some(convert::balance(&account.id, &balance)),
+                });
+            }
+            let next_page_token = match accounts.last() {
+                Some(last) if accounts.len() == limit as usize => {
+                    format!("{}.{}", last.created_at, last.id)
+                }
+                _ => String::new(),
+            };
+            Ok(pb::ListAccountsResponse {
+                accounts: summaries,
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn list_queue(
+        &self,
+        request: Request<pb::ListQueueRequest>,
+    ) -> Result<Response<pb::ListQueueResponse>, Status> {
+        let app = &self.app;
+        handle(app, request, Access::Operator, |_, req| async move {
+            let page =
+                Page::from_request(&req.page_token, req.page_size, 0, DEFAULT_PAGE, MAX_PAGE)?;
+            let jobs = app.store.list_live_jobs(page.cursor, page.limit).await?;
+            Ok(pb::ListQueueResponse {
+                next_page_token: page.next_token(&jobs, |j| j.seq),
+                jobs: jobs.iter().map(convert::job).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn get_caller_key(
+        &self,
+        request: Request<pb::GetCallerKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        handle(&self.app, request, Access::Any, |caller, _| async move {
+            Ok(convert::api_key(&caller.key))
+        })
+        .await
+    }
 }
 
 /// How long a rotated-out callback secret still signs, unless the request says.
 const DEFAULT_SECRET_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
-/// Listing pages (ListPolicyDecisions), as the ledger's.
+/// Listing pages (ListPolicyDecisions, ListQueue), as the ledger's.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
+/// ListAccounts pages: each account is read with its balance.
+const ACCOUNT_PAGE: u32 = 50;
+const MAX_ACCOUNT_PAGE: u32 = 200;
+
+/// A ListAccounts page token: `<created_at>.<id>` of the previous page's last account.
+fn account_cursor(token: &str) -> Result<Option<(i64, String)>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .split_once('.')
+        .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
+        .filter(|(_, id)| !id.is_empty())
+        .map(Some)
+        .ok_or_else(|| ApiError::field("page_token", "not a token this server issued"))
+}
 
 /// Remote devices that reported within this many of their report intervals are listed.
 const REMOTE_WORKER_LIVENESS: u64 = 10;

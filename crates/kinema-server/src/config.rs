@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Callbacks: which addresses they may reach, the server's signing secret, and
     /// how deliveries are sent and retried (docs/api.md, "Callbacks").
     pub callbacks: CallbackConfig,
+    /// Serve the web console on this address; off when unset. HTTPS with the
+    /// server's certificate under --tls-cert, else plain HTTP (keys travel in clear:
+    /// keep it on loopback).
+    pub console_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -119,6 +123,7 @@ impl ServerConfig {
             policy_file: None,
             tls: None,
             callbacks: CallbackConfig::default(),
+            console_listen: None,
         }
     }
 

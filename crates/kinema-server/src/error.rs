@@ -64,6 +64,10 @@ pub mod reasons {
     pub const MEMBER_NOT_FOUND: &str = "MEMBER_NOT_FOUND";
     /// Extra seats need a plan in force that sells them.
     pub const SEATS_NOT_SOLD: &str = "SEATS_NOT_SOLD";
+    /// The web console: a body that is not the method's request as proto3 JSON.
+    pub const INVALID_JSON: &str = "INVALID_JSON";
+    /// The web console: a method its JSON API does not expose (gRPC has them all).
+    pub const METHOD_NOT_EXPOSED: &str = "METHOD_NOT_EXPOSED";
 }
 
 /// What a client is told to wait before submitting again into a full queue: about

@@ -12,6 +12,7 @@ mod billing_service;
 pub mod callbacks;
 mod commerce;
 mod config;
+mod console;
 mod convert;
 mod data_dir;
 mod error;

@@ -33,6 +33,8 @@ use crate::{ServerConfig, ServerError};
 /// and then [`RunningServer::wait`].
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The web console's address, when `console_listen` is set.
+    pub console_addr: Option<SocketAddr>,
     /// The file holding the admin key (written on first start, mode 0600).
     pub admin_key_file: PathBuf,
     /// True when this start created the admin key.
@@ -291,6 +293,29 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         config.rpc_timeout,
         &config.rpc_method_timeouts,
     )?;
+    let console = match config.console_listen {
+        Some(console_addr) => {
+            let (listener, bound) = crate::console::bind(console_addr, tls.is_some()).await?;
+            let console_tls = tls.as_ref().map(|t| t.http1()).transpose()?;
+            let routes = tonic::service::Routes::new(JobServiceServer::new(JobsService {
+                app: app.clone(),
+            }))
+            .add_service(BillingServiceServer::new(Billing { app: app.clone() }))
+            .add_service(AdminServiceServer::new(Admin { app: app.clone() }));
+            // The same layers as the gRPC port: traced, counted and limited alike.
+            let layers = tower::ServiceBuilder::new()
+                .layer(crate::rpc_trace::RpcTrace)
+                .layer(limits.clone());
+            let grpc = crate::console::InProcess::new(tower::Layer::layer(&layers, routes));
+            info!(addr = %bound, tls = console_tls.is_some(), "web console listening");
+            Some((
+                bound,
+                crate::console::spawn(listener, console_tls, grpc, shutdown_rx.clone())?,
+            ))
+        }
+        None => None,
+    };
+    let console_addr = console.as_ref().map(|(a, _)| *a);
     let worker_handle = worker.spawn(shutdown_rx.clone());
     let sweeper = app.sweeper.clone().spawn(shutdown_rx.clone());
     let deliveries = callbacks.spawn(shutdown_rx.clone());
@@ -339,6 +364,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 },
             )
             .await;
+        if let Some((_, mut console)) = console {
+            // Its event streams end with the services' streams on shutdown; a client
+            // that holds a download open does not hold the server.
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut console)
+                .await
+                .is_err()
+            {
+                console.abort();
+            }
+        }
         worker_handle.join().await;
         let _ = sweeper.await;
         let _ = deliveries.await;
@@ -348,6 +383,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     Ok(RunningServer {
         addr,
+        console_addr,
         admin_key_file,
         admin_key_created,
         shutdown: shutdown_tx,

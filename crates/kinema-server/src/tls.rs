@@ -3,6 +3,7 @@
 //! start with its path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tonic::transport::{Identity, ServerTlsConfig};
 
@@ -59,6 +60,28 @@ impl TlsIdentity {
     /// The gRPC port's TLS settings (HTTP/2 by ALPN).
     pub fn grpc(&self) -> ServerTlsConfig {
         ServerTlsConfig::new().identity(Identity::from_pem(&self.cert, &self.key))
+    }
+
+    /// A rustls server configuration for an HTTP/1.1 port (the web console).
+    pub fn http1(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid(e))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key).map_err(|e| self.invalid(e))?;
+        // ring, as tonic's TLS uses: no C library (aws-lc) to build. rustls marks it
+        // deprecated only for its lack of post-quantum key exchange.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.invalid(e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| self.invalid(e))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// A certificate and key that parse as PEM but do not make a TLS server (a key

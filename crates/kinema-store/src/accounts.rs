@@ -69,6 +69,25 @@ impl Store {
         .await
     }
 
+    /// Accounts in the order they were created, those after `after` (the last one of
+    /// the previous page: its `created_at` and id), at most `limit`.
+    pub async fn list_accounts(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Account>, StoreError> {
+        let (created_at, id) = after.unwrap_or((i64::MIN, ""));
+        Ok(sqlx::query_as(
+            "SELECT * FROM accounts WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(created_at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM accounts WHERE id = $1")
             .bind(id)

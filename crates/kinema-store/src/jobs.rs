@@ -99,6 +99,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every account's queued and running jobs, oldest first, with `seq` above
+    /// `after_seq`: the operator's view of the queue, with queue positions.
+    pub async fn list_live_jobs(&self, after_seq: i64, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let mut jobs = sqlx::query_as::<_, JobRow>(
+            "SELECT * FROM jobs WHERE state IN ('QUEUED', 'RUNNING') AND seq > $1 \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(Job::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+        attach_artifacts(&mut conn, &mut jobs).await?;
+        set_queue_positions(&mut conn, &mut jobs).await?;
+        Ok(jobs)
+    }
+}
+
 /// The job with its artifacts (no queue position: see `set_queue_positions`).
 pub(crate) async fn load_job(
     conn: &mut AnyConnection,

@@ -428,7 +428,52 @@ async fn concurrent_leases_take_each_job_once(f: Fixture) {
     f.assert_clean().await;
 }
 
+/// The operator's listings: every account's queued and running jobs (not finished
+/// ones) page by page in submission order, and every account page by page.
+async fn live_jobs_and_accounts_page_across_accounts(f: Fixture) {
+    let a = f.account("A", 100).await;
+    let b = f.account("B", 100).await;
+    let a1 = f.submit(Spec::new(&a)).await;
+    let b1 = f.submit(Spec::new(&b)).await;
+    let a2 = f.submit(Spec::new(&a)).await;
+    let b2 = f.submit(Spec::new(&b)).await;
+    f.store.cancel_job(&b, &b2.id, "test", T0).await.unwrap();
+    let running = f.lease(&LeaseFilter::any()).await.expect("a job to lease");
+
+    let first = f.store.list_live_jobs(0, 2).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [a1.id.as_str(), b1.id.as_str()]);
+    let rest = f.store.list_live_jobs(first[1].seq, 10).await.unwrap();
+    let ids: Vec<&str> = rest.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [a2.id.as_str()], "the cancelled job is not live");
+    for j in first.iter().chain(&rest) {
+        if j.id == running.id {
+            assert_eq!(j.state, JobState::Running);
+        } else {
+            assert_eq!(j.state, JobState::Queued);
+            assert!(j.queue_position.is_some(), "{} has a queue position", j.id);
+        }
+    }
+
+    let c = f.account("C", 1).await;
+    let page = f.store.list_accounts(None, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let last = &page[1];
+    let more = f
+        .store
+        .list_accounts(Some((last.created_at, &last.id)), 10)
+        .await
+        .unwrap();
+    let mut all: Vec<String> = page.iter().chain(&more).map(|x| x.id.clone()).collect();
+    assert_eq!(all.len(), 3, "every account once: {all:?}");
+    all.sort();
+    let mut expected = vec![a, b, c];
+    expected.sort();
+    assert_eq!(all, expected);
+}
+
 on_both_backends!(
+    live_jobs_and_accounts_page_across_accounts,
     a_flooding_account_does_not_starve_a_single_job,
     one_device_alternates_accounts_as_jobs_finish,
     higher_classes_are_leased_first,

@@ -90,6 +90,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
+    config.console_listen = args.console_listen;
+    let console_scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = kinema_server::start(config).await?;
     {
         // Machine-readable lines for scripts and tests: flushed before anything waits.
@@ -101,6 +107,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )?;
         }
         writeln!(out, "admin key file: {}", server.admin_key_file.display())?;
+        if let Some(console) = server.console_addr {
+            writeln!(out, "console listening on {console_scheme}://{console}/")?;
+        }
         writeln!(out, "listening on {}", server.addr)?;
         out.flush()?;
     }
