@@ -52,6 +52,12 @@ fn reason(body: &Value) -> (&str, &str) {
     )
 }
 
+/// An answer of HTTP `status` with the error body's gRPC code and reason.
+fn assert_refused(status: u16, body: &Value, want: u16, code_and_reason: (&str, &str)) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(reason(body), code_and_reason, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_api_keeps_the_services_rules() {
     let dir = TestDir::new();
@@ -86,19 +92,9 @@ async fn json_api_keeps_the_services_rules() {
         json!({}),
     )
     .await;
-    assert_eq!(status, 401, "{body}");
-    assert_eq!(
-        reason(&body),
-        ("UNAUTHENTICATED", "API_KEY_INVALID"),
-        "{body}"
-    );
+    assert_refused(status, &body, 401, ("UNAUTHENTICATED", "API_KEY_INVALID"));
     let (status, body) = api(&base, "kinema.v1.JobService/ListJobs", None, json!({})).await;
-    assert_eq!(status, 401, "{body}");
-    assert_eq!(
-        reason(&body),
-        ("UNAUTHENTICATED", "API_KEY_MISSING"),
-        "{body}"
-    );
+    assert_refused(status, &body, 401, ("UNAUTHENTICATED", "API_KEY_MISSING"));
 
     // Who a key is.
     let (status, body) = api(
@@ -121,12 +117,7 @@ async fn json_api_keeps_the_services_rules() {
         json!({"model": "testsrc", "prompt": "a fox", "width": 7}),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        reason(&body),
-        ("INVALID_ARGUMENT", "INVALID_SPEC"),
-        "{body}"
-    );
+    assert_refused(status, &body, 400, ("INVALID_ARGUMENT", "INVALID_SPEC"));
     let fields: Vec<&str> = body["fieldViolations"]
         .as_array()
         .map(|v| v.iter().filter_map(|f| f["field"].as_str()).collect())
@@ -142,12 +133,7 @@ async fn json_api_keeps_the_services_rules() {
         json!({"modle": "testsrc"}),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        reason(&body),
-        ("INVALID_ARGUMENT", "INVALID_JSON"),
-        "{body}"
-    );
+    assert_refused(status, &body, 400, ("INVALID_ARGUMENT", "INVALID_JSON"));
 
     // Only the whitelisted methods, even for the admin key.
     let (status, body) = api(
