@@ -2,8 +2,6 @@
 //! packs and payment refs, trials, price changes with notice, subscriptions, postpaid
 //! arrears, and the account lifecycle. Every scenario ends with `verify_ledger` clean.
 
-use std::collections::BTreeMap;
-
 use kinema_ledger::calendar::{add_months, DAY_MS, HOUR_MS};
 use kinema_ledger::{
     Catalogue, Currency, LedgerError, Money, Pack, Plan, PlanInterval, PriceHistory,
@@ -17,6 +15,8 @@ const LEASE: i64 = 60_000;
 
 #[macro_use]
 mod common;
+
+use common::new_job;
 
 fn eur(minor: i64) -> Money {
     Money::new(minor, Currency::EUR)
@@ -126,33 +126,6 @@ impl Fixture {
     async fn assert_verified(&self) {
         let report = self.store.verify_ledger(None).await.unwrap();
         assert!(report.is_clean(), "{:#?}", report.problems);
-    }
-}
-
-fn new_job(account: &str, quote: i64) -> NewJob {
-    NewJob {
-        account_id: account.to_string(),
-        external_id: None,
-        idempotency_key: None,
-        request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "a fox".into(),
-        negative_prompt: String::new(),
-        width: 64,
-        height: 64,
-        num_frames: 9,
-        fps: 8,
-        steps: 4,
-        guidance_scale: 5.0,
-        seed: 1,
-        output_format: "mp4".into(),
-        preview: None,
-        callback_url: String::new(),
-        metadata: BTreeMap::new(),
-        quote,
-        member_id: None,
-        priority: JobPriority::Normal,
-        batch_key: None,
     }
 }
 

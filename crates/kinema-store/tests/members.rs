@@ -4,8 +4,6 @@
 //! seats are taken, removal revoking the member's keys in the same transaction, the
 //! last owner kept, and a member's jobs and their ledger entries filed under it.
 
-use std::collections::BTreeMap;
-
 use kinema_ledger::calendar::add_months;
 use kinema_ledger::{Catalogue, Currency, Money, Plan, PlanInterval, PriceHistory};
 use kinema_store::*;
@@ -72,28 +70,8 @@ impl Fixture {
 
 fn new_job(account: &str, member: Option<&str>, quote: i64) -> NewJob {
     NewJob {
-        account_id: account.to_string(),
-        external_id: None,
-        idempotency_key: None,
-        request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "a fox".into(),
-        negative_prompt: String::new(),
-        width: 64,
-        height: 64,
-        num_frames: 9,
-        fps: 8,
-        steps: 4,
-        guidance_scale: 5.0,
-        seed: 1,
-        output_format: "mp4".into(),
-        preview: None,
-        callback_url: String::new(),
-        metadata: BTreeMap::new(),
-        quote,
         member_id: member.map(str::to_string),
-        priority: JobPriority::Normal,
-        batch_key: None,
+        ..common::new_job(account, quote)
     }
 }
 

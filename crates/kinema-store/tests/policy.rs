@@ -4,8 +4,6 @@
 //! suspends the account as the operator's SuspendAccount does, reinstatement starts
 //! the count again, and a suspended account's refusals do not count.
 
-use std::collections::BTreeMap;
-
 use kinema_ledger::calendar::HOUR_MS;
 use kinema_store::*;
 
@@ -13,6 +11,8 @@ const T0: i64 = 1_700_000_000_000;
 
 #[macro_use]
 mod common;
+
+use common::new_job;
 
 struct Fixture {
     store: Store,
@@ -79,33 +79,6 @@ impl Fixture {
     async fn assert_verified(&self) {
         let report = self.store.verify_ledger(None).await.unwrap();
         assert!(report.is_clean(), "{:#?}", report.problems);
-    }
-}
-
-fn new_job(account: &str, quote: i64) -> NewJob {
-    NewJob {
-        account_id: account.to_string(),
-        external_id: None,
-        idempotency_key: None,
-        request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "a fox".into(),
-        negative_prompt: String::new(),
-        width: 64,
-        height: 64,
-        num_frames: 9,
-        fps: 8,
-        steps: 4,
-        guidance_scale: 5.0,
-        seed: 1,
-        output_format: "mp4".into(),
-        preview: None,
-        callback_url: String::new(),
-        metadata: BTreeMap::new(),
-        quote,
-        member_id: None,
-        priority: JobPriority::Normal,
-        batch_key: None,
     }
 }
 

@@ -2,7 +2,9 @@
 //! database on the PostgreSQL server at `KINEMA_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
 
-use kinema_store::{Store, StorePolicy};
+use std::collections::BTreeMap;
+
+use kinema_store::{JobPriority, NewJob, Store, StorePolicy};
 use sqlx::{Connection, Executor, PgConnection};
 
 #[derive(Debug, Clone, Copy)]
@@ -126,4 +128,33 @@ macro_rules! on_both_backends {
             }
         )+
     };
+}
+
+/// The smallest job of the test model for `account`, quoted `quote` credits.
+#[allow(dead_code)]
+pub fn new_job(account: &str, quote: i64) -> NewJob {
+    NewJob {
+        account_id: account.to_string(),
+        external_id: None,
+        idempotency_key: None,
+        request_hash: "h".into(),
+        model: "testsrc".into(),
+        prompt: "a fox".into(),
+        negative_prompt: String::new(),
+        width: 64,
+        height: 64,
+        num_frames: 9,
+        fps: 8,
+        steps: 4,
+        guidance_scale: 5.0,
+        seed: 1,
+        output_format: "mp4".into(),
+        preview: None,
+        callback_url: String::new(),
+        metadata: BTreeMap::new(),
+        quote,
+        member_id: None,
+        priority: JobPriority::Normal,
+        batch_key: None,
+    }
 }
