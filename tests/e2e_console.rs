@@ -415,6 +415,26 @@ async fn shown(browser: &Browser, id: &str) -> bool {
         .unwrap_or_else(|e| panic!("#{id}: {e}"))
 }
 
+async fn click(browser: &Browser, at: Locator<'_>) {
+    browser
+        .find(at)
+        .await
+        .unwrap_or_else(|e| panic!("{at:?}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {at:?}: {e}"));
+}
+
+async fn type_into(browser: &Browser, at: Locator<'_>, text: &str) {
+    browser
+        .find(at)
+        .await
+        .unwrap_or_else(|e| panic!("{at:?}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {at:?}: {e}"));
+}
+
 async fn log_in(browser: &Browser, base: &str, key: &str) {
     browser.goto(base).await.expect("opening the console");
     let input = browser
@@ -423,13 +443,7 @@ async fn log_in(browser: &Browser, base: &str, key: &str) {
         .expect("#api-key");
     input.clear().await.expect("clearing the key");
     input.send_keys(key).await.expect("typing the key");
-    browser
-        .find(Locator::Id("login-button"))
-        .await
-        .expect("#login-button")
-        .click()
-        .await
-        .expect("logging in");
+    click(browser, Locator::Id("login-button")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,20 +488,13 @@ async fn the_page_in_headless_chromium() {
     assert_eq!(defaults, json!(["320", "192", "33", "8"]));
 
     // It submits a prompt and watches the job to the end, then the video plays.
-    browser
-        .find(Locator::Id("prompt"))
-        .await
-        .unwrap()
-        .send_keys("a red fox running through snow")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(
+        &browser,
+        Locator::Id("prompt"),
+        "a red fox running through snow",
+    )
+    .await;
+    click(&browser, Locator::Id("submit")).await;
     let done = wait_for(
         &browser,
         "the job to finish",
@@ -531,13 +538,7 @@ async fn the_page_in_headless_chromium() {
     .await;
 
     // An operator: the workers and devices, an account's balance, lots and ledger.
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Id("logout")).await;
     log_in(&browser, &base, &server.admin_key).await;
     wait_for(
         &browser,
@@ -566,20 +567,8 @@ async fn the_page_in_headless_chromium() {
         .await
         .unwrap();
     assert!(queue.starts_with("Job"), "the queue's table: {queue}");
-    browser
-        .find(Locator::Id("account-id"))
-        .await
-        .unwrap()
-        .send_keys(&account)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#account-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, Locator::Id("account-id"), &account).await;
+    click(&browser, Locator::Css("#account-form button")).await;
     let ledger = wait_for(
         &browser,
         "the ledger",
@@ -600,13 +589,7 @@ async fn the_page_in_headless_chromium() {
     std::fs::write(artifacts_dir().join("console-operator.png"), &png).unwrap();
 
     // A wrong key: the refusal and nothing else.
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Id("logout")).await;
     log_in(&browser, &base, "kin_not_a_key").await;
     let refusal = wait_for(
         &browser,

@@ -1,7 +1,6 @@
 //! The store's money paths on SQLite and PostgreSQL (each scenario runs on both): every job state change with
 //! its ledger effect, and the docs/api.md, "Money" invariants after each scenario.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kinema_store::*;
@@ -45,30 +44,11 @@ impl Fixture {
     }
 }
 
+/// The common test job with the largest seed (it must survive the round trip).
 fn new_job(account: &str, quote: i64) -> NewJob {
     NewJob {
-        account_id: account.to_string(),
-        external_id: None,
-        idempotency_key: None,
-        request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "a fox".into(),
-        negative_prompt: String::new(),
-        width: 64,
-        height: 64,
-        num_frames: 9,
-        fps: 8,
-        steps: 4,
-        guidance_scale: 5.0,
         seed: u64::MAX,
-        output_format: "mp4".into(),
-        preview: None,
-        callback_url: String::new(),
-        metadata: BTreeMap::new(),
-        quote,
-        member_id: None,
-        priority: JobPriority::Normal,
-        batch_key: None,
+        ..common::new_job(account, quote)
     }
 }
 
