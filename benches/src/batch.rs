@@ -44,6 +44,7 @@ pub fn run(b: &BatchBench) -> anyhow::Result<()> {
             steps: b.steps,
             guidance_scale: 5.0,
             seed: 1000 + i as u64,
+            ..Default::default()
         })
         .collect();
     let conds = requests

@@ -644,6 +644,7 @@ tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
             steps: r.steps,
             guidance_scale: r.guidance_scale,
             seed: 7,
+            ..Default::default()
         };
         let cond = p.encode_prompt(&request).unwrap();
         let mut steps = Vec::new();

@@ -7,6 +7,7 @@ pub mod attention;
 pub mod conv3d;
 pub mod flash_cpu;
 mod frames;
+mod image;
 mod mmap_release;
 pub mod norm;
 mod pipeline;
@@ -16,6 +17,7 @@ pub mod tiny;
 pub mod weights;
 
 pub use frames::VideoFrames;
+pub use image::RgbImage;
 pub use pipeline::{
     batch_key, check_batch, BatchItem, BatchKey, Conditioning, GenerationRequest, Latents,
     Pipeline, PipelineError, StepControl, StepProgress,

@@ -1,9 +1,9 @@
 use std::any::Any;
 
-use crate::VideoFrames;
+use crate::{RgbImage, VideoFrames};
 
 /// What one generation asks of a model, already validated against its limits.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerationRequest {
     pub prompt: String,
     pub negative_prompt: String,
@@ -12,7 +12,14 @@ pub struct GenerationRequest {
     pub num_frames: u32,
     pub steps: u32,
     pub guidance_scale: f32,
+    /// The low-noise expert's guidance of a two-expert model (Wan 2.2 A14B); `None`:
+    /// `guidance_scale` for both.
+    pub guidance_scale_2: Option<f32>,
     pub seed: u64,
+    /// The first frame of an image-to-video model.
+    pub image: Option<RgbImage>,
+    /// The last frame of a first-last-frame model.
+    pub last_image: Option<RgbImage>,
 }
 
 /// Reported after every denoising step; `step` counts from 1 to `total`.
@@ -170,6 +177,7 @@ mod tests {
             steps: 50,
             guidance_scale: 5.0,
             seed: 1,
+            ..Default::default()
         }
     }
 

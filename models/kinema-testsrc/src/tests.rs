@@ -18,6 +18,7 @@ fn request(width: u32, height: u32, num_frames: u32) -> GenerationRequest {
         steps: 4,
         guidance_scale: 5.0,
         seed: 42,
+        ..Default::default()
     }
 }
 

@@ -28,6 +28,7 @@ fn requests(steps: u32) -> Vec<GenerationRequest> {
         steps,
         guidance_scale: 5.0,
         seed: 0,
+        ..Default::default()
     };
     vec![
         GenerationRequest {

@@ -19,6 +19,7 @@ fn request(config: &str) -> GenerationRequest {
         steps: c["steps"].as_u64().unwrap() as u32,
         guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
         seed: 0,
+        ..Default::default()
     }
 }
 

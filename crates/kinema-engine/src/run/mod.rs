@@ -187,5 +187,6 @@ fn generation_request(job: &Job) -> GenerationRequest {
         steps: job.steps,
         guidance_scale: job.guidance_scale,
         seed: job.seed,
+        ..Default::default()
     }
 }
