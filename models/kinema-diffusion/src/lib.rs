@@ -8,6 +8,7 @@ pub mod conv3d;
 pub mod flash_cpu;
 mod frames;
 mod image;
+pub mod layout_check;
 mod mmap_release;
 pub mod norm;
 mod pipeline;
