@@ -6,6 +6,7 @@
 
 use kinema_ledger::{allocate_debit, forfeit_all, is_live, plan_refund, Allocation, Credits};
 use kinema_ledger::{LotState, UnixMillis};
+use kinema_params::GenerationParams;
 
 use crate::entries::{append_entry, EntryDraft};
 use crate::lots::{
@@ -259,18 +260,21 @@ mod tests {
             external_id: None,
             idempotency_key: None,
             request_hash: "h".into(),
-            model: "testsrc".into(),
-            prompt: "p".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            num_frames: 9,
-            fps: 8,
-            steps: 4,
-            guidance_scale: 5.0,
-            seed: 1,
-            output_format: "mp4".into(),
-            preview: None,
+            params: GenerationParams {
+                model: "testsrc".into(),
+                prompt: "p".into(),
+                negative_prompt: String::new(),
+                width: 64,
+                height: 64,
+                num_frames: 9,
+                fps: 8,
+                steps: 4,
+                guidance_scale: 5.0,
+                seed: 1,
+                output: "mp4".into(),
+                preview: None,
+                ..GenerationParams::default()
+            },
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: 10,
