@@ -187,7 +187,7 @@ async fn load_inputs(
     job_id: &str,
 ) -> Result<Vec<(ImageSlot, InputImage)>, StoreError> {
     let rows: Vec<JobInputRow> = sqlx::query_as(
-        "SELECT job_id, name, png, sha256, width, height FROM job_inputs WHERE job_id = $1 \
+        "SELECT name, png, sha256, width, height FROM job_inputs WHERE job_id = $1 \
          ORDER BY name",
     )
     .bind(job_id)

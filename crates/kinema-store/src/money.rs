@@ -6,7 +6,6 @@
 
 use kinema_ledger::{allocate_debit, forfeit_all, is_live, plan_refund, Allocation, Credits};
 use kinema_ledger::{LotState, UnixMillis};
-use kinema_params::GenerationParams;
 
 use crate::entries::{append_entry, EntryDraft};
 use crate::lots::{
@@ -235,6 +234,8 @@ pub(crate) async fn forfeit_credits(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use kinema_params::GenerationParams;
 
     use super::refund_debit;
     use crate::{Failure, JobPriority, NewJob, Store, StoreError, Usage};

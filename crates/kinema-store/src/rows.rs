@@ -58,7 +58,6 @@ fn inputs_from_json(text: &str) -> Result<Vec<InputMeta>, StoreError> {
 /// A row of `job_inputs`, bytes included (the lease's read).
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobInputRow {
-    pub job_id: String,
     pub name: String,
     pub png: Vec<u8>,
     pub sha256: String,
