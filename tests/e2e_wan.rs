@@ -53,7 +53,7 @@ async fn tiny_wan_job_through_kinema_serve() {
         .unwrap_or_else(|| panic!("{MODEL_ID} is listed: {models:?}"));
     assert!(models.iter().any(|m| m.id == "testsrc"), "built-ins stay");
     assert_eq!(wan.family, "wan");
-    assert_eq!(wan.capabilities, ["text-to-video"]);
+    assert_eq!(wan.capabilities, ["t2v"]);
     let l = wan.limits.as_ref().unwrap();
     assert_eq!(
         (l.size_multiple, l.frames_modulo, l.max_width, l.max_frames),

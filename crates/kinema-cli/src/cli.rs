@@ -321,6 +321,10 @@ pub struct ServeArgs {
     /// Honour kinema.fail_at / kinema.step_delay_ms job metadata (tests only).
     #[arg(long)]
     pub fault_injection: bool,
+    /// Largest input image CreateJob accepts, in bytes (encoded, as sent); images
+    /// over it are refused with INVALID_SPEC on `image`.
+    #[arg(long, default_value_t = kinema_engine::ImageLimits::default().max_bytes)]
+    pub max_image_bytes: usize,
     /// Keep the debit of a job cancelled while running.
     #[arg(long)]
     pub no_refund_on_cancel: bool,
@@ -496,6 +500,14 @@ pub struct GenerateArgs {
     pub guidance: Option<f32>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The first frame, for image-to-video models: a PNG, JPEG or WebP file, sent as
+    /// it is (the server decodes, checks and fits it to the video's size; with no
+    /// --width/--height the size follows the image's aspect ratio).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// The last frame, for first-last-frame models; needs --image.
+    #[arg(long, value_name = "FILE", requires = "image")]
+    pub last_image: Option<PathBuf>,
     #[arg(long, short, default_value = "kinema-output.mp4")]
     pub output: PathBuf,
     /// How to encode the video: a codec and options, e.g. `h265:crf=24`,

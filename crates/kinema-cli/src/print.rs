@@ -149,6 +149,14 @@ pub fn job(j: &pb::Job) {
         j.model, j.width, j.height, j.num_frames, j.fps, j.steps, j.guidance_scale, j.seed
     );
     println!("prompt     {}", j.prompt);
+    if let Some(g) = j.guidance_scale_2 {
+        println!("guidance 2 {g}");
+    }
+    for (what, image) in [("image", &j.image), ("last image", &j.last_image)] {
+        if let Some(i) = image {
+            println!("{what:<10} {}x{}, sha256 {}", i.width, i.height, i.sha256);
+        }
+    }
     println!(
         "credits    quoted {}, debited {}, refunded {}",
         j.quoted_credits, j.debited_credits, j.refunded_credits

@@ -353,7 +353,7 @@ fn wan_model(
                 dtype.as_str()
             )
         }),
-        capabilities: vec!["text-to-video".into()],
+        capabilities: vec![crate::capability::T2V.into()],
         max_batch: spec
             .max_batch
             .unwrap_or(kinema_wan::pipeline::DEFAULT_MAX_BATCH as u32),
@@ -469,7 +469,7 @@ mod tests {
         let registry = ModelRegistry::with_models(&[tiny_spec()]).unwrap();
         let m = registry.manifest("wan-tiny").unwrap();
         assert_eq!(m.family, "wan");
-        assert_eq!(m.capabilities, ["text-to-video"]);
+        assert_eq!(m.capabilities, ["t2v"]);
         assert_eq!((m.limits.size_multiple, m.limits.frames_modulo), (16, 4));
         assert_eq!(
             m.defaults.flow_shift,
@@ -490,16 +490,20 @@ mod tests {
         // Wan batches same-shape jobs; each further item needs its activations
         assert_eq!(m.max_batch, 8);
         assert!(m.batch_item_bytes > 0 && m.batch_item_bytes < m.memory_bytes);
-        let spec = m
-            .resolve(
+        let job = m
+            .resolve_job(
                 &JobSpec {
                     prompt: "x".into(),
                     ..JobSpec::default()
                 },
+                &crate::JobExtras::default(),
                 true,
             )
             .unwrap();
-        assert_eq!(m.batch_key(&spec).as_deref(), Some("wan-tiny/48x32x5/2"));
+        assert_eq!(
+            m.batch_key(&job.params).as_deref(),
+            Some("wan-tiny/48x32x5/2")
+        );
         assert_eq!(m.batch_capacity(0), 1);
         assert_eq!(m.batch_capacity(2 * m.batch_item_bytes), 3);
         assert_eq!(m.batch_capacity(u64::MAX), 8);

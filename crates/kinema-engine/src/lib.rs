@@ -33,8 +33,10 @@ pub use devices::{
 pub use events::{JobEvent, JobEventKind, JobEvents};
 pub use failure::{FailureCode, JobFailure};
 pub use faults::{FaultPlan, FaultStage};
+pub use kinema_params::{GenerationParams, ImageLimits, ImageSlot, InputImage};
 pub use manifest::{
-    FieldViolation, JobSpec, ModelDefaults, ModelLimits, ModelManifest, ResolvedSpec,
+    capability, FieldViolation, JobExtras, JobSpec, ModelDefaults, ModelLimits, ModelManifest,
+    RequestImages, ResolvedJob, ResolvedSpec,
 };
 pub use registry::{ModelRegistry, RegistryError};
 pub use residency::{ModelCache, ResidencyError, ResidentModel};

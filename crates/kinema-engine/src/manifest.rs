@@ -1,5 +1,16 @@
 use kinema_ledger::ModelPrice;
 use kinema_media::{PreviewOptions, VideoOutput, VideoSpec};
+use kinema_params::{DecodedImage, GenerationParams, ImageLimits, ImageSlot, InputImage, SizeRule};
+
+/// What a model generates from (`ModelManifest::capabilities`; `ListModels` shows them).
+pub mod capability {
+    /// Text to video: a prompt alone.
+    pub const T2V: &str = "t2v";
+    /// Image to video: a first frame (`image`) and a prompt.
+    pub const I2V: &str = "i2v";
+    /// First and last frame (`image` and `last_image`) and a prompt.
+    pub const FLF2V: &str = "flf2v";
+}
 
 /// What a model accepts. Requests outside these are refused at submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +53,8 @@ pub struct ModelManifest {
     pub id: String,
     pub family: String,
     pub description: String,
+    /// [`capability`]'s words: `t2v`, `i2v`, `flf2v` (and `test-source` for the test
+    /// source). A model with `i2v` but not `t2v` requires an input image.
     pub capabilities: Vec<String>,
     pub limits: ModelLimits,
     pub defaults: ModelDefaults,
@@ -102,12 +115,196 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// The input images a request sent, encoded as sent (empty: none), and the caps
+/// they are held to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestImages<'a> {
+    pub image: &'a [u8],
+    pub last_image: &'a [u8],
+    pub limits: ImageLimits,
+}
+
+/// What [`ModelManifest::resolve_job`] adds to a [`JobSpec`]: the fields the offline
+/// path does not take.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobExtras<'a> {
+    pub images: RequestImages<'a>,
+    pub guidance_scale_2: Option<f32>,
+    pub seed: u64,
+}
+
+/// A request resolved: the job's parameters (input images decoded, fitted and
+/// PNG-encoded) and the checked output settings in their typed form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedJob {
+    pub params: GenerationParams,
+    pub spec: ResolvedSpec,
+}
+
 impl ModelManifest {
-    /// The key under which a job with these settings may share a batch (the model, its
-    /// size, frames and steps: [`kinema_diffusion::BatchKey`]); `None` for a model that
-    /// does not batch.
-    pub fn batch_key(&self, spec: &ResolvedSpec) -> Option<String> {
-        (self.max_batch > 1).then(|| {
+    /// Whether the model lists `capability` ([`capability`]).
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+
+    /// Whether the model takes a first frame.
+    pub fn takes_image(&self) -> bool {
+        self.has_capability(capability::I2V) || self.has_capability(capability::FLF2V)
+    }
+
+    /// Whether the model generates without one (image-to-video-only models do not).
+    pub fn needs_image(&self) -> bool {
+        self.takes_image() && !self.has_capability(capability::T2V)
+    }
+
+    /// How the video's size follows an input image when the request names none: the
+    /// image's aspect ratio at the model's default area, within its limits.
+    pub fn size_rule(&self) -> SizeRule {
+        let l = &self.limits;
+        SizeRule {
+            area: self.defaults.width as u64 * self.defaults.height as u64,
+            multiple: l.size_multiple,
+            min_width: l.min_width,
+            max_width: l.max_width,
+            min_height: l.min_height,
+            max_height: l.max_height,
+        }
+    }
+
+    /// Resolves a request into the job's parameters, reporting every violation at
+    /// once: [`ModelManifest::resolve`]'s checks, plus the input images (decodable,
+    /// within the caps, taken by this model; required by an image-only model) and the
+    /// second guidance scale. With an image and neither `width` nor `height` set, the
+    /// size follows the image ([`kinema_params::fit_size`]); each image is then
+    /// fitted to exactly the video's size (cover, centre crop) and PNG-encoded.
+    pub fn resolve_job(
+        &self,
+        spec: &JobSpec,
+        extras: &JobExtras<'_>,
+        check_prompt: bool,
+    ) -> Result<ResolvedJob, Vec<FieldViolation>> {
+        let mut bad = Vec::new();
+        let images = &extras.images;
+        let mut decoded: Vec<(ImageSlot, DecodedImage)> = Vec::new();
+        for (slot, bytes, allowed) in [
+            (ImageSlot::Image, images.image, self.takes_image()),
+            (
+                ImageSlot::LastImage,
+                images.last_image,
+                self.has_capability(capability::FLF2V),
+            ),
+        ] {
+            if bytes.is_empty() {
+                continue;
+            }
+            if !allowed {
+                let what = match slot {
+                    ImageSlot::Image => "an input image",
+                    ImageSlot::LastImage => "a last frame",
+                };
+                bad.push(FieldViolation {
+                    field: slot.as_str(),
+                    description: format!(
+                        "{} does not take {what} (capabilities: {})",
+                        self.id,
+                        self.capabilities.join(", ")
+                    ),
+                });
+                continue;
+            }
+            match kinema_params::decode(bytes, &images.limits) {
+                Ok(image) => decoded.push((slot, image)),
+                Err(e) => bad.push(FieldViolation {
+                    field: slot.as_str(),
+                    description: format!("the image {e}"),
+                }),
+            }
+        }
+        if images.image.is_empty() && self.needs_image() {
+            bad.push(FieldViolation {
+                field: ImageSlot::Image.as_str(),
+                description: format!("{} generates from an input image: none was given", self.id),
+            });
+        }
+        if images.image.is_empty()
+            && !images.last_image.is_empty()
+            && self.has_capability(capability::FLF2V)
+        {
+            bad.push(FieldViolation {
+                field: ImageSlot::LastImage.as_str(),
+                description: "a last frame needs a first frame (`image`) too".into(),
+            });
+        }
+        if let Some(g) = extras.guidance_scale_2 {
+            if !g.is_finite() || !(0.0..=50.0).contains(&g) {
+                bad.push(FieldViolation {
+                    field: "guidance_scale_2",
+                    description: "must be a finite number in 0..=50".to_string(),
+                });
+            }
+        }
+        // The size follows the first frame when the request leaves it to the model.
+        let mut sized = spec.clone();
+        if let Some((_, first)) = decoded.iter().find(|(s, _)| *s == ImageSlot::Image) {
+            if spec.width.is_none() && spec.height.is_none() {
+                let (w, h) = kinema_params::fit_size(first.width, first.height, &self.size_rule());
+                sized.width = Some(w);
+                sized.height = Some(h);
+            }
+        }
+        let resolved = match self.resolve(&sized, check_prompt) {
+            Ok(r) => Some(r),
+            Err(v) => {
+                bad.extend(v);
+                None
+            }
+        };
+        let Some(resolved) = resolved.filter(|_| bad.is_empty()) else {
+            return Err(bad);
+        };
+        let mut params = GenerationParams {
+            model: self.id.clone(),
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            image: None,
+            last_image: None,
+            width: resolved.width,
+            height: resolved.height,
+            num_frames: resolved.num_frames,
+            fps: resolved.fps,
+            steps: resolved.steps,
+            guidance_scale: resolved.guidance_scale,
+            guidance_scale_2: extras.guidance_scale_2,
+            seed: extras.seed,
+            output: resolved.output.to_string(),
+            preview: resolved.preview.map(|p| p.to_string()),
+        };
+        for (slot, image) in decoded {
+            let fitted = kinema_params::fit(&image, resolved.width, resolved.height);
+            match InputImage::encode(&fitted) {
+                Ok(stored) => *params.image_mut(slot) = Some(stored),
+                Err(e) => bad.push(FieldViolation {
+                    field: slot.as_str(),
+                    description: format!("the image {e}"),
+                }),
+            }
+        }
+        if bad.is_empty() {
+            Ok(ResolvedJob {
+                params,
+                spec: resolved,
+            })
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// The key under which a job with these parameters may share a batch (the model,
+    /// its size, frames and steps: [`kinema_diffusion::BatchKey`]); `None` for a model
+    /// that does not batch, and for a job with input images (a batch denoises its
+    /// members as one, and the pipelines take one conditioning image per batch).
+    pub fn batch_key(&self, spec: &GenerationParams) -> Option<String> {
+        (self.max_batch > 1 && !spec.has_images()).then(|| {
             kinema_diffusion::BatchKey {
                 width: spec.width,
                 height: spec.height,

@@ -94,7 +94,13 @@ fn testsrc_manifest() -> ModelManifest {
         description: "Procedural test source (moving bars, frame counter, prompt hash) for \
                       smoke tests without GPU or weights. Not a generative model."
             .into(),
-        capabilities: vec!["test-source".into()],
+        // It blends an input image into its frames (`kinema_testsrc`): image jobs run
+        // end to end without a generative model.
+        capabilities: vec![
+            crate::capability::T2V.into(),
+            crate::capability::I2V.into(),
+            "test-source".into(),
+        ],
         // The test source runs alone: its jobs' timing stays one job at a time.
         max_batch: 1,
         batch_item_bytes: 0,
@@ -170,7 +176,10 @@ mod tests {
             (320, 192, 33, 16, 8)
         );
         // the test source runs its jobs alone
-        assert_eq!(m.batch_key(&r), None);
+        let job = m
+            .resolve_job(&spec(), &crate::JobExtras::default(), true)
+            .unwrap();
+        assert_eq!(m.batch_key(&job.params), None);
         assert_eq!(m.batch_capacity(u64::MAX), 1);
         assert!(registry.load("testsrc", "cpu").is_ok());
         assert!(matches!(
@@ -262,5 +271,150 @@ mod tests {
                 false
             )
             .is_ok());
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let rgb: Vec<u8> = (0..width * height)
+            .flat_map(|i| [(i % 251) as u8, 90, 200])
+            .collect();
+        let image = kinema_params::DecodedImage { width, height, rgb };
+        kinema_params::InputImage::encode(&image)
+            .unwrap()
+            .png
+            .unwrap()
+            .to_vec()
+    }
+
+    fn with_images<'a>(image: &'a [u8], last_image: &'a [u8]) -> crate::JobExtras<'a> {
+        crate::JobExtras {
+            images: crate::RequestImages {
+                image,
+                last_image,
+                limits: kinema_params::ImageLimits::default(),
+            },
+            guidance_scale_2: None,
+            seed: 9,
+        }
+    }
+
+    fn refused(m: &ModelManifest, s: &JobSpec, extras: &crate::JobExtras<'_>) -> Vec<&'static str> {
+        m.resolve_job(s, extras, true)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    }
+
+    #[test]
+    fn an_image_is_fitted_to_the_video_and_never_batched() {
+        let m = testsrc_manifest();
+        let image = png(200, 100);
+        // Size unset: it follows the image at the default area (320x192).
+        let job = m
+            .resolve_job(&spec(), &with_images(&image, &[]), true)
+            .unwrap();
+        let stored = job.params.image.as_ref().unwrap();
+        assert_eq!((job.params.width, job.params.height), (336, 160));
+        assert_eq!((stored.width, stored.height), (336, 160));
+        assert_eq!(job.params.seed, 9);
+        let pixels = stored.pixels().unwrap().unwrap();
+        assert_eq!(pixels.rgb.len(), 336 * 160 * 3);
+        // Size set: the image is fitted to it.
+        let sized = JobSpec {
+            width: Some(64),
+            height: Some(64),
+            ..spec()
+        };
+        let job = m
+            .resolve_job(&sized, &with_images(&image, &[]), true)
+            .unwrap();
+        let stored = job.params.image.as_ref().unwrap();
+        assert_eq!((stored.width, stored.height), (64, 64));
+        // A batching model still never batches image jobs.
+        let batching = ModelManifest {
+            max_batch: 8,
+            ..testsrc_manifest()
+        };
+        let with_image = batching
+            .resolve_job(&sized, &with_images(&image, &[]), true)
+            .unwrap();
+        assert_eq!(batching.batch_key(&with_image.params), None);
+        let text = batching
+            .resolve_job(&sized, &crate::JobExtras::default(), true)
+            .unwrap();
+        assert!(batching.batch_key(&text.params).is_some());
+    }
+
+    #[test]
+    fn images_are_refused_where_the_model_takes_none_or_needs_one() {
+        let image = png(32, 32);
+        let text_only = ModelManifest {
+            capabilities: vec![crate::capability::T2V.into()],
+            ..testsrc_manifest()
+        };
+        assert_eq!(
+            refused(&text_only, &spec(), &with_images(&image, &[])),
+            ["image"]
+        );
+        let image_only = ModelManifest {
+            capabilities: vec![crate::capability::I2V.into()],
+            ..testsrc_manifest()
+        };
+        assert_eq!(
+            refused(&image_only, &spec(), &crate::JobExtras::default()),
+            ["image"]
+        );
+        assert!(image_only
+            .resolve_job(&spec(), &with_images(&image, &[]), true)
+            .is_ok());
+        // testsrc: a first frame, never a last one.
+        let m = testsrc_manifest();
+        assert_eq!(
+            refused(&m, &spec(), &with_images(&image, &image)),
+            ["last_image"]
+        );
+        let flf = ModelManifest {
+            capabilities: vec![
+                crate::capability::I2V.into(),
+                crate::capability::FLF2V.into(),
+            ],
+            ..testsrc_manifest()
+        };
+        let both = flf
+            .resolve_job(&spec(), &with_images(&image, &image), true)
+            .unwrap();
+        assert!(both.params.image.is_some() && both.params.last_image.is_some());
+        assert_eq!(
+            refused(&flf, &spec(), &with_images(&[], &image)),
+            ["image", "last_image"]
+        );
+        // Undecodable, over a cap, and every other violation reported together.
+        assert_eq!(
+            refused(
+                &m,
+                &JobSpec {
+                    steps: Some(0),
+                    ..spec()
+                },
+                &with_images(b"garbage", &[])
+            ),
+            ["image", "steps"]
+        );
+        let tight = crate::JobExtras {
+            images: crate::RequestImages {
+                limits: kinema_params::ImageLimits {
+                    max_bytes: 10,
+                    ..Default::default()
+                },
+                ..with_images(&image, &[]).images
+            },
+            ..crate::JobExtras::default()
+        };
+        assert_eq!(refused(&m, &spec(), &tight), ["image"]);
+        let nan = crate::JobExtras {
+            guidance_scale_2: Some(f32::NAN),
+            ..crate::JobExtras::default()
+        };
+        assert_eq!(refused(&m, &spec(), &nan), ["guidance_scale_2"]);
     }
 }

@@ -47,7 +47,7 @@ pub use postpaid::{
 pub use pricing::{
     price_at, schedule_price_change, PriceHistory, ScheduledPrice, DEFAULT_PRICE_NOTICE_MS,
 };
-pub use quote::{quote, ModelPrice, Quote, QuoteInput, TierPrice};
+pub use quote::{quote, ModelPrice, Quote, TierPrice};
 pub use subscription::{
     apply_subscription_event, buy_seats, cancel_queued_plan, cancel_subscription, seats_in_force,
     subscribe, terminate_subscriptions, tick_subscriptions, Cancellation, CancellationKind,

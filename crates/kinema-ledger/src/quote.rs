@@ -1,3 +1,4 @@
+use kinema_params::GenerationParams;
 use serde::{Deserialize, Serialize};
 
 use crate::{Credits, LedgerError};
@@ -20,15 +21,6 @@ pub struct ModelPrice {
     pub default_steps: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuoteInput {
-    pub width: u32,
-    pub height: u32,
-    pub num_frames: u32,
-    pub fps: u32,
-    pub steps: u32,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
     pub credits: Credits,
@@ -40,7 +32,11 @@ pub struct Quote {
 /// credits = ceil(credits_per_second x frames / fps x max(steps, default) / default),
 /// and at least 1: every job costs something. A request the price book cannot price
 /// is an [`LedgerError::InvalidQuote`] naming the request field at fault.
-pub fn quote(price: &ModelPrice, input: QuoteInput) -> Result<Quote, LedgerError> {
+///
+/// The price reads the job's size, frames, fps and steps; its prompt and input images
+/// do not change it (an image-to-video job costs what a text-to-video job of the same
+/// shape costs).
+pub fn quote(price: &ModelPrice, input: &GenerationParams) -> Result<Quote, LedgerError> {
     let invalid = |field, reason: String| LedgerError::InvalidQuote { field, reason };
     if input.fps == 0 {
         return Err(invalid("fps", "must be at least 1".into()));
@@ -110,25 +106,26 @@ mod tests {
         }
     }
 
-    fn input(width: u32, height: u32, num_frames: u32, fps: u32, steps: u32) -> QuoteInput {
-        QuoteInput {
+    fn input(width: u32, height: u32, num_frames: u32, fps: u32, steps: u32) -> GenerationParams {
+        GenerationParams {
             width,
             height,
             num_frames,
             fps,
             steps,
+            ..GenerationParams::default()
         }
     }
 
     #[test]
     fn prices_seconds_of_video_by_tier_rounding_up() {
-        let q = quote(&price(), input(832, 480, 81, 16, 50)).unwrap();
+        let q = quote(&price(), &input(832, 480, 81, 16, 50)).unwrap();
         // 10 credits/s x 81/16 s = 50.625 -> 51
         assert_eq!(q.credits, 51);
         assert_eq!(q.tier, "480p");
         assert_eq!(q.video_millis, 5062);
         assert_eq!(
-            quote(&price(), input(1280, 720, 16, 16, 50))
+            quote(&price(), &input(1280, 720, 16, 16, 50))
                 .unwrap()
                 .credits,
             25
@@ -138,13 +135,13 @@ mod tests {
     #[test]
     fn steps_above_default_scale_and_below_do_not_discount() {
         assert_eq!(
-            quote(&price(), input(832, 480, 16, 16, 100))
+            quote(&price(), &input(832, 480, 16, 16, 100))
                 .unwrap()
                 .credits,
             20
         );
         assert_eq!(
-            quote(&price(), input(832, 480, 16, 16, 10))
+            quote(&price(), &input(832, 480, 16, 16, 10))
                 .unwrap()
                 .credits,
             10
@@ -162,16 +159,19 @@ mod tests {
     fn each_unpriceable_request_names_its_field() {
         // The larger side is above every tier: that side is at fault.
         assert_eq!(
-            field_of(quote(&price(), input(1920, 1080, 16, 16, 50))),
+            field_of(quote(&price(), &input(1920, 1080, 16, 16, 50))),
             "width"
         );
         assert_eq!(
-            field_of(quote(&price(), input(720, 1920, 16, 16, 50))),
+            field_of(quote(&price(), &input(720, 1920, 16, 16, 50))),
             "height"
         );
-        assert_eq!(field_of(quote(&price(), input(832, 480, 16, 0, 50))), "fps");
         assert_eq!(
-            field_of(quote(&price(), input(832, 480, 0, 16, 50))),
+            field_of(quote(&price(), &input(832, 480, 16, 0, 50))),
+            "fps"
+        );
+        assert_eq!(
+            field_of(quote(&price(), &input(832, 480, 0, 16, 50))),
             "num_frames"
         );
     }
@@ -187,9 +187,12 @@ mod tests {
             default_steps: 1,
         };
         // Fits at the default step count; the extra steps overflow it.
-        assert_eq!(field_of(quote(&dear, input(64, 64, 1, 1, 8))), "steps");
+        assert_eq!(field_of(quote(&dear, &input(64, 64, 1, 1, 8))), "steps");
         // Too dear at the default already: the frames are at fault.
-        assert_eq!(field_of(quote(&dear, input(64, 64, 8, 1, 1))), "num_frames");
+        assert_eq!(
+            field_of(quote(&dear, &input(64, 64, 8, 1, 1))),
+            "num_frames"
+        );
     }
 
     #[test]
@@ -199,7 +202,7 @@ mod tests {
             ..price()
         };
         assert!(matches!(
-            quote(&broken, input(832, 480, 16, 16, 50)),
+            quote(&broken, &input(832, 480, 16, 16, 50)),
             Err(LedgerError::InvalidPrice(_))
         ));
     }
@@ -214,6 +217,6 @@ mod tests {
             }],
             default_steps: 4,
         };
-        assert_eq!(quote(&cheap, input(16, 16, 1, 60, 1)).unwrap().credits, 1);
+        assert_eq!(quote(&cheap, &input(16, 16, 1, 60, 1)).unwrap().credits, 1);
     }
 }

@@ -20,6 +20,8 @@ pub struct App {
     /// One worker per device.
     pub worker: WorkerPool,
     pub fault_injection: bool,
+    /// Caps on CreateJob's and EstimateCost's input images.
+    pub image_limits: kinema_engine::ImageLimits,
     /// Flips to true on shutdown; open streams end.
     pub shutdown: watch::Receiver<bool>,
     /// The operator's catalogue and commerce policy.

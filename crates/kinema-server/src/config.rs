@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub test_clock: bool,
     /// Honour `kinema.fail_at` and `kinema.step_delay_ms` in job metadata.
     pub fault_injection: bool,
+    /// Caps on CreateJob's input images (`--max-image-bytes`; pixels 4096x4096).
+    pub image_limits: kinema_engine::ImageLimits,
     pub refund_on_cancel: bool,
     pub max_attempts: u32,
     /// Most jobs denoised as one batch (1: no batching); `None`: the device's default
@@ -97,6 +99,7 @@ impl ServerConfig {
             listen,
             test_clock: false,
             fault_injection: false,
+            image_limits: kinema_engine::ImageLimits::default(),
             refund_on_cancel: true,
             max_attempts: 3,
             max_batch: None,

@@ -91,8 +91,18 @@ fn progress_fraction(job: &store::Job) -> f32 {
     }
 }
 
+/// An input image as GetJob shows it: its stored PNG's hash and size, never the bytes.
+pub fn input_image_info(i: &kinema_engine::InputImage) -> pb::InputImageInfo {
+    pb::InputImageInfo {
+        sha256: i.sha256.clone(),
+        width: i.width,
+        height: i.height,
+    }
+}
+
 pub fn job(j: &store::Job) -> pb::Job {
     let ts = |ms: Option<i64>| ms.map(timestamp);
+    let p = &j.params;
     pb::Job {
         id: j.id.clone(),
         account_id: j.account_id.clone(),
@@ -139,19 +149,22 @@ pub fn job(j: &store::Job) -> pb::Job {
             scheduler_gap_us: j.usage.scheduler_gap_us,
             batch_size: j.usage.batch_size,
         }),
-        model: j.model.clone(),
-        prompt: j.prompt.clone(),
-        negative_prompt: j.negative_prompt.clone(),
-        width: j.width,
-        height: j.height,
-        num_frames: j.num_frames,
-        fps: j.fps,
-        steps: j.steps,
-        guidance_scale: j.guidance_scale,
-        seed: j.seed,
+        model: p.model.clone(),
+        prompt: p.prompt.clone(),
+        negative_prompt: p.negative_prompt.clone(),
+        width: p.width,
+        height: p.height,
+        num_frames: p.num_frames,
+        fps: p.fps,
+        steps: p.steps,
+        guidance_scale: p.guidance_scale,
+        guidance_scale_2: p.guidance_scale_2,
+        seed: p.seed,
         output_format: pb::OutputFormat::Unspecified as i32,
-        output: j.output_format.clone(),
-        preview: j.preview.clone().unwrap_or_default(),
+        output: p.output.clone(),
+        preview: p.preview.clone().unwrap_or_default(),
+        image: p.image.as_ref().map(input_image_info),
+        last_image: p.last_image.as_ref().map(input_image_info),
         prompt_expires_at: ts(j.prompt_expires_at),
         prompt_purged_at: ts(j.prompt_purged_at),
         member_id: j.member_id.clone().unwrap_or_default(),
@@ -230,7 +243,10 @@ pub fn supported_outputs() -> Vec<String> {
         .clone()
 }
 
-pub fn model(m: &ModelManifest) -> pb::ModelInfo {
+/// A model as ListModels shows it; `images`: the server's caps on input images, shown
+/// for models that take one.
+pub fn model(m: &ModelManifest, images: &kinema_engine::ImageLimits) -> pb::ModelInfo {
+    let takes_image = m.takes_image();
     let l = &m.limits;
     let d = &m.defaults;
     pb::ModelInfo {
@@ -251,6 +267,12 @@ pub fn model(m: &ModelManifest) -> pb::ModelInfo {
             max_steps: l.max_steps,
             max_fps: l.max_fps,
             max_prompt_chars: l.max_prompt_chars,
+            max_image_bytes: if takes_image {
+                images.max_bytes as u64
+            } else {
+                0
+            },
+            max_image_pixels: if takes_image { images.max_pixels } else { 0 },
         }),
         defaults: Some(pb::ModelDefaults {
             width: d.width,

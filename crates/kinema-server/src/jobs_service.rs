@@ -2,8 +2,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use kinema_engine::{FaultPlan, FieldViolation, JobSpec, ModelManifest, ResolvedSpec};
-use kinema_ledger::{LedgerError, Quote, QuoteInput};
+use kinema_engine::{
+    FaultPlan, FieldViolation, JobExtras, JobSpec, ModelManifest, RequestImages, ResolvedJob,
+};
+use kinema_ledger::{LedgerError, Quote};
 use kinema_proto::v1 as pb;
 use kinema_proto::v1::job_service_server::JobService;
 use kinema_store::{ArtifactKind, ArtifactRemoval, JobState, NewJob, Submitted};
@@ -32,10 +34,11 @@ pub struct JobsService {
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
 
-/// A request checked against its model: defaults filled, every limit held, priced.
+/// A request checked against its model: defaults filled, every limit held, input
+/// images decoded and fitted, priced.
 struct Checked<'a> {
     manifest: &'a ModelManifest,
-    spec: ResolvedSpec,
+    job: ResolvedJob,
     quote: Quote,
 }
 
@@ -69,18 +72,24 @@ impl JobsService {
             output: Some(req.output.clone()),
             preview: Some(req.preview.clone()),
         };
-        let mut violations = match manifest.resolve(&spec, for_submission) {
-            Ok(_) => Vec::new(),
-            Err(v) => v,
+        let extras = JobExtras {
+            images: RequestImages {
+                image: &req.image,
+                last_image: &req.last_image,
+                limits: self.app.image_limits,
+            },
+            guidance_scale_2: req.guidance_scale_2,
+            // Drawn once here: a resubmission with the same idempotency key finds the
+            // job it made (the seed it drew included).
+            seed: req.seed.unwrap_or_else(rand::random),
+        };
+        let (mut violations, resolved) = match manifest.resolve_job(&spec, &extras, for_submission)
+        {
+            Ok(job) => (Vec::new(), Some(job)),
+            Err(v) => (v, None),
         };
         let mut bad =
             |field, description: String| violations.push(FieldViolation { field, description });
-        if !req.image.is_empty() && !manifest.capabilities.iter().any(|c| c == "image-to-video") {
-            bad(
-                "image",
-                format!("{} does not take an input image", manifest.id),
-            );
-        }
         match pb::OutputFormat::try_from(req.output_format) {
             Ok(pb::OutputFormat::Unspecified) => {}
             // The older way to ask for MP4: any output whose container is MP4.
@@ -115,30 +124,17 @@ impl JobsService {
                 }
             }
         }
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidSpec(violations));
-        }
-        // Resolved again only to keep `resolve` the single source of the defaults.
-        let spec = manifest
-            .resolve(&spec, for_submission)
-            .map_err(ApiError::InvalidSpec)?;
-        let quote = kinema_ledger::quote(
-            &manifest.price,
-            QuoteInput {
-                width: spec.width,
-                height: spec.height,
-                num_frames: spec.num_frames,
-                fps: spec.fps,
-                steps: spec.steps,
-            },
-        )
-        .map_err(|e| match e {
+        let job = match resolved {
+            Some(job) if violations.is_empty() => job,
+            _ => return Err(ApiError::InvalidSpec(violations)),
+        };
+        let quote = kinema_ledger::quote(&manifest.price, &job.params).map_err(|e| match e {
             LedgerError::InvalidQuote { field, reason } => ApiError::field(field, reason),
             other => ApiError::from(other),
         })?;
         Ok(Checked {
             manifest,
-            spec,
+            job,
             quote,
         })
     }
@@ -191,25 +187,15 @@ impl JobService for JobsService {
                 external_id: non_empty(&req.external_id),
                 idempotency_key: non_empty(&req.idempotency_key),
                 request_hash: request_hash(&req),
-                model: checked.manifest.id.clone(),
-                prompt: req.prompt.clone(),
-                negative_prompt: req.negative_prompt.clone(),
-                width: checked.spec.width,
-                height: checked.spec.height,
-                num_frames: checked.spec.num_frames,
-                fps: checked.spec.fps,
-                steps: checked.spec.steps,
-                guidance_scale: checked.spec.guidance_scale,
-                seed: req.seed.unwrap_or_else(rand::random),
-                output_format: checked.spec.output.to_string(),
-                preview: checked.spec.preview.map(|p| p.to_string()),
+                // Jobs with one key (model, size, frames, steps) may share a batch;
+                // image jobs never do.
+                batch_key: checked.manifest.batch_key(&checked.job.params),
+                params: checked.job.params,
                 callback_url: req.callback_url.clone(),
                 metadata: req.metadata.clone(),
                 quote: checked.quote.credits,
                 member_id: caller.key.member_id.clone(),
                 priority,
-                // Jobs with one key (model, size, frames, steps) may share a batch.
-                batch_key: checked.manifest.batch_key(&checked.spec),
             };
             let submitted = app
                 .store
@@ -222,7 +208,7 @@ impl JobService for JobsService {
                         .place_in_queue(std::slice::from_mut(&mut job))
                         .await?;
                     tracing::Span::current().record("job", job.id.as_str());
-                    info!(model = %job.model, quote = job.quoted, "job queued");
+                    info!(model = %job.params.model, quote = job.quoted, "job queued");
                     app.events.publish(
                         kinema_engine::JobEventKind::StateChanged,
                         job.clone(),
@@ -433,7 +419,7 @@ impl JobService for JobsService {
         handle(&self.app, request, Access::Any, |_, req| async move {
             let req = req.job.unwrap_or_default();
             let checked = self.check(&req, false)?;
-            let s = &checked.spec;
+            let s = &checked.job.params;
             Ok(pb::CostEstimate {
                 credits: checked.quote.credits,
                 model: checked.manifest.id.clone(),
@@ -455,7 +441,12 @@ impl JobService for JobsService {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         handle(&self.app, request, Access::Any, |_, _| async move {
             Ok(pb::ListModelsResponse {
-                models: self.app.registry.manifests().map(convert::model).collect(),
+                models: self
+                    .app
+                    .registry
+                    .manifests()
+                    .map(|m| convert::model(m, &self.app.image_limits))
+                    .collect(),
                 outputs: convert::supported_outputs(),
             })
         })

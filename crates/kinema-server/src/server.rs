@@ -239,6 +239,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         job_feed,
         worker: worker.clone(),
         fault_injection: config.fault_injection,
+        image_limits: config.image_limits,
         shutdown: shutdown_rx.clone(),
         commerce: commerce.clone(),
         sweeper: sweeper.clone(),
@@ -335,7 +336,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(JobServiceServer::new(JobsService { app: app.clone() }))
+        .add_service(
+            JobServiceServer::new(JobsService { app: app.clone() })
+                .max_decoding_message_size(max_job_request_bytes(&config.image_limits)),
+        )
         .add_service(BillingServiceServer::new(Billing { app: app.clone() }))
         .add_service(AdminServiceServer::new(Admin { app: app.clone() }))
         .add_service(WorkerServiceServer::new(WorkerNodes { app: app.clone() }))
@@ -436,4 +440,16 @@ async fn ensure_admin_key(
     let path = data_dir::write_admin_key(dir, &secret)?;
     info!(key = %key.id, file = %path.display(), "created the admin api key");
     Ok((path, true))
+}
+
+/// The largest CreateJob (or EstimateCost) the job service decodes: two input images
+/// at the byte cap, plus room for the prompts, metadata and the rest. A larger image
+/// is then refused by the image check (INVALID_SPEC on `image`) rather than by the
+/// transport, as long as the whole message fits.
+fn max_job_request_bytes(limits: &kinema_engine::ImageLimits) -> usize {
+    limits
+        .max_bytes
+        .saturating_mul(2)
+        .saturating_add(4 << 20)
+        .max(4 << 20)
 }

@@ -2,6 +2,7 @@
 //! sends a leased job as a `LeasedJob`, a worker node turns it back into the job its
 //! engine runs; usage records travel as JSON so no field is lost on the way.
 
+use kinema_engine::{GenerationParams, InputImage};
 use kinema_proto::v1 as pb;
 use kinema_store as store;
 
@@ -9,21 +10,25 @@ use crate::convert::{job_state, millis, stage, store_job_state, timestamp};
 
 /// What a worker node needs of a job to run it.
 pub fn leased_job(j: &store::Job) -> pb::LeasedJob {
+    let p = &j.params;
     pb::LeasedJob {
         id: j.id.clone(),
         state: job_state(j.state) as i32,
-        model: j.model.clone(),
-        prompt: j.prompt.clone(),
-        negative_prompt: j.negative_prompt.clone(),
-        width: j.width,
-        height: j.height,
-        num_frames: j.num_frames,
-        fps: j.fps,
-        steps: j.steps,
-        guidance_scale: j.guidance_scale,
-        seed: j.seed,
-        output: j.output_format.clone(),
-        preview: j.preview.clone().unwrap_or_default(),
+        model: p.model.clone(),
+        prompt: p.prompt.clone(),
+        negative_prompt: p.negative_prompt.clone(),
+        width: p.width,
+        height: p.height,
+        num_frames: p.num_frames,
+        fps: p.fps,
+        steps: p.steps,
+        guidance_scale: p.guidance_scale,
+        guidance_scale_2: p.guidance_scale_2,
+        seed: p.seed,
+        output: p.output.clone(),
+        preview: p.preview.clone().unwrap_or_default(),
+        image: p.image.as_ref().map(leased_image),
+        last_image: p.last_image.as_ref().map(leased_image),
         metadata: j.metadata.clone(),
         attempts: j.attempts,
         handed_back: j.handed_back,
@@ -34,6 +39,30 @@ pub fn leased_job(j: &store::Job) -> pb::LeasedJob {
         account_id: j.account_id.clone(),
         quoted_credits: j.quoted,
     }
+}
+
+/// An input image as a lease sends it: the stored PNG with its hash and size.
+fn leased_image(i: &InputImage) -> pb::LeasedImage {
+    pb::LeasedImage {
+        png: i.png.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
+        sha256: i.sha256.clone(),
+        width: i.width,
+        height: i.height,
+    }
+}
+
+/// The input image a node runs, from its lease; one sent without its bytes is refused
+/// (the job cannot run without them).
+fn input_image(i: &pb::LeasedImage) -> Result<InputImage, String> {
+    if i.png.is_empty() {
+        return Err("a leased input image came without its bytes".into());
+    }
+    Ok(InputImage {
+        width: i.width,
+        height: i.height,
+        sha256: i.sha256.clone(),
+        png: Some(i.png.clone().into()),
+    })
 }
 
 /// The job a worker node's engine runs, from what the control plane sent. Money and
@@ -49,18 +78,23 @@ pub fn store_job(j: &pb::LeasedJob, owner: &str) -> Result<store::Job, String> {
         account_id: j.account_id.clone(),
         external_id: None,
         idempotency_key: None,
-        model: j.model.clone(),
-        prompt: j.prompt.clone(),
-        negative_prompt: j.negative_prompt.clone(),
-        width: j.width,
-        height: j.height,
-        num_frames: j.num_frames,
-        fps: j.fps,
-        steps: j.steps,
-        guidance_scale: j.guidance_scale,
-        seed: j.seed,
-        output_format: j.output.clone(),
-        preview: (!j.preview.is_empty()).then(|| j.preview.clone()),
+        params: GenerationParams {
+            model: j.model.clone(),
+            prompt: j.prompt.clone(),
+            negative_prompt: j.negative_prompt.clone(),
+            image: j.image.as_ref().map(input_image).transpose()?,
+            last_image: j.last_image.as_ref().map(input_image).transpose()?,
+            width: j.width,
+            height: j.height,
+            num_frames: j.num_frames,
+            fps: j.fps,
+            steps: j.steps,
+            guidance_scale: j.guidance_scale,
+            guidance_scale_2: j.guidance_scale_2,
+            seed: j.seed,
+            output: j.output.clone(),
+            preview: (!j.preview.is_empty()).then(|| j.preview.clone()),
+        },
         callback_url: String::new(),
         metadata: j.metadata.clone(),
         state,

@@ -12,6 +12,7 @@
 //! with `synchronous = OFF`, so a statement's cost is not hidden behind a commit's
 //! fsync (the store itself commits durably).
 
+use kinema_params::GenerationParams;
 use std::time::Instant;
 
 use kinema_store::{JobPriority, NewJob, Store, StorePolicy};
@@ -103,18 +104,21 @@ async fn submit(store: &Store, account_id: &str) -> String {
                 external_id: None,
                 idempotency_key: None,
                 request_hash: String::new(),
-                model: "testsrc".into(),
-                prompt: "a drivers benchmark".into(),
-                negative_prompt: String::new(),
-                width: 320,
-                height: 192,
-                num_frames: 33,
-                fps: 16,
-                steps: 20,
-                guidance_scale: 5.0,
-                seed: 7,
-                output_format: "mp4".into(),
-                preview: None,
+                params: GenerationParams {
+                    model: "testsrc".into(),
+                    prompt: "a drivers benchmark".into(),
+                    negative_prompt: String::new(),
+                    width: 320,
+                    height: 192,
+                    num_frames: 33,
+                    fps: 16,
+                    steps: 20,
+                    guidance_scale: 5.0,
+                    seed: 7,
+                    output: "mp4".into(),
+                    preview: None,
+                    ..GenerationParams::default()
+                },
                 callback_url: String::new(),
                 metadata: Default::default(),
                 quote: 10,

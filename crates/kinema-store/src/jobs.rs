@@ -7,8 +7,9 @@ use sqlx::AnyConnection;
 use crate::db::placeholders;
 use crate::locks::account_status;
 use crate::queue::set_queue_positions;
-use crate::rows::{ArtifactRow, JobRow};
+use crate::rows::{ArtifactRow, JobInputRow, JobRow};
 use crate::{AccountStatus, Artifact, Job, JobState, Store, StoreError};
+use kinema_params::{ImageSlot, InputImage};
 
 impl Store {
     /// The job, if it exists and (when `account_id` is given) belongs to that account.
@@ -165,6 +166,54 @@ async fn attach_artifacts(conn: &mut AnyConnection, jobs: &mut [Job]) -> Result<
         if let Some(job) = jobs.iter_mut().find(|j| j.id == job_id) {
             job.artifacts.push(artifact);
         }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The job's input images with their PNG bytes, as the lease loads them; empty for
+    /// a job without any (or once retention purged them).
+    pub async fn job_inputs(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<(ImageSlot, InputImage)>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        load_inputs(&mut conn, job_id).await
+    }
+}
+
+async fn load_inputs(
+    conn: &mut AnyConnection,
+    job_id: &str,
+) -> Result<Vec<(ImageSlot, InputImage)>, StoreError> {
+    let rows: Vec<JobInputRow> = sqlx::query_as(
+        "SELECT name, png, sha256, width, height FROM job_inputs WHERE job_id = $1 \
+         ORDER BY name",
+    )
+    .bind(job_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(JobInputRow::into_input).collect()
+}
+
+/// Gives a job about to run its input images' bytes (reads that only show a job
+/// leave them out). Every image the job describes must be there.
+pub(crate) async fn attach_input_bytes(
+    conn: &mut AnyConnection,
+    job: &mut Job,
+) -> Result<(), StoreError> {
+    if !job.params.has_images() {
+        return Ok(());
+    }
+    for (slot, image) in load_inputs(conn, &job.id).await? {
+        *job.params.image_mut(slot) = Some(image);
+    }
+    if let Some((slot, _)) = job.params.images().find(|(_, i)| i.png.is_none()) {
+        return Err(StoreError::Corrupt(format!(
+            "job {} has no stored {}",
+            job.id,
+            slot.as_str()
+        )));
     }
     Ok(())
 }

@@ -234,8 +234,10 @@ async fn lease_step(
         write_debit(tx, &head.account_id, &head.id, debit, WORKER, now).await?;
     }
     queue::mark_served(tx, &head.account_id).await?;
-    // A running job has no artifacts and no queue position: the row is the job.
-    let job = Job::try_from(row)?;
+    // A running job has no artifacts and no queue position: the row is the job, with
+    // its input images' bytes (the worker needs them).
+    let mut job = Job::try_from(row)?;
+    crate::jobs::attach_input_bytes(tx.conn(), &mut job).await?;
     if job.attempts == 1 {
         // Its first start (a requeued job's restart is not told again).
         enqueue_event(tx, &job, CallbackEvent::Running, now).await?;

@@ -446,6 +446,7 @@ async fn forget_account(
 async fn blank_jobs(tx: &mut Tx<'_>, account_id: &str, now: UnixMillis) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE jobs SET prompt = '', negative_prompt = '', metadata = '{}', callback_url = '', \
+         inputs = '[]', \
          external_id = NULL, idempotency_key = NULL, request_hash = '', failure_message = \
          CASE WHEN failure_message IS NULL THEN NULL ELSE '' END, \
          prompt_purged_at = COALESCE(prompt_purged_at, $2) WHERE account_id = $1",
@@ -454,5 +455,5 @@ async fn blank_jobs(tx: &mut Tx<'_>, account_id: &str, now: UnixMillis) -> Resul
     .bind(now)
     .execute(tx.conn())
     .await?;
-    Ok(())
+    crate::retention::forget_purged_inputs(tx).await
 }

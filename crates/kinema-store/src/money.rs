@@ -235,6 +235,8 @@ pub(crate) async fn forfeit_credits(
 mod tests {
     use std::collections::BTreeMap;
 
+    use kinema_params::GenerationParams;
+
     use super::refund_debit;
     use crate::{Failure, JobPriority, NewJob, Store, StoreError, Usage};
 
@@ -259,18 +261,21 @@ mod tests {
             external_id: None,
             idempotency_key: None,
             request_hash: "h".into(),
-            model: "testsrc".into(),
-            prompt: "p".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            num_frames: 9,
-            fps: 8,
-            steps: 4,
-            guidance_scale: 5.0,
-            seed: 1,
-            output_format: "mp4".into(),
-            preview: None,
+            params: GenerationParams {
+                model: "testsrc".into(),
+                prompt: "p".into(),
+                negative_prompt: String::new(),
+                width: 64,
+                height: 64,
+                num_frames: 9,
+                fps: 8,
+                steps: 4,
+                guidance_scale: 5.0,
+                seed: 1,
+                output: "mp4".into(),
+                preview: None,
+                ..GenerationParams::default()
+            },
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: 10,

@@ -1,6 +1,6 @@
 //! Retention (docs/api.md, "Retention"): which stored files are past their
 //! `expires_at` and recording that they were deleted, and purging the prompts,
-//! negative prompts and metadata of jobs past their `prompt_expires_at`.
+//! negative prompts, metadata and input images of jobs past their `prompt_expires_at`.
 
 use kinema_ledger::UnixMillis;
 
@@ -56,7 +56,7 @@ impl Store {
         .await
     }
 
-    /// Blanks the prompt, negative prompt and metadata of at most `limit` finished jobs
+    /// Blanks the prompt, negative prompt and metadata, and deletes the input images, of at most `limit` finished jobs
     /// whose `prompt_expires_at` has passed, oldest first; the job, its money and its
     /// ledger entries stay. Returns how many jobs were purged.
     pub async fn purge_expired_prompts(
@@ -69,7 +69,7 @@ impl Store {
                 Box::pin(async move {
                     let purged = sqlx::query(
                         "UPDATE jobs SET prompt = '', negative_prompt = '', metadata = '{}', \
-                     prompt_purged_at = $1 WHERE id IN (SELECT id FROM jobs \
+                     inputs = '[]', prompt_purged_at = $1 WHERE id IN (SELECT id FROM jobs \
                      WHERE prompt_purged_at IS NULL AND prompt_expires_at IS NOT NULL \
                      AND prompt_expires_at <= $1 ORDER BY prompt_expires_at LIMIT $2)",
                     )
@@ -78,6 +78,9 @@ impl Store {
                     .execute(tx.conn())
                     .await?
                     .rows_affected();
+                    if purged > 0 {
+                        forget_purged_inputs(&mut tx).await?;
+                    }
                     Ok(purged as usize)
                 })
             })
@@ -109,4 +112,17 @@ impl Store {
             }
         }
     }
+}
+
+/// Deletes the stored input images of the jobs whose prompts are purged (by retention
+/// or by their account's closure), in the purge's transaction. `job_inputs` holds
+/// only unpurged jobs' rows, so the scan stays as small as the images kept.
+pub(crate) async fn forget_purged_inputs(tx: &mut crate::tx::Tx<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM job_inputs WHERE job_id IN (SELECT i.job_id FROM job_inputs i \
+         JOIN jobs j ON j.id = i.job_id WHERE j.prompt_purged_at IS NOT NULL)",
+    )
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use kinema_ledger::{Allocation, Credits, Money, PostpaidAccount, PostpaidPhase, UnixMillis};
+use kinema_params::{GenerationParams, ImageSlot, InputImage};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     Artifact, ArtifactKind, ArtifactRemoval, BillingEvent, BillingEventKind, EntryKind, Failure,
@@ -20,6 +22,63 @@ fn currency(code: &str, what: &str) -> Result<kinema_ledger::Currency, StoreErro
 
 fn count(v: i64) -> Result<u32, StoreError> {
     Ok(u32::try_from(v)?)
+}
+
+/// One entry of `jobs.inputs`: an input image as shown (no bytes; those are in
+/// `job_inputs`).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct InputMeta {
+    pub name: ImageSlot,
+    #[serde(flatten)]
+    pub image: InputImage,
+}
+
+/// `jobs.inputs` for a job's parameters.
+pub(crate) fn inputs_json(params: &GenerationParams) -> Result<String, StoreError> {
+    let metas: Vec<InputMeta> = params
+        .images()
+        .map(|(name, image)| InputMeta {
+            name,
+            image: InputImage {
+                png: None,
+                ..image.clone()
+            },
+        })
+        .collect();
+    Ok(serde_json::to_string(&metas)?)
+}
+
+fn inputs_from_json(text: &str) -> Result<Vec<InputMeta>, StoreError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_str(text)?)
+}
+
+/// A row of `job_inputs`, bytes included (the lease's read).
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobInputRow {
+    pub name: String,
+    pub png: Vec<u8>,
+    pub sha256: String,
+    pub width: i64,
+    pub height: i64,
+}
+
+impl JobInputRow {
+    pub(crate) fn into_input(self) -> Result<(ImageSlot, InputImage), StoreError> {
+        let name = ImageSlot::parse(&self.name)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job input {:?}", self.name)))?;
+        Ok((
+            name,
+            InputImage {
+                width: count(self.width)?,
+                height: count(self.height)?,
+                sha256: self.sha256,
+                png: Some(self.png.into()),
+            },
+        ))
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -41,6 +100,8 @@ pub(crate) struct JobRow {
     seed: i64,
     output_format: String,
     preview: Option<String>,
+    guidance_scale_2: Option<f64>,
+    inputs: String,
     callback_url: String,
     metadata: String,
     #[sqlx(try_from = "String")]
@@ -90,25 +151,34 @@ impl TryFrom<JobRow> for Job {
             _ => None,
         };
         let metadata: BTreeMap<String, String> = serde_json::from_str(&r.metadata)?;
-        Ok(Job {
-            seq: r.seq,
-            id: r.id,
-            account_id: r.account_id,
-            external_id: r.external_id,
-            idempotency_key: r.idempotency_key,
+        let mut params = GenerationParams {
             model: r.model,
             prompt: r.prompt,
             negative_prompt: r.negative_prompt,
+            image: None,
+            last_image: None,
             width: count(r.width)?,
             height: count(r.height)?,
             num_frames: count(r.num_frames)?,
             fps: count(r.fps)?,
             steps: count(r.steps)?,
             guidance_scale: r.guidance_scale as f32,
+            guidance_scale_2: r.guidance_scale_2.map(|g| g as f32),
             // SQLite integers are i64: the seed's bits are stored as they are.
             seed: r.seed as u64,
-            output_format: r.output_format,
+            output: r.output_format,
             preview: r.preview,
+        };
+        for input in inputs_from_json(&r.inputs)? {
+            *params.image_mut(input.name) = Some(input.image);
+        }
+        Ok(Job {
+            seq: r.seq,
+            id: r.id,
+            account_id: r.account_id,
+            external_id: r.external_id,
+            idempotency_key: r.idempotency_key,
+            params,
             callback_url: r.callback_url,
             metadata,
             state: r.state,

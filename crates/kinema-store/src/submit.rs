@@ -8,7 +8,7 @@ use crate::jobs::load_job;
 use crate::locks::{lock_account_for_submit, CreditPosition};
 use crate::lots::expire_due_lots;
 use crate::policy::insert_decision;
-use crate::rows::JobRow;
+use crate::rows::{inputs_json, JobRow};
 use crate::tx::Tx;
 use crate::{
     BillingMode, EntryKind, Job, JobBilling, NewJob, NotFound, PolicyDecisionDraft, Store,
@@ -102,32 +102,35 @@ async fn submit(
         Some(_) => (JobBilling::Postpaid, 0),
     };
     let id = new_id("job");
+    let p = &new.params;
     // The row as stored comes back: no second read.
     let row: JobRow = sqlx::query_as(
         "INSERT INTO jobs (id, account_id, external_id, idempotency_key, request_hash, model, \
          prompt, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, seed, \
          output_format, callback_url, metadata, state, quoted, held, progress_total, created_at, \
-         billing, price_minor, price_currency, priority, batch_key, preview, member_id) \
+         billing, price_minor, price_currency, priority, batch_key, preview, member_id, \
+         guidance_scale_2, inputs) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, 'QUEUED', $19, $20, $13, $21, $22, $23, $24, $25, $26, $27, $28) RETURNING *",
+         $18, 'QUEUED', $19, $20, $13, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
+         RETURNING *",
     )
     .bind(&id)
     .bind(&new.account_id)
     .bind(&new.external_id)
     .bind(&new.idempotency_key)
     .bind(&new.request_hash)
-    .bind(&new.model)
-    .bind(&new.prompt)
-    .bind(&new.negative_prompt)
-    .bind(i64::from(new.width))
-    .bind(i64::from(new.height))
-    .bind(i64::from(new.num_frames))
-    .bind(i64::from(new.fps))
-    .bind(i64::from(new.steps))
-    .bind(f64::from(new.guidance_scale))
+    .bind(&p.model)
+    .bind(&p.prompt)
+    .bind(&p.negative_prompt)
+    .bind(i64::from(p.width))
+    .bind(i64::from(p.height))
+    .bind(i64::from(p.num_frames))
+    .bind(i64::from(p.fps))
+    .bind(i64::from(p.steps))
+    .bind(f64::from(p.guidance_scale))
     // SQLite integers are i64: the seed's bits are stored as they are.
-    .bind(new.seed as i64)
-    .bind(&new.output_format)
+    .bind(p.seed as i64)
+    .bind(&p.output)
     .bind(&new.callback_url)
     .bind(serde_json::to_string(&new.metadata)?)
     .bind(new.quote)
@@ -138,11 +141,37 @@ async fn submit(
     .bind(price.map(|p| p.currency.as_str().to_string()))
     .bind(new.priority.rank())
     .bind(&new.batch_key)
-    .bind(&new.preview)
+    .bind(&p.preview)
     .bind(&new.member_id)
+    .bind(p.guidance_scale_2.map(f64::from))
+    .bind(inputs_json(p)?)
     .fetch_one(tx.conn())
     .await?;
-    let job = Job::try_from(row)?;
+    // The input images, in the same transaction as the job (and its hold).
+    for (name, image) in p.images() {
+        let png = image.png.as_deref().ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the job's {} was submitted without its bytes",
+                name.as_str()
+            ))
+        })?;
+        sqlx::query(
+            "INSERT INTO job_inputs (job_id, name, png, sha256, width, height) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(name.as_str())
+        .bind(png.to_vec())
+        .bind(&image.sha256)
+        .bind(i64::from(image.width))
+        .bind(i64::from(image.height))
+        .execute(tx.conn())
+        .await?;
+    }
+    let mut job = Job::try_from(row)?;
+    // The job as submitted keeps its images' bytes (the caller had them anyway).
+    job.params.image.clone_from(&p.image);
+    job.params.last_image.clone_from(&p.last_image);
     if let Some(position) = position {
         // Under the account lock the hold moves nothing else: the balance stands and
         // the holds grow by the quote.

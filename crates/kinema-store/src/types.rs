@@ -3,6 +3,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use kinema_ledger::{Allocation, Credits, UnixMillis};
+use kinema_params::GenerationParams;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
@@ -254,20 +255,9 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Fingerprint of the request as sent, to tell a retry from a conflicting reuse.
     pub request_hash: String,
-    pub model: String,
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub width: u32,
-    pub height: u32,
-    pub num_frames: u32,
-    pub fps: u32,
-    pub steps: u32,
-    pub guidance_scale: f32,
-    pub seed: u64,
-    /// How the video is encoded, in `kinema_media::VideoOutput`'s text form.
-    pub output_format: String,
-    /// The animated preview asked for, in `kinema_media::PreviewOptions`' text form.
-    pub preview: Option<String>,
+    /// What to generate, resolved. Its input images carry their PNG bytes: they are
+    /// stored (`job_inputs`) in the submission's transaction.
+    pub params: GenerationParams,
     pub callback_url: String,
     pub metadata: BTreeMap<String, String>,
     pub quote: Credits,
@@ -286,20 +276,9 @@ pub struct Job {
     pub account_id: String,
     pub external_id: Option<String>,
     pub idempotency_key: Option<String>,
-    pub model: String,
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub width: u32,
-    pub height: u32,
-    pub num_frames: u32,
-    pub fps: u32,
-    pub steps: u32,
-    pub guidance_scale: f32,
-    pub seed: u64,
-    /// How the video is encoded, in `kinema_media::VideoOutput`'s text form.
-    pub output_format: String,
-    /// The animated preview asked for, in `kinema_media::PreviewOptions`' text form.
-    pub preview: Option<String>,
+    /// What to generate. Input images are described (size, SHA-256) on every read;
+    /// their PNG bytes are loaded only where the job is run (its lease).
+    pub params: GenerationParams,
     pub callback_url: String,
     pub metadata: BTreeMap<String, String>,
     pub state: JobState,

@@ -3,6 +3,7 @@
 //! jobs with a callback URL), claimed once until their hold passes, recorded attempt
 //! by attempt; the accounts' signing secrets rotate with an overlap.
 
+use kinema_params::GenerationParams;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,18 +38,21 @@ impl Fixture {
             external_id: Some(format!("order-{}", NEXT.fetch_add(1, Ordering::Relaxed))),
             idempotency_key: None,
             request_hash: "h".into(),
-            model: "testsrc".into(),
-            prompt: "a secret prompt".into(),
-            negative_prompt: "a secret negative".into(),
-            width: 64,
-            height: 64,
-            num_frames: 9,
-            fps: 8,
-            steps: 4,
-            guidance_scale: 5.0,
-            seed: 7,
-            output_format: "h264".into(),
-            preview: None,
+            params: GenerationParams {
+                model: "testsrc".into(),
+                prompt: "a secret prompt".into(),
+                negative_prompt: "a secret negative".into(),
+                width: 64,
+                height: 64,
+                num_frames: 9,
+                fps: 8,
+                steps: 4,
+                guidance_scale: 5.0,
+                seed: 7,
+                output: "h264".into(),
+                preview: None,
+                ..GenerationParams::default()
+            },
             callback_url: callback_url.into(),
             member_id: None,
             metadata: BTreeMap::from([("k".to_string(), "private".to_string())]),

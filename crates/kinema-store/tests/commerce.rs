@@ -774,7 +774,7 @@ async fn postpaid_arrears_suspend_after_grace_and_terminate_after_the_limit(f: F
     }
     assert!(f.store.finish_purge(&acct, terminates).await.unwrap());
     let purged = f.store.get_job(None, &job.id).await.unwrap().unwrap();
-    assert_eq!(purged.prompt, "");
+    assert_eq!(purged.params.prompt, "");
     assert!(purged.artifacts.iter().all(|a| a.expires_at <= terminates));
     assert!(f.store.accounts_to_purge(10).await.unwrap().is_empty());
     assert!(matches!(

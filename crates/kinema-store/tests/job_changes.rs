@@ -3,6 +3,7 @@
 //! lease renewals or rolled-back transactions, and each payload brings the job a
 //! watcher holds up to the job as the store reads it.
 
+use kinema_params::GenerationParams;
 use std::collections::BTreeMap;
 
 use kinema_store::*;
@@ -21,18 +22,21 @@ fn new_job(account: &str) -> NewJob {
         external_id: None,
         idempotency_key: None,
         request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "a fox".into(),
-        negative_prompt: String::new(),
-        width: 64,
-        height: 64,
-        num_frames: 9,
-        fps: 8,
-        steps: 4,
-        guidance_scale: 5.0,
-        seed: 7,
-        output_format: "mp4".into(),
-        preview: None,
+        params: GenerationParams {
+            model: "testsrc".into(),
+            prompt: "a fox".into(),
+            negative_prompt: String::new(),
+            width: 64,
+            height: 64,
+            num_frames: 9,
+            fps: 8,
+            steps: 4,
+            guidance_scale: 5.0,
+            seed: 7,
+            output: "mp4".into(),
+            preview: None,
+            ..GenerationParams::default()
+        },
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 3,

@@ -46,10 +46,9 @@ impl Fixture {
 
 /// The common test job with the largest seed (it must survive the round trip).
 fn new_job(account: &str, quote: i64) -> NewJob {
-    NewJob {
-        seed: u64::MAX,
-        ..common::new_job(account, quote)
-    }
+    let mut job = common::new_job(account, quote);
+    job.params.seed = u64::MAX;
+    job
 }
 
 async fn submit(f: &Fixture, quote: i64, now: i64) -> Job {
@@ -531,7 +530,7 @@ async fn success_records_artifacts_and_keeps_the_debit(f: Fixture) {
     assert_eq!(done.artifacts, vec![artifact]);
     assert_eq!(done.usage, usage);
     assert_eq!(done.finished_at, Some(T0 + 5));
-    assert_eq!(done.seed, u64::MAX, "seeds keep all 64 bits");
+    assert_eq!(done.params.seed, u64::MAX, "seeds keep all 64 bits");
     assert_invariants(&f, T0 + 5).await;
 }
 

@@ -8,6 +8,7 @@
 //! must agree with it, and `verify_money` must find the postpaid balance equal to its
 //! top-ups less its usage charges, each succeeded postpaid job charged once.
 
+use kinema_params::GenerationParams;
 use std::collections::BTreeMap;
 
 use kinema_ledger::calendar::{DAY_MS, HOUR_MS};
@@ -513,18 +514,21 @@ fn new_job(account: &str, quote: i64) -> NewJob {
         external_id: None,
         idempotency_key: None,
         request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "p".into(),
-        negative_prompt: String::new(),
-        width: 16,
-        height: 16,
-        num_frames: 1,
-        fps: 8,
-        steps: 1,
-        guidance_scale: 1.0,
-        seed: 0,
-        output_format: "mp4".into(),
-        preview: None,
+        params: GenerationParams {
+            model: "testsrc".into(),
+            prompt: "p".into(),
+            negative_prompt: String::new(),
+            width: 16,
+            height: 16,
+            num_frames: 1,
+            fps: 8,
+            steps: 1,
+            guidance_scale: 1.0,
+            seed: 0,
+            output: "mp4".into(),
+            preview: None,
+            ..GenerationParams::default()
+        },
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,

@@ -2,6 +2,7 @@
 //! classes, per-account fair share, placement filters, batch companions, queue
 //! positions that agree with the order leases actually take, and queue bounds.
 
+use kinema_params::GenerationParams;
 use std::collections::{BTreeMap, HashSet};
 
 use kinema_store::*;
@@ -113,18 +114,21 @@ impl<'a> Spec<'a> {
             external_id: None,
             idempotency_key: None,
             request_hash: "h".into(),
-            model: self.model.into(),
-            prompt: "a fox".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            num_frames: 9,
-            fps: 8,
-            steps: 4,
-            guidance_scale: 5.0,
-            seed: 7,
-            output_format: "mp4".into(),
-            preview: None,
+            params: GenerationParams {
+                model: self.model.into(),
+                prompt: "a fox".into(),
+                negative_prompt: String::new(),
+                width: 64,
+                height: 64,
+                num_frames: 9,
+                fps: 8,
+                steps: 4,
+                guidance_scale: 5.0,
+                seed: 7,
+                output: "mp4".into(),
+                preview: None,
+                ..GenerationParams::default()
+            },
             callback_url: String::new(),
             metadata: BTreeMap::new(),
             quote: self.quote,

@@ -14,7 +14,7 @@ use sqlx::{AnyConnection, Connection};
 type Columns = BTreeMap<String, BTreeMap<String, (&'static str, bool)>>;
 
 /// A declared type as the kind of value it holds; both dialects spell these
-/// differently (INTEGER / BIGINT, REAL / DOUBLE PRECISION).
+/// differently (INTEGER / BIGINT, REAL / DOUBLE PRECISION, BLOB / BYTEA).
 fn kind_of(declared: &str) -> &'static str {
     let t = declared.to_ascii_lowercase();
     if t.contains("int") {
@@ -23,6 +23,8 @@ fn kind_of(declared: &str) -> &'static str {
         "text"
     } else if t.contains("real") || t.contains("double") || t.contains("float") {
         "real"
+    } else if t.contains("blob") || t.contains("bytea") {
+        "bytes"
     } else {
         panic!("a column type the schema test does not know: {declared:?}")
     }

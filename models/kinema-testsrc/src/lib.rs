@@ -16,6 +16,9 @@
 //!   one step at a time, reporting progress and honouring cancellation after each step;
 //! * `decode` renders the full-resolution frames, lightly modulated by the latent.
 //!
+//! An input image (image-to-video requests) is blended into the frames: the first frame
+//! is the image, later frames show it at half weight.
+//!
 //! Output is deterministic: the same request (seed included) gives bit-identical frames.
 
 mod canvas;

@@ -18,7 +18,9 @@ use crate::prompt::PromptEncoding;
 /// It runs the same three stages as a diffusion model, with work proportional to the
 /// request (so progress, cancellation, failures and timings can be smoke-tested without
 /// a GPU or weights), and is deterministic: one request, one bit-identical video.
-/// `guidance_scale` is ignored.
+/// `guidance_scale` is ignored. An input image (`request.image`, the video's size) is
+/// the first frame and shows through every later one at half weight, under the
+/// overlays: image-to-video jobs run end to end, and two images give two videos.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TestSource;
 
@@ -78,6 +80,17 @@ fn dims(request: &GenerationRequest) -> Result<Dims, PipelineError> {
 
 fn latent_shape(d: &Dims) -> LatentShape {
     LatentShape::for_video(d.frames, d.height, d.width)
+}
+
+/// How much of an input image shows through the frames after the first (the first
+/// frame is the image itself, as an image-to-video model's is).
+const IMAGE_WEIGHT: f32 = 0.5;
+
+/// Mixes packed RGB24 `image` into an RGB f32 frame of the same size with `weight`.
+fn blend_image(frame: &mut [f32], image: &[u8], weight: f32) {
+    for (v, &px) in frame.iter_mut().zip(image) {
+        *v = *v * (1.0 - weight) + (px as f32 / 255.0) * weight;
+    }
 }
 
 /// The batch size `denoise_batch` accepts at once.
@@ -212,6 +225,19 @@ impl Pipeline for TestSource {
             ));
         }
 
+        let image = match &request.image {
+            Some(image) if (image.width as usize, image.height as usize) == (d.width, d.height) => {
+                Some(image)
+            }
+            Some(image) => {
+                return Err(PipelineError::InvalidRequest(format!(
+                    "the input image is {}x{}, not the video's {}x{}",
+                    image.width, image.height, d.width, d.height
+                )))
+            }
+            None => None,
+        };
+
         let mut data = Vec::new();
         data.try_reserve_exact(d.values)
             .map_err(|_| PipelineError::OutOfMemory(format!("{} bytes of frames", d.values * 4)))?;
@@ -228,6 +254,13 @@ impl Pipeline for TestSource {
             .enumerate()
         {
             pattern.render(index, latent_frame, frame, &mut scratch);
+            if let Some(image) = image {
+                blend_image(
+                    frame,
+                    &image.data,
+                    if index == 0 { 1.0 } else { IMAGE_WEIGHT },
+                );
+            }
             let mut canvas = Canvas::new(frame, d.width, d.height);
             draw_overlays(&mut canvas, d.width, d.height, index, &hash);
         }

@@ -316,3 +316,47 @@ fn a_batch_gives_each_item_its_solo_video_and_cancels_one_alone() {
         .iter()
         .all(|r| matches!(r, Err(PipelineError::InvalidRequest(_)))));
 }
+
+fn flat_image(width: u32, height: u32, rgb: [u8; 3]) -> kinema_diffusion::RgbImage {
+    let data: Vec<u8> = (0..width * height).flat_map(|_| rgb).collect();
+    kinema_diffusion::RgbImage::new(width, height, data).unwrap()
+}
+
+#[test]
+fn an_input_image_is_the_first_frame_and_shows_through_the_rest() {
+    let (w, h) = (64, 48);
+    let plain = generate(&request(w, h, 3));
+    let red = GenerationRequest {
+        image: Some(flat_image(w, h, [255, 0, 0])),
+        ..request(w, h, 3)
+    };
+    let blue = GenerationRequest {
+        image: Some(flat_image(w, h, [0, 0, 255])),
+        ..request(w, h, 3)
+    };
+    let (with_red, with_blue) = (generate(&red), generate(&blue));
+    assert_ne!(bits(&with_red), bits(&plain));
+    assert_ne!(bits(&with_red), bits(&with_blue));
+    // Deterministic with the image too.
+    assert_eq!(bits(&generate(&red)), bits(&with_red));
+    // The middle of the first frame (clear of the overlays) is the image itself.
+    let centre = ((h as usize / 2) * w as usize + w as usize / 2) * 3;
+    assert_eq!(&with_red.data[centre..centre + 3], &[1.0, 0.0, 0.0]);
+    // A later frame: half the image.
+    let later = centre + (w * h * 3) as usize;
+    assert!(with_red.data[later] >= 0.5 && with_red.data[later + 2] <= 0.5);
+    // An image of another size is refused.
+    let wrong = GenerationRequest {
+        image: Some(flat_image(w / 2, h, [255, 0, 0])),
+        ..request(w, h, 3)
+    };
+    let src = TestSource::new();
+    let cond = src.encode_prompt(&wrong).unwrap();
+    let latents = src
+        .denoise(&wrong, &cond, &mut |_| StepControl::Continue)
+        .unwrap();
+    assert!(matches!(
+        src.decode(&wrong, latents),
+        Err(PipelineError::InvalidRequest(_))
+    ));
+}

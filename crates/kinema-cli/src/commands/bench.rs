@@ -1,5 +1,6 @@
 //! `kinema bench ledger`: what a credit cycle costs against the database's own limit.
 
+use kinema_engine::GenerationParams;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -104,18 +105,21 @@ fn job(account: &str) -> NewJob {
         external_id: None,
         idempotency_key: None,
         request_hash: "bench".into(),
-        model: "testsrc".into(),
-        prompt: "bench".into(),
-        negative_prompt: String::new(),
-        width: 16,
-        height: 16,
-        num_frames: 1,
-        fps: 8,
-        steps: 1,
-        guidance_scale: 1.0,
-        seed: 0,
-        output_format: "mp4".into(),
-        preview: None,
+        params: GenerationParams {
+            model: "testsrc".into(),
+            prompt: "bench".into(),
+            negative_prompt: String::new(),
+            width: 16,
+            height: 16,
+            num_frames: 1,
+            fps: 8,
+            steps: 1,
+            guidance_scale: 1.0,
+            seed: 0,
+            output: "mp4".into(),
+            preview: None,
+            ..GenerationParams::default()
+        },
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote: 1,
@@ -195,7 +199,7 @@ async fn fill_backlog(store: &Store, n: u32) -> anyhow::Result<()> {
             .await?;
         for _ in 0..k {
             let mut new = job(&account);
-            new.model = BACKLOG_MODEL.into();
+            new.params.model = BACKLOG_MODEL.into();
             store.submit_job(new, "bench", now_ms()).await?;
         }
         left -= k;

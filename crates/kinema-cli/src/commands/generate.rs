@@ -1,6 +1,6 @@
 use std::io::IsTerminal;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use kinema_proto::v1 as pb;
 use tonic::Code;
 
@@ -74,8 +74,20 @@ async fn local_account(c: &mut Clients) -> anyhow::Result<String> {
     }
 }
 
+/// An input image file's bytes, as the server takes them (it decodes them).
+fn read_image(path: Option<&std::path::Path>, flag: &str) -> anyhow::Result<Vec<u8>> {
+    match path {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("{flag}: reading {}", path.display()))
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow::Result<()> {
     let request = pb::CreateJobRequest {
+        image: read_image(args.image.as_deref(), "--image")?,
+        last_image: read_image(args.last_image.as_deref(), "--last-image")?,
         account_id: c.account.clone(),
         model: args.model.clone(),
         prompt: args.prompt.clone(),
@@ -131,6 +143,14 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         "spec       {} {}x{}, {} frames @ {} fps, {} steps, seed {}",
         job.model, job.width, job.height, job.num_frames, job.fps, job.steps, job.seed
     );
+    for (flag, image) in [("image", &job.image), ("last image", &job.last_image)] {
+        if let Some(i) = image {
+            println!(
+                "{flag:<10} {}x{} (fitted), sha256 {}",
+                i.width, i.height, i.sha256
+            );
+        }
+    }
     println!(
         "quote      {} credits ({} tier, {:.2} s of video)",
         job.quoted_credits,

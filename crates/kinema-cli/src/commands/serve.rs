@@ -13,6 +13,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.artifacts = args.artifacts.clone();
     config.test_clock = args.test_clock;
     config.fault_injection = args.fault_injection;
+    config.image_limits.max_bytes = args.max_image_bytes.max(1);
     config.refund_on_cancel = !args.no_refund_on_cancel;
     config.max_attempts = args.max_attempts.max(1);
     config.max_batch = args.max_batch.map(|n| n.max(1) as usize);

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kinema_diffusion::GenerationRequest;
+use kinema_diffusion::{GenerationRequest, RgbImage};
 use kinema_store::{Job, Usage};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info_span, Instrument};
@@ -44,7 +44,7 @@ impl Worker {
     /// run on another device if one is free). `idle_since`: when this worker's previous
     /// job ended, if the first job was already queued then (its scheduler gap).
     pub(crate) async fn run_batch(&self, jobs: Vec<Job>, idle_since: Option<Instant>) -> Vec<Job> {
-        let Some(model) = jobs.first().map(|j| j.model.clone()) else {
+        let Some(model) = jobs.first().map(|j| j.params.model.clone()) else {
             return Vec::new();
         };
         let mut idle_since = idle_since;
@@ -60,10 +60,13 @@ impl Worker {
                 .insert(job.id.clone(), flags.clone());
             let (signals, rx) = mpsc::unbounded_channel::<Signal>();
             let (done, generated) = oneshot::channel::<Generated>();
-            let plan = match self.fault_plan(&job) {
-                Ok(plan) => {
+            let planned = self
+                .fault_plan(&job)
+                .and_then(|plan| generation_request(&job).map(|request| (plan, request)));
+            let plan = match planned {
+                Ok((plan, request)) => {
                     members.push(Member {
-                        request: generation_request(&job),
+                        request,
                         plan: plan.clone(),
                         flags: flags.clone(),
                         signals,
@@ -77,7 +80,8 @@ impl Worker {
                     FaultPlan::default()
                 }
             };
-            let span = info_span!("job", id = %job.id, model = %job.model, attempt = job.attempts);
+            let span =
+                info_span!("job", id = %job.id, model = %job.params.model, attempt = job.attempts);
             let worker = self.clone();
             // the gap before the batch counts once, on its first job
             let gap_since = idle_since.take();
@@ -171,22 +175,46 @@ impl Worker {
             ("encode_video", usage.encode_video_ms),
             ("store", usage.store_ms),
         ] {
-            meters::stage(&job.model, stage, ms);
+            meters::stage(&job.params.model, stage, ms);
         }
         self.finish(&job, ending, &usage).await
     }
 }
 
-fn generation_request(job: &Job) -> GenerationRequest {
-    GenerationRequest {
-        prompt: job.prompt.clone(),
-        negative_prompt: job.negative_prompt.clone(),
-        width: job.width,
-        height: job.height,
-        num_frames: job.num_frames,
-        steps: job.steps,
-        guidance_scale: job.guidance_scale,
-        seed: job.seed,
-        ..Default::default()
-    }
+/// The pipeline's request for a job: its parameters, with the input images' stored
+/// PNGs decoded to the RGB the models take (already the video's size). The one place
+/// a job's parameters become a model's request.
+fn generation_request(job: &Job) -> Result<GenerationRequest, String> {
+    let p = &job.params;
+    let rgb = |image: Option<&kinema_params::InputImage>, field: &str| {
+        let Some(image) = image else {
+            return Ok(None);
+        };
+        let decoded = image
+            .pixels()
+            .ok_or_else(|| format!("the job's {field} was not loaded"))?
+            .map_err(|e| format!("the job's stored {field} {e}"))?;
+        if (decoded.width, decoded.height) != (p.width, p.height) {
+            return Err(format!(
+                "the job's {field} is {}x{}, not the video's {}x{}",
+                decoded.width, decoded.height, p.width, p.height
+            ));
+        }
+        RgbImage::new(decoded.width, decoded.height, decoded.rgb)
+            .map(Some)
+            .ok_or_else(|| format!("the job's {field} has the wrong number of bytes"))
+    };
+    Ok(GenerationRequest {
+        prompt: p.prompt.clone(),
+        negative_prompt: p.negative_prompt.clone(),
+        width: p.width,
+        height: p.height,
+        num_frames: p.num_frames,
+        steps: p.steps,
+        guidance_scale: p.guidance_scale,
+        guidance_scale_2: p.guidance_scale_2,
+        seed: p.seed,
+        image: rgb(p.image.as_ref(), "image")?,
+        last_image: rgb(p.last_image.as_ref(), "last_image")?,
+    })
 }

@@ -29,7 +29,7 @@ impl Worker {
     ) -> Ending {
         let inner = &self.inner;
         let mut deadlines =
-            deadlines.unwrap_or_else(|| Deadlines::start(&self.timeouts_for(&job.model)));
+            deadlines.unwrap_or_else(|| Deadlines::start(&self.timeouts_for(&job.params.model)));
         deadlines.enter(Stage::EncodingVideo);
         if !self.enter_stage(job, Stage::EncodingVideo, flags).await {
             return self.stop_ending(job, flags).await;
@@ -147,10 +147,11 @@ fn requested_outputs(job: &Job) -> Result<Asked, JobFailure> {
         )
     };
     let output = job
-        .output_format
+        .params
+        .output
         .parse::<VideoOutput>()
         .map_err(|e| invalid("output", &e))?;
-    let preview = match &job.preview {
+    let preview = match &job.params.preview {
         Some(p) => Some(
             p.parse::<PreviewOptions>()
                 .map_err(|e| invalid("preview", &e))?,
@@ -158,7 +159,7 @@ fn requested_outputs(job: &Job) -> Result<Asked, JobFailure> {
         None => None,
     };
     Ok(Asked {
-        fps: job.fps,
+        fps: job.params.fps,
         output,
         preview,
     })

@@ -28,7 +28,7 @@ impl Worker {
         usage: &mut Usage,
     ) -> Ending {
         let inner = &self.inner;
-        let timeouts = self.timeouts_for(&job.model);
+        let timeouts = self.timeouts_for(&job.params.model);
         // Persist and publish progress as it comes; the lease is renewed by each report
         // and by a heartbeat while a long stage reports nothing.
         let heartbeat_every = Duration::from_millis((inner.config.lease_ms / 3).max(100) as u64);
@@ -146,7 +146,7 @@ impl Worker {
     pub(super) async fn enter_stage(&self, job: &Job, stage: Stage, flags: &StopFlags) -> bool {
         let progress = Progress {
             stage,
-            step: job.steps,
+            step: job.params.steps,
         };
         self.report(job, progress, flags, Some(JobEventKind::StageChanged))
             .await

@@ -105,7 +105,7 @@ impl Worker {
     /// queue (bounded, so a lost wake-up cannot stall it).
     async fn hand_off(&self, job: &kinema_store::Job) {
         let inner = &self.inner;
-        if !inner.pool.idle_peer_for(inner.index, &job.model) {
+        if !inner.pool.idle_peer_for(inner.index, &job.params.model) {
             return;
         }
         inner.wake_all();
@@ -125,7 +125,7 @@ impl Worker {
     /// the model.
     async fn with_companions(&self, leader: Job) -> Vec<Job> {
         let inner = &self.inner;
-        let room = match inner.models.manifest(&leader.model) {
+        let room = match inner.models.manifest(&leader.params.model) {
             Some(m) if leader.batch_key.is_some() => {
                 let free = inner.models.budget().saturating_sub(m.memory_bytes);
                 let limit = inner

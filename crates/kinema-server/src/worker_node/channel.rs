@@ -20,6 +20,10 @@ impl Interceptor for BearerKey {
     }
 }
 
+/// The largest control-plane answer a node decodes (a lease with its batch's input
+/// images).
+const MAX_LEASE_BYTES: usize = 256 << 20;
+
 pub type WorkerClient = WorkerServiceClient<InterceptedService<Channel, BearerKey>>;
 
 /// Opens the channel (lazily: a control plane that is not up yet is retried by the
@@ -41,8 +45,10 @@ pub fn connect(server: &str, key: &str, ca_pem: Option<&[u8]>) -> Result<WorkerC
     let header: MetadataValue<_> = format!("Bearer {key}")
         .parse()
         .map_err(|_| "the worker key holds characters a header cannot".to_string())?;
-    Ok(WorkerServiceClient::with_interceptor(
-        endpoint.connect_lazy(),
-        BearerKey(header),
-    ))
+    // A leased job carries its input images (PNGs at the video's size): more than
+    // tonic's default 4 MiB a message may take.
+    Ok(
+        WorkerServiceClient::with_interceptor(endpoint.connect_lazy(), BearerKey(header))
+            .max_decoding_message_size(MAX_LEASE_BYTES),
+    )
 }

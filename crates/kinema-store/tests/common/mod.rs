@@ -2,6 +2,7 @@
 //! database on the PostgreSQL server at `KINEMA_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
 
+use kinema_params::GenerationParams;
 use std::collections::BTreeMap;
 
 use kinema_store::{JobPriority, NewJob, Store, StorePolicy};
@@ -138,18 +139,21 @@ pub fn new_job(account: &str, quote: i64) -> NewJob {
         external_id: None,
         idempotency_key: None,
         request_hash: "h".into(),
-        model: "testsrc".into(),
-        prompt: "a fox".into(),
-        negative_prompt: String::new(),
-        width: 64,
-        height: 64,
-        num_frames: 9,
-        fps: 8,
-        steps: 4,
-        guidance_scale: 5.0,
-        seed: 1,
-        output_format: "mp4".into(),
-        preview: None,
+        params: GenerationParams {
+            model: "testsrc".into(),
+            prompt: "a fox".into(),
+            negative_prompt: String::new(),
+            width: 64,
+            height: 64,
+            num_frames: 9,
+            fps: 8,
+            steps: 4,
+            guidance_scale: 5.0,
+            seed: 1,
+            output: "mp4".into(),
+            preview: None,
+            ..GenerationParams::default()
+        },
         callback_url: String::new(),
         metadata: BTreeMap::new(),
         quote,
