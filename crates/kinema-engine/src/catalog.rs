@@ -346,14 +346,26 @@ fn wan_model(
         id: id.to_string(),
         family: "wan".into(),
         description: spec.description.clone().unwrap_or_else(|| {
+            let params = if info.params.transformer_2 > 0 {
+                format!(
+                    "{} + {} transformer parameters",
+                    human_count(info.params.transformer),
+                    human_count(info.params.transformer_2)
+                )
+            } else {
+                format!(
+                    "{} transformer parameters",
+                    human_count(info.params.transformer)
+                )
+            };
             format!(
-                "Wan 2.1 text-to-video, {} transformer parameters ({}, {} on {device_name})",
-                human_count(info.params.transformer),
+                "{}, {params} ({}, {} on {device_name})",
+                wan_kind(&info),
                 spec.source,
                 dtype.as_str()
             )
         }),
-        capabilities: vec!["text-to-video".into()],
+        capabilities: wan_capabilities(&info),
         max_batch: spec
             .max_batch
             .unwrap_or(kinema_wan::pipeline::DEFAULT_MAX_BATCH as u32),
@@ -410,6 +422,29 @@ fn wan_model(
         Ok(Arc::new(p) as Arc<dyn Pipeline>)
     };
     Ok((manifest, load))
+}
+
+/// What a Wan folder is, for its description.
+fn wan_kind(info: &WanModelInfo) -> &'static str {
+    if info.takes_image() {
+        "Wan 2.2 text- and image-to-video (TI2V)"
+    } else if info.index.two_experts() {
+        "Wan 2.2 text-to-video, two experts (A14B)"
+    } else {
+        "Wan 2.1 text-to-video"
+    }
+}
+
+/// A Wan folder's capabilities: Wan 2.2 TI2V takes an optional first-frame image;
+/// Wan 2.2 A14B is text-to-video; Wan 2.1 T2V keeps its name.
+fn wan_capabilities(info: &WanModelInfo) -> Vec<String> {
+    if info.takes_image() {
+        vec!["t2v".into(), "i2v".into()]
+    } else if info.index.two_experts() {
+        vec!["t2v".into()]
+    } else {
+        vec!["text-to-video".into()]
+    }
 }
 
 /// `1.42B`, `30.1M`, `5.2K`, `12`.

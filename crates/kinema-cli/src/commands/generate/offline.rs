@@ -156,6 +156,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             latents,
             r.steps as usize,
             r.guidance_scale,
+            None,
             &mut |step, total, _| {
                 match &bar {
                     Some(b) => b.set_position(step as u64),
