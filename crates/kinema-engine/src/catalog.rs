@@ -479,6 +479,61 @@ mod tests {
         }
     }
 
+    /// The Wan 2.2 fixture folders: TI2V (text- and image-to-video) and A14B (two
+    /// experts).
+    fn wan22_spec(id: &str, fixture: &str) -> ModelSpec {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/wan/fixtures")
+            .join(fixture)
+            .join("model");
+        ModelSpec {
+            defaults: DefaultsSpec {
+                width: Some(96),
+                height: Some(32),
+                frames: Some(9),
+                steps: Some(2),
+                ..DefaultsSpec::default()
+            },
+            ..parse_model_flag(&format!("{id}={}", dir.display())).unwrap()
+        }
+    }
+
+    #[test]
+    fn wan22_manifests() {
+        let ti2v = manifest_for(&wan22_spec("ti2v", "wan22-ti2v")).unwrap();
+        assert_eq!(ti2v.family, "wan");
+        assert_eq!(ti2v.capabilities, ["t2v", "i2v"]);
+        // 16x VAE x patch 2
+        assert_eq!(ti2v.limits.size_multiple, 32);
+        assert_eq!(ti2v.defaults.flow_shift, Some(5.0));
+        assert!(ti2v.description.contains("TI2V"), "{}", ti2v.description);
+
+        let a14b = manifest_for(&wan22_spec("a14b", "wan22-a14b")).unwrap();
+        assert_eq!(a14b.family, "wan");
+        assert_eq!(a14b.capabilities, ["t2v"]);
+        assert_eq!(a14b.limits.size_multiple, 16);
+        // residency counts both experts: the A14B folder is the tiny T2V plus a second
+        // transformer of the same size
+        let info = WanModelInfo::inspect(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/wan/fixtures/wan22-a14b/model"),
+        )
+        .unwrap();
+        assert!(info.params.transformer_2 > 0);
+        let single = WanModelInfo {
+            params: kinema_wan::info::ParamCounts {
+                transformer_2: 0,
+                ..info.params
+            },
+            ..info.clone()
+        };
+        let dtype = default_dtype(&parse_device("cpu").unwrap());
+        assert_eq!(
+            a14b.memory_bytes - single.memory_estimate(dtype, 96, 32, 9).total(),
+            info.params.transformer_2 * dtype.size_in_bytes() as u64
+        );
+    }
+
     #[test]
     fn counts_read_as_people_write_them() {
         assert_eq!(human_count(1_418_996_800), "1.42B");
