@@ -241,7 +241,7 @@ fn a14b_batch_matches_solo() {
     let c = case(A14B);
     let pipe = WanPipeline::load(&model(A14B), &Device::Cpu, DType::F32).unwrap();
     let base = request(&c);
-    let reqs = vec![
+    let reqs = [
         GenerationRequest {
             seed: 5,
             ..base.clone()

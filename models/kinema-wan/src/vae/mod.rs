@@ -83,7 +83,7 @@ impl WanVaeConfig {
         if p == 0 {
             return Err(bad("patch_size must be positive"));
         }
-        if c.in_channels % (p * p) != 0 || c.out_channels % (p * p) != 0 {
+        if !c.in_channels.is_multiple_of(p * p) || !c.out_channels.is_multiple_of(p * p) {
             return Err(bad("in/out_channels must be multiples of patch_size^2"));
         }
         if c.scale_factor_spatial != p << (c.dim_mult.len().max(1) - 1) {

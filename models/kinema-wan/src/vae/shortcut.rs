@@ -23,7 +23,7 @@ impl AvgDown3D {
         factor_s: usize,
     ) -> Result<Self> {
         let factor = factor_t * factor_s * factor_s;
-        if out_channels == 0 || (in_channels * factor) % out_channels != 0 {
+        if out_channels == 0 || !(in_channels * factor).is_multiple_of(out_channels) {
             return Err(WanError::Config {
                 what: "vae".into(),
                 message: format!(
@@ -80,7 +80,7 @@ impl DupUp3D {
         factor_s: usize,
     ) -> Result<Self> {
         let factor = factor_t * factor_s * factor_s;
-        if in_channels == 0 || (out_channels * factor) % in_channels != 0 {
+        if in_channels == 0 || !(out_channels * factor).is_multiple_of(in_channels) {
             return Err(WanError::Config {
                 what: "vae".into(),
                 message: format!(
