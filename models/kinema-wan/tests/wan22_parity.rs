@@ -306,3 +306,64 @@ fn model_info_counts_both_experts() {
     let m = ti2v.memory_estimate(DType::F32, 96, 32, 9);
     assert!(m.total() >= ti2v.params.total() * 4);
 }
+
+#[test]
+fn ti2v_batch_with_and_without_image_matches_solo() {
+    let c = case(TI2V);
+    let pipe = WanPipeline::load(&model(TI2V), &Device::Cpu, DType::F32).unwrap();
+    let base = request(&c["i2v"]);
+    let image = fixture_image(TI2V, "pipeline_i2v.safetensors");
+    let reqs = [
+        GenerationRequest {
+            image: Some(image.clone()),
+            seed: 5,
+            ..base.clone()
+        },
+        GenerationRequest {
+            prompt: "a red fox in snow".into(),
+            seed: 6,
+            ..base.clone()
+        },
+        GenerationRequest {
+            image: Some(image),
+            guidance_scale: 1.0,
+            seed: 7,
+            ..base
+        },
+    ];
+    let conds: Vec<_> = reqs
+        .iter()
+        .map(|r| pipe.encode_prompt(r).unwrap())
+        .collect();
+    let solo: Vec<Tensor> = reqs
+        .iter()
+        .zip(&conds)
+        .map(|(r, c)| {
+            let l = pipe.denoise(r, c, &mut |_| StepControl::Continue).unwrap();
+            *l.0.downcast::<Tensor>().unwrap()
+        })
+        .collect();
+    let items: Vec<BatchItem<'_>> = reqs
+        .iter()
+        .zip(&conds)
+        .map(|(request, conditioning)| BatchItem {
+            request,
+            conditioning,
+        })
+        .collect();
+    let batched = pipe.denoise_batch(&items, &mut |_, _| StepControl::Continue);
+    for (i, (b, s)) in batched.into_iter().zip(&solo).enumerate() {
+        let b = *b.unwrap().0.downcast::<Tensor>().unwrap();
+        let d = max_abs_diff(&b, s);
+        eprintln!("ti2v batch item {i}: max abs diff {d:.3e}");
+        assert!(d <= TOLERANCE, "item {i}: {d}");
+    }
+    // the image items keep the image's latents as their first frame
+    assert_eq!(
+        max_abs_diff(
+            &solo[0].narrow(2, 0, 1).unwrap(),
+            &solo[2].narrow(2, 0, 1).unwrap()
+        ),
+        0.0
+    );
+}
