@@ -551,13 +551,18 @@ pub struct GenerateArgs {
     #[arg(long, requires = "model_dir")]
     pub dtype: Option<String>,
     /// With --model-dir: initial latents instead of seeded noise (safetensors tensor
-    /// `latents`, [1, 16, (F-1)/4+1, H/8, W/8]).
+    /// `latents`, [1, z, (F-1)/4+1, H/s, W/s]: z 16 and s 8 for Wan 2.1 and A14B, 48
+    /// and 16 for Wan 2.2 TI2V).
     #[arg(long, requires = "model_dir")]
     pub init_latents: Option<PathBuf>,
     /// With --model-dir: also save the frames before encoding (safetensors tensor
     /// `frames`, f32 [F, H, W, 3] in [0, 1]).
     #[arg(long, requires = "model_dir")]
     pub save_frames: Option<PathBuf>,
+    /// With --model-dir, a two-expert model (Wan 2.2 A14B): the low-noise expert's
+    /// guidance scale (default: --guidance).
+    #[arg(long, requires = "model_dir")]
+    pub guidance_2: Option<f32>,
 }
 
 #[derive(Subcommand, Debug)]

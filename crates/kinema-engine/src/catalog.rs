@@ -346,14 +346,26 @@ fn wan_model(
         id: id.to_string(),
         family: "wan".into(),
         description: spec.description.clone().unwrap_or_else(|| {
+            let params = if info.params.transformer_2 > 0 {
+                format!(
+                    "{} + {} transformer parameters",
+                    human_count(info.params.transformer),
+                    human_count(info.params.transformer_2)
+                )
+            } else {
+                format!(
+                    "{} transformer parameters",
+                    human_count(info.params.transformer)
+                )
+            };
             format!(
-                "Wan 2.1 text-to-video, {} transformer parameters ({}, {} on {device_name})",
-                human_count(info.params.transformer),
+                "{}, {params} ({}, {} on {device_name})",
+                wan_kind(&info),
                 spec.source,
                 dtype.as_str()
             )
         }),
-        capabilities: vec![crate::capability::T2V.into()],
+        capabilities: wan_capabilities(&info),
         max_batch: spec
             .max_batch
             .unwrap_or(kinema_wan::pipeline::DEFAULT_MAX_BATCH as u32),
@@ -412,6 +424,28 @@ fn wan_model(
     Ok((manifest, load))
 }
 
+/// What a Wan folder is, for its description.
+fn wan_kind(info: &WanModelInfo) -> &'static str {
+    if info.takes_image() {
+        "Wan 2.2 text- and image-to-video (TI2V)"
+    } else if info.index.two_experts() {
+        "Wan 2.2 text-to-video, two experts (A14B)"
+    } else {
+        "Wan 2.1 text-to-video"
+    }
+}
+
+/// A Wan folder's capabilities: Wan 2.2 TI2V takes an optional first-frame image;
+/// Wan 2.2 A14B is text-to-video; Wan 2.1 T2V keeps its name.
+fn wan_capabilities(info: &WanModelInfo) -> Vec<String> {
+    use crate::capability::{I2V, T2V};
+    if info.takes_image() {
+        vec![T2V.into(), I2V.into()]
+    } else {
+        vec![T2V.into()]
+    }
+}
+
 /// `1.42B`, `30.1M`, `5.2K`, `12`.
 fn human_count(n: u64) -> String {
     let f = n as f64;
@@ -442,6 +476,61 @@ mod tests {
             },
             ..parse_model_flag(&format!("wan-tiny={}", tiny_dir().display())).unwrap()
         }
+    }
+
+    /// The Wan 2.2 fixture folders: TI2V (text- and image-to-video) and A14B (two
+    /// experts).
+    fn wan22_spec(id: &str, fixture: &str) -> ModelSpec {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/wan/fixtures")
+            .join(fixture)
+            .join("model");
+        ModelSpec {
+            defaults: DefaultsSpec {
+                width: Some(96),
+                height: Some(32),
+                frames: Some(9),
+                steps: Some(2),
+                ..DefaultsSpec::default()
+            },
+            ..parse_model_flag(&format!("{id}={}", dir.display())).unwrap()
+        }
+    }
+
+    #[test]
+    fn wan22_manifests() {
+        let ti2v = manifest_for(&wan22_spec("ti2v", "wan22-ti2v")).unwrap();
+        assert_eq!(ti2v.family, "wan");
+        assert_eq!(ti2v.capabilities, ["t2v", "i2v"]);
+        // 16x VAE x patch 2
+        assert_eq!(ti2v.limits.size_multiple, 32);
+        assert_eq!(ti2v.defaults.flow_shift, Some(5.0));
+        assert!(ti2v.description.contains("TI2V"), "{}", ti2v.description);
+
+        let a14b = manifest_for(&wan22_spec("a14b", "wan22-a14b")).unwrap();
+        assert_eq!(a14b.family, "wan");
+        assert_eq!(a14b.capabilities, ["t2v"]);
+        assert_eq!(a14b.limits.size_multiple, 16);
+        // residency counts both experts: the A14B folder is the tiny T2V plus a second
+        // transformer of the same size
+        let info = WanModelInfo::inspect(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/wan/fixtures/wan22-a14b/model"),
+        )
+        .unwrap();
+        assert!(info.params.transformer_2 > 0);
+        let single = WanModelInfo {
+            params: kinema_wan::info::ParamCounts {
+                transformer_2: 0,
+                ..info.params
+            },
+            ..info.clone()
+        };
+        let dtype = default_dtype(&parse_device("cpu").unwrap());
+        assert_eq!(
+            a14b.memory_bytes - single.memory_estimate(dtype, 96, 32, 9).total(),
+            info.params.transformer_2 * dtype.size_in_bytes() as u64
+        );
     }
 
     #[test]

@@ -9,41 +9,90 @@ use kinema_diffusion::scheduler::{cfg_combine, FlowScheduler, SchedulerConfig};
 use kinema_diffusion::weights::{read_json, LoadError};
 use kinema_diffusion::{
     check_batch, BatchItem, Conditioning, GenerationRequest, Latents, Pipeline, PipelineError,
-    StepControl, StepProgress, VideoFrames,
+    RgbImage, StepControl, StepProgress, VideoFrames,
 };
 
 use crate::error::{Result, WanError};
 use crate::prompt::{PromptTokenizer, MAX_SEQUENCE_LENGTH};
 use crate::text_encoder::Umt5Encoder;
-use crate::transformer::WanTransformer3DModel;
+use crate::transformer::{Timesteps, WanTransformer3DModel};
 use crate::vae::AutoencoderKLWan;
 
+/// What `model_index.json` says about the pipeline.
 #[derive(Debug, Clone, serde::Deserialize)]
-struct ModelIndex {
+pub struct ModelIndex {
     #[serde(rename = "_class_name")]
-    class_name: String,
+    pub class_name: String,
+    /// Wan 2.2 A14B: the two experts switch at `boundary_ratio * num_train_timesteps`.
     #[serde(default)]
-    boundary_ratio: Option<f64>,
+    pub boundary_ratio: Option<f64>,
+    /// Wan 2.2 TI2V: per-token timesteps (the conditioning frame's at 0).
     #[serde(default)]
-    expand_timesteps: bool,
+    pub expand_timesteps: bool,
 }
 
-/// Checks `model_index.json` names a Wan 2.1 text-to-video pipeline this crate runs.
-pub fn check_model_index(model_dir: &Path) -> Result<()> {
+impl ModelIndex {
+    /// Two experts (`transformer` and `transformer_2`).
+    pub fn two_experts(&self) -> bool {
+        self.boundary_ratio.is_some()
+    }
+}
+
+/// Reads `model_index.json` and checks it names a `WanPipeline` this crate runs: Wan
+/// 2.1 T2V, Wan 2.2 TI2V (`expand_timesteps`) or Wan 2.2 T2V-A14B (`boundary_ratio`
+/// with a `transformer_2/` folder).
+pub fn read_model_index(model_dir: &Path) -> Result<ModelIndex> {
     let index: ModelIndex = read_json(&model_dir.join("model_index.json"))?;
+    let bad = |what: &str, message: String| WanError::Config {
+        what: what.into(),
+        message,
+    };
     if index.class_name != "WanPipeline" {
-        return Err(WanError::Config {
-            what: "model_index._class_name".into(),
-            message: format!("{:?} (only WanPipeline is supported)", index.class_name),
-        });
+        return Err(bad(
+            "model_index._class_name",
+            format!("{:?} (only WanPipeline is supported)", index.class_name),
+        ));
     }
-    if index.boundary_ratio.is_some() || index.expand_timesteps {
-        return Err(WanError::Config {
-            what: "model_index".into(),
-            message: "Wan 2.2 two-expert / expand_timesteps pipelines are not supported yet".into(),
-        });
+    if let Some(r) = index.boundary_ratio {
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(bad(
+                "model_index.boundary_ratio",
+                format!("{r} (must be in (0, 1])"),
+            ));
+        }
+        if !model_dir.join("transformer_2").is_dir() {
+            return Err(bad(
+                "model_index.boundary_ratio",
+                "set, but the folder has no transformer_2/".into(),
+            ));
+        }
     }
-    Ok(())
+    Ok(index)
+}
+
+/// Checks `model_index.json` names a Wan text-to-video pipeline this crate runs
+/// ([`read_model_index`]).
+pub fn check_model_index(model_dir: &Path) -> Result<()> {
+    read_model_index(model_dir).map(|_| ())
+}
+
+/// The two-expert switch of Wan 2.2 A14B: the high-noise `transformer` (with
+/// `guidance_scale`) while `t >= boundary_ratio * num_train_timesteps`, the low-noise
+/// `transformer_2` (with `guidance_scale_2`) below. Without a boundary, always the
+/// first.
+pub fn is_high_noise(boundary_ratio: Option<f64>, num_train_timesteps: usize, t: f32) -> bool {
+    match boundary_ratio {
+        None => true,
+        Some(r) => t as f64 >= r * num_train_timesteps as f64,
+    }
+}
+
+/// The scheduler's `num_train_timesteps`.
+pub fn num_train_timesteps(s: &SchedulerConfig) -> usize {
+    match s {
+        SchedulerConfig::UniPc(c) => c.num_train_timesteps,
+        SchedulerConfig::Euler(c) => c.num_train_timesteps,
+    }
 }
 
 /// The scheduler of `scheduler/scheduler_config.json`.
@@ -59,12 +108,19 @@ pub fn read_scheduler(model_dir: &Path) -> Result<SchedulerConfig> {
     })
 }
 
-/// A loaded Wan 2.1 T2V model directory (Diffusers layout).
+/// A loaded Wan `WanPipeline` model directory (Diffusers layout): Wan 2.1 T2V, Wan 2.2
+/// TI2V-5B (text- and image-to-video, `expand_timesteps`) or Wan 2.2 T2V-A14B (two
+/// experts).
 pub struct WanPipeline {
     pub model_dir: PathBuf,
     pub tokenizer: PromptTokenizer,
     pub text_encoder: Umt5Encoder,
     pub transformer: WanTransformer3DModel,
+    /// The low-noise expert (Wan 2.2 A14B).
+    pub transformer_2: Option<WanTransformer3DModel>,
+    pub boundary_ratio: Option<f64>,
+    /// Per-token timesteps; a request's image conditions the first latent frame.
+    pub expand_timesteps: bool,
     pub vae: AutoencoderKLWan,
     pub scheduler: SchedulerConfig,
     pub device: Device,
@@ -76,19 +132,24 @@ pub struct WanPipeline {
 /// [`WanPipeline::max_batch`] after `load`.
 pub const DEFAULT_MAX_BATCH: usize = 8;
 
-/// Prompt embeddings the denoiser consumes.
+/// Prompt embeddings (and, for Wan 2.2 TI2V image-to-video, the image's latents) the
+/// denoiser consumes.
 pub struct WanConditioning {
     pub prompt_embeds: Tensor,
     /// Present when guidance > 1.
     pub negative_prompt_embeds: Option<Tensor>,
+    /// TI2V with an image: the image encoded as a one-frame video and normalised,
+    /// `[1, z_dim, 1, h, w]` f32; it replaces the first latent frame.
+    pub image_latents: Option<Tensor>,
 }
 
-/// One request of a batched denoise: its prompt embeddings, initial latents
-/// (`[1, 16, T, h, w]`) and guidance scale.
+/// One request of a batched denoise: its conditioning, initial latents
+/// (`[1, z_dim, T, h, w]`) and guidance scales (`guidance_2`: the low-noise expert's).
 pub struct BatchMember<'a> {
     pub cond: &'a WanConditioning,
     pub latents: Tensor,
     pub guidance: f32,
+    pub guidance_2: f32,
 }
 
 /// An item still in the batch: its own scheduler state and latents.
@@ -96,20 +157,60 @@ struct LiveMember {
     index: usize,
     sched: FlowScheduler,
     latents: Tensor,
-    ctx: Tensor,
-    neg_ctx: Option<Tensor>,
+    /// The prompt's padded text states (`[1, 512, text_dim]`), embedded by whichever
+    /// expert runs (each has its own text embedder).
+    text: Tensor,
+    neg_text: Option<Tensor>,
     guidance: f32,
+    guidance_2: f32,
+    image_latents: Option<Tensor>,
+}
+
+impl LiveMember {
+    /// The transformer's input: the latents with the first frame replaced by the
+    /// image's (`(1 - mask) * condition + mask * latents`, mask 0 on the first frame).
+    fn model_input(&self) -> candle_core::Result<Tensor> {
+        match &self.image_latents {
+            None => Ok(self.latents.clone()),
+            Some(c) => {
+                let t = self.latents.dim(2)?;
+                Tensor::cat(&[c, &self.latents.narrow(2, 1, t - 1)?], 2)
+            }
+        }
+    }
+}
+
+/// The images a request brings, checked against what the model takes.
+fn check_images(request: &GenerationRequest, takes_image: bool) -> Result<()> {
+    if request.last_image.is_some() {
+        return Err(WanError::Input(
+            "last_image: this model takes no last frame".into(),
+        ));
+    }
+    if let Some(img) = &request.image {
+        if !takes_image {
+            return Err(WanError::Input("image: this model takes no image".into()));
+        }
+        if (img.width, img.height) != (request.width, request.height) {
+            return Err(WanError::Input(format!(
+                "image: {}x{} but the video is {}x{}",
+                img.width, img.height, request.width, request.height
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `[B + G, L_text, dim]`: the live items' contexts, then the negative contexts of
-/// those with guidance (all of one length: see [`pad_text`]).
-fn stack_contexts(live: &[LiveMember]) -> Result<Tensor> {
+/// those with guidance (all of one length: see [`pad_text`]), through `tr`'s text
+/// embedder.
+fn stack_contexts(live: &[LiveMember], tr: &WanTransformer3DModel) -> Result<Tensor> {
     let all: Vec<Tensor> = live
         .iter()
-        .map(|l| l.ctx.clone())
-        .chain(live.iter().filter_map(|l| l.neg_ctx.clone()))
+        .map(|l| l.text.clone())
+        .chain(live.iter().filter_map(|l| l.neg_text.clone()))
         .collect();
-    Ok(Tensor::cat(&all, 0)?)
+    tr.embed_text(&Tensor::cat(&all, 0)?)
 }
 
 /// Prompt embeddings `[1, L, text_dim]` zero-padded to [`MAX_SEQUENCE_LENGTH`] tokens
@@ -151,8 +252,9 @@ pub fn seeded_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tenso
 
 impl WanPipeline {
     pub fn load(model_dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        check_model_index(model_dir)?;
+        let index = read_model_index(model_dir)?;
         let scheduler = read_scheduler(model_dir)?;
+        let vae_dir = model_dir.join("vae");
         Ok(Self {
             tokenizer: PromptTokenizer::load(&model_dir.join("tokenizer"), MAX_SEQUENCE_LENGTH)?,
             text_encoder: Umt5Encoder::load(&model_dir.join("text_encoder"), dtype, device)?,
@@ -161,7 +263,23 @@ impl WanPipeline {
                 dtype,
                 device,
             )?,
-            vae: AutoencoderKLWan::load_decoder(&model_dir.join("vae"), dtype, device)?,
+            transformer_2: if index.two_experts() {
+                Some(WanTransformer3DModel::load(
+                    &model_dir.join("transformer_2"),
+                    dtype,
+                    device,
+                )?)
+            } else {
+                None
+            },
+            boundary_ratio: index.boundary_ratio,
+            expand_timesteps: index.expand_timesteps,
+            // TI2V encodes a request's image: it needs the encoder too
+            vae: if index.expand_timesteps {
+                AutoencoderKLWan::load(&vae_dir, dtype, device)?
+            } else {
+                AutoencoderKLWan::load_decoder(&vae_dir, dtype, device)?
+            },
             scheduler,
             model_dir: model_dir.to_path_buf(),
             device: device.clone(),
@@ -190,7 +308,64 @@ impl WanPipeline {
             } else {
                 None
             },
+            image_latents: None,
         })
+    }
+
+    /// Whether a request may bring an image (Wan 2.2 TI2V).
+    pub fn takes_image(&self) -> bool {
+        self.expand_timesteps
+    }
+
+    /// A request's conditioning: its prompts and, for TI2V with an image, the image's
+    /// latents ([`Self::encode_image`]).
+    pub fn encode_request(&self, request: &GenerationRequest) -> Result<WanConditioning> {
+        check_images(request, self.takes_image())?;
+        let mut c = self.encode(
+            &request.prompt,
+            &request.negative_prompt,
+            request.guidance_scale,
+        )?;
+        if let Some(img) = &request.image {
+            c.image_latents = Some(self.encode_image(img)?);
+        }
+        Ok(c)
+    }
+
+    /// The image as a one-frame video in [-1, 1] (`x / 255 * 2 - 1`, as diffusers'
+    /// video processor), VAE-encoded (the distribution's mode) and normalised:
+    /// `[1, z_dim, 1, H / s, W / s]` f32.
+    pub fn encode_image(&self, image: &RgbImage) -> Result<Tensor> {
+        let (w, h) = (image.width as usize, image.height as usize);
+        if image.data.len() != w * h * 3 {
+            return Err(WanError::Input(format!(
+                "image: {} bytes for {w}x{h} RGB",
+                image.data.len()
+            )));
+        }
+        let v: Vec<f32> = image
+            .data
+            .iter()
+            .map(|&b| (b as f32 / 255.0) * 2.0 - 1.0)
+            .collect();
+        // [H, W, 3] -> [1, 3, 1, H, W]
+        let x = Tensor::from_vec(v, (h, w, 3), &self.device)?
+            .permute((2, 0, 1))?
+            .contiguous()?
+            .reshape((1, 3, 1, h, w))?
+            .to_dtype(self.dtype)?;
+        let posterior = self.vae.encode(&x)?;
+        Ok(self.vae.normalize(posterior.mode())?.to_dtype(DType::F32)?)
+    }
+
+    /// The expert for timestep `t` ([`is_high_noise`]) and whether it is the
+    /// high-noise one.
+    fn expert_at(&self, t: f32) -> (&WanTransformer3DModel, bool) {
+        let high = is_high_noise(self.boundary_ratio, num_train_timesteps(&self.scheduler), t);
+        match (&self.transformer_2, high) {
+            (Some(low), false) => (low, false),
+            _ => (&self.transformer, true),
+        }
     }
 
     /// The latent shape for a video: `[1, z, (F - 1) / 4 + 1, H / 8, W / 8]`.
@@ -211,7 +386,8 @@ impl WanPipeline {
         Ok([1, c.z_dim, (f - 1) / tf + 1, h / sf, w / sf])
     }
 
-    /// Denoises `latents` (`[1, 16, T, h, w]`, f32) for `steps` UniPC steps. `on_step`
+    /// Denoises `latents` (`[1, z_dim, T, h, w]`, f32) for `steps` UniPC steps.
+    /// `guidance_2`: the low-noise expert's guidance (two-expert models). `on_step`
     /// sees (step, total, latents after the step) and may stop the loop.
     pub fn denoise_latents(
         &self,
@@ -219,12 +395,14 @@ impl WanPipeline {
         latents: Tensor,
         steps: usize,
         guidance: f32,
+        guidance_2: Option<f32>,
         on_step: &mut dyn FnMut(usize, usize, &Tensor) -> StepControl,
     ) -> std::result::Result<Tensor, PipelineError> {
         let member = BatchMember {
             cond,
             latents,
             guidance,
+            guidance_2: guidance_2.unwrap_or(guidance),
         };
         let mut out = self.denoise_batch_latents(vec![member], steps, &mut |_, step, total, l| {
             on_step(step, total, l)
@@ -263,7 +441,6 @@ impl WanPipeline {
         }
         let timesteps = sched.timesteps();
         let total = sched.num_steps();
-        let tr = &self.transformer;
         let mut live = Vec::with_capacity(n);
         for (index, m) in members.into_iter().enumerate() {
             match self.start_member(index, m, &sched) {
@@ -271,31 +448,49 @@ impl WanPipeline {
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        // the stacked text contexts, rebuilt when an item leaves
-        let mut contexts: Option<Tensor> = None;
+        // the stacked text contexts and the expert they were embedded by, rebuilt when
+        // an item leaves or the expert changes
+        let mut contexts: Option<(bool, Tensor)> = None;
         for (i, &ts) in timesteps.iter().enumerate() {
             if live.is_empty() {
                 break;
             }
+            let (tr, high) = self.expert_at(ts);
             let shared = (|| -> std::result::Result<Tensor, WanError> {
                 let ctx = match &contexts {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = stack_contexts(&live)?;
-                        contexts = Some(c.clone());
+                    Some((h, c)) if *h == high => c.clone(),
+                    _ => {
+                        let c = stack_contexts(&live, tr)?;
+                        contexts = Some((high, c.clone()));
                         c
                     }
                 };
-                let mut xs = Vec::with_capacity(ctx.dim(0)?);
-                for l in &live {
-                    xs.push(l.latents.to_dtype(self.dtype)?);
-                }
-                for l in live.iter().filter(|l| l.neg_ctx.is_some()) {
-                    xs.push(l.latents.to_dtype(self.dtype)?);
+                let rows: Vec<&LiveMember> = live
+                    .iter()
+                    .chain(live.iter().filter(|l| l.neg_text.is_some()))
+                    .collect();
+                let mut xs = Vec::with_capacity(rows.len());
+                for l in &rows {
+                    xs.push(l.model_input()?.to_dtype(self.dtype)?);
                 }
                 let x = Tensor::cat(&xs, 0)?;
-                let t = vec![ts; xs.len()];
-                tr.forward_with_context(&x, &t, &ctx)
+                if self.expand_timesteps {
+                    // per token: the image's first-frame tokens at 0, the others at t
+                    let (_, _, f, h, w) = x.dims5()?;
+                    let [pt, ph, pw] = tr.config.patch_size;
+                    let per_frame = (h / ph) * (w / pw);
+                    let seq = (f / pt) * per_frame;
+                    let mut t = Vec::with_capacity(rows.len() * seq);
+                    for l in &rows {
+                        let first = if l.image_latents.is_some() { 0.0 } else { ts };
+                        t.extend(std::iter::repeat_n(first, per_frame.min(seq)));
+                        t.extend(std::iter::repeat_n(ts, seq - per_frame.min(seq)));
+                    }
+                    tr.forward_timesteps(&x, Timesteps::PerToken(&t), &ctx)
+                } else {
+                    let t = vec![ts; xs.len()];
+                    tr.forward_with_context(&x, &t, &ctx)
+                }
             })();
             let pred = match shared {
                 Ok(p) => p,
@@ -310,14 +505,15 @@ impl WanPipeline {
             let mut uncond_row = live.len();
             let mut still = Vec::with_capacity(live.len());
             for (row, mut l) in live.drain(..).enumerate() {
-                let uncond = l.neg_ctx.is_some().then(|| {
+                let uncond = l.neg_text.is_some().then(|| {
                     uncond_row += 1;
                     uncond_row - 1
                 });
+                let guidance = if high { l.guidance } else { l.guidance_2 };
                 let stepped = (|| -> candle_core::Result<Tensor> {
                     let cond = pred.narrow(0, row, 1)?;
                     let guided = match uncond {
-                        Some(u) => cfg_combine(&cond, &pred.narrow(0, u, 1)?, l.guidance as f64)?,
+                        Some(u) => cfg_combine(&cond, &pred.narrow(0, u, 1)?, guidance as f64)?,
                         None => cond,
                     };
                     l.sched.step(&guided.to_dtype(DType::F32)?, &l.latents)
@@ -342,7 +538,11 @@ impl WanPipeline {
             live = still;
         }
         for l in live {
-            results[l.index] = Some(Ok(l.latents));
+            // the image's latents replace the first frame at the end too
+            results[l.index] = Some(
+                l.model_input()
+                    .map_err(|e| PipelineError::Model(e.to_string())),
+            );
         }
         results
             .into_iter()
@@ -356,12 +556,28 @@ impl WanPipeline {
         m: BatchMember<'_>,
         sched: &FlowScheduler,
     ) -> std::result::Result<LiveMember, PipelineError> {
-        let tr = &self.transformer;
-        let embed = |t: &Tensor| tr.embed_text(&pad_text(t)?);
-        let ctx = embed(&m.cond.prompt_embeds).map_err(to_pipeline_error)?;
-        let neg_ctx = match (&m.cond.negative_prompt_embeds, m.guidance > 1.0) {
-            (Some(neg), true) => Some(embed(neg).map_err(to_pipeline_error)?),
+        let text = pad_text(&m.cond.prompt_embeds).map_err(to_pipeline_error)?;
+        let neg_text = match (&m.cond.negative_prompt_embeds, m.guidance > 1.0) {
+            (Some(neg), true) => Some(pad_text(neg).map_err(to_pipeline_error)?),
             _ => None,
+        };
+        let image_latents = match &m.cond.image_latents {
+            None => None,
+            Some(c) => {
+                let (want, got) = (m.latents.dims(), c.dims());
+                if got.len() != 5
+                    || got[2] != 1
+                    || (&want[..2], &want[3..]) != (&got[..2], &got[3..])
+                {
+                    return Err(PipelineError::InvalidRequest(format!(
+                        "image latents {got:?} do not fit latents {want:?}"
+                    )));
+                }
+                Some(
+                    c.to_dtype(DType::F32)
+                        .map_err(|e| PipelineError::Model(e.to_string()))?,
+                )
+            }
         };
         Ok(LiveMember {
             index,
@@ -370,9 +586,11 @@ impl WanPipeline {
                 .latents
                 .to_dtype(DType::F32)
                 .map_err(|e| PipelineError::Model(e.to_string()))?,
-            ctx,
-            neg_ctx,
+            text,
+            neg_text,
             guidance: m.guidance,
+            guidance_2: m.guidance_2,
+            image_latents,
         })
     }
 
@@ -411,19 +629,14 @@ impl WanPipeline {
         init_latents: Option<Tensor>,
         on_step: &mut dyn FnMut(usize, usize, &Tensor) -> StepControl,
     ) -> std::result::Result<VideoFrames, PipelineError> {
-        let cond = self
-            .encode(
-                &request.prompt,
-                &request.negative_prompt,
-                request.guidance_scale,
-            )
-            .map_err(to_pipeline_error)?;
+        let cond = self.encode_request(request).map_err(to_pipeline_error)?;
         let latents = self.initial_latents(request, init_latents)?;
         let latents = self.denoise_latents(
             &cond,
             latents,
             request.steps as usize,
             request.guidance_scale,
+            request.guidance_scale_2,
             on_step,
         )?;
         self.decode_latents(&latents).map_err(to_pipeline_error)
@@ -464,13 +677,7 @@ impl Pipeline for WanPipeline {
         &self,
         request: &GenerationRequest,
     ) -> std::result::Result<Conditioning, PipelineError> {
-        let c = self
-            .encode(
-                &request.prompt,
-                &request.negative_prompt,
-                request.guidance_scale,
-            )
-            .map_err(to_pipeline_error)?;
+        let c = self.encode_request(request).map_err(to_pipeline_error)?;
         Ok(Conditioning(Box::new(c)))
     }
 
@@ -491,6 +698,7 @@ impl Pipeline for WanPipeline {
             latents,
             request.steps as usize,
             request.guidance_scale,
+            request.guidance_scale_2,
             &mut |step, total, _| {
                 on_step(StepProgress {
                     step: step as u32,
@@ -532,6 +740,10 @@ impl Pipeline for WanPipeline {
                         cond,
                         latents,
                         guidance: item.request.guidance_scale,
+                        guidance_2: item
+                            .request
+                            .guidance_scale_2
+                            .unwrap_or(item.request.guidance_scale),
                     }),
             };
             match member {

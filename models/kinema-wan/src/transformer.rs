@@ -168,8 +168,9 @@ impl WanTransformerBlock {
         })
     }
 
-    /// `temb: [B, 6, dim]` (the time projection), `x: [B, L, dim]`, `context: [B, L_text,
-    /// dim]` (embedded text), `rope`: [`Rope3d::cos_sin`] of the latent patch grid.
+    /// `temb`: the time projection, `[B, 6, dim]`, or `[B, L, 6, dim]` with per-token
+    /// timesteps (Wan 2.2 TI2V); `x: [B, L, dim]`, `context: [B, L_text, dim]` (embedded
+    /// text), `rope`: [`Rope3d::cos_sin`] of the latent patch grid.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -179,11 +180,23 @@ impl WanTransformerBlock {
         budget: AttentionBudget,
     ) -> Result<Tensor> {
         let dtype = x.dtype();
-        let m = self
-            .scale_shift_table
-            .to_dtype(DType::F32)?
-            .broadcast_add(&temb.to_dtype(DType::F32)?)?;
-        let part = |i: usize| m.narrow(1, i, 1);
+        let table = self.scale_shift_table.to_dtype(DType::F32)?;
+        let temb = temb.to_dtype(DType::F32)?;
+        // per item: [B, 6, dim], parts [B, 1, dim]; per token: [B, L, 6, dim], parts
+        // [B, L, dim]
+        let per_token = temb.rank() == 4;
+        let m = if per_token {
+            table.unsqueeze(0)?.broadcast_add(&temb)?
+        } else {
+            table.broadcast_add(&temb)?
+        };
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            if per_token {
+                m.narrow(2, i, 1)?.squeeze(2)
+            } else {
+                m.narrow(1, i, 1)
+            }
+        };
         let (shift, scale, gate) = (part(0)?, part(1)?, part(2)?);
         let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
 
@@ -214,6 +227,28 @@ impl WanTransformerBlock {
             .to_dtype(dtype)?;
         let f = self.ffn_out.forward(&self.ffn_in.forward(&h)?.gelu()?)?;
         Ok((xf + f.to_dtype(DType::F32)?.broadcast_mul(&c_gate)?)?.to_dtype(dtype)?)
+    }
+}
+
+/// The timesteps of one forward.
+#[derive(Debug, Clone, Copy)]
+pub enum Timesteps<'a> {
+    /// One per batch item (Wan 2.1, Wan 2.2 A14B).
+    PerItem(&'a [f32]),
+    /// One per latent token, `[B, F' H' W']` row-major (Wan 2.2 TI2V with
+    /// `expand_timesteps`: the conditioning frame's tokens at 0).
+    PerToken(&'a [f32]),
+}
+
+impl Timesteps<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::PerItem(t) | Self::PerToken(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -330,26 +365,19 @@ impl WanTransformer3DModel {
         timestep: &[f32],
         context: &Tensor,
     ) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, _ch, f, h, w) = hidden_states.dims5()?;
-        let [pt, ph, pw] = c.patch_size;
-        if f % pt != 0 || h % ph != 0 || w % pw != 0 {
-            return Err(WanError::Input(format!(
-                "latents {f}x{h}x{w} not divisible by patch {pt}x{ph}x{pw}"
-            )));
-        }
-        if timestep.len() != b {
-            return Err(WanError::Input(format!(
-                "{} timesteps for a batch of {b}",
-                timestep.len()
-            )));
-        }
-        let (fo, ho, wo) = (f / pt, h / ph, w / pw);
-        let device = hidden_states.device();
-        let dtype = hidden_states.dtype();
-        let rope = self.rope.cos_sin(fo, ho, wo, device)?;
-        let mut x = self.patchify(hidden_states)?;
+        self.forward_timesteps(hidden_states, Timesteps::PerItem(timestep), context)
+    }
 
+    /// The time embedding `temb` (`[B, dim]`) and its projection (`[B, 6, dim]`) for
+    /// one timestep per row.
+    fn time_embedding(
+        &self,
+        timestep: &[f32],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let n = timestep.len();
         let t = timestep_embedding(timestep, c.freq_dim, device)?
             .to_dtype(self.time_linear_1.weight().dtype())?;
         let temb = self
@@ -360,17 +388,106 @@ impl WanTransformer3DModel {
         let tproj = self
             .time_proj
             .forward(&temb.silu()?)?
-            .reshape((b, 6, dim))?;
+            .reshape((n, 6, dim))?;
+        Ok((temb, tproj))
+    }
+
+    /// The forward with one timestep per batch item or per latent token
+    /// ([`Timesteps`]). Per-token timesteps that are all equal within each item run as
+    /// per-item ones (the same values, without `[B, L, 6, dim]` modulation tensors).
+    pub fn forward_timesteps(
+        &self,
+        hidden_states: &Tensor,
+        timestep: Timesteps<'_>,
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, _ch, f, h, w) = hidden_states.dims5()?;
+        let [pt, ph, pw] = c.patch_size;
+        if f % pt != 0 || h % ph != 0 || w % pw != 0 {
+            return Err(WanError::Input(format!(
+                "latents {f}x{h}x{w} not divisible by patch {pt}x{ph}x{pw}"
+            )));
+        }
+        let (fo, ho, wo) = (f / pt, h / ph, w / pw);
+        let seq = fo * ho * wo;
+        let per_item: Vec<f32>;
+        let timestep = match timestep {
+            Timesteps::PerToken(ts) if ts.len() == b * seq => {
+                let uniform = ts
+                    .chunks(seq.max(1))
+                    .all(|row| row.iter().all(|&v| v == row[0]));
+                if uniform {
+                    per_item = ts.chunks(seq.max(1)).map(|row| row[0]).collect();
+                    Timesteps::PerItem(&per_item)
+                } else {
+                    Timesteps::PerToken(ts)
+                }
+            }
+            other => other,
+        };
+        let expected = match timestep {
+            Timesteps::PerItem(_) => b,
+            Timesteps::PerToken(_) => b * seq,
+        };
+        if timestep.len() != expected {
+            return Err(WanError::Input(format!(
+                "{} timesteps for a batch of {b} x {seq} tokens",
+                timestep.len()
+            )));
+        }
+        let device = hidden_states.device();
+        let dtype = hidden_states.dtype();
+        let rope = self.rope.cos_sin(fo, ho, wo, device)?;
+        let mut x = self.patchify(hidden_states)?;
+
+        let dim = c.inner_dim();
+        let (temb, tproj) = match timestep {
+            Timesteps::PerItem(ts) => self.time_embedding(ts, dtype, device)?,
+            Timesteps::PerToken(ts) => {
+                // embed each distinct value once, then give every token its row:
+                // temb [B, L, dim], tproj [B, L, 6, dim]
+                let mut distinct: Vec<f32> = Vec::new();
+                let mut index = Vec::with_capacity(ts.len());
+                for &v in ts {
+                    let i = match distinct.iter().position(|&d| d.to_bits() == v.to_bits()) {
+                        Some(i) => i,
+                        None => {
+                            distinct.push(v);
+                            distinct.len() - 1
+                        }
+                    };
+                    index.push(i as u32);
+                }
+                let (temb_u, tproj_u) = self.time_embedding(&distinct, dtype, device)?;
+                let index = Tensor::from_vec(index, ts.len(), device)?;
+                (
+                    temb_u.index_select(&index, 0)?.reshape((b, seq, dim))?,
+                    tproj_u
+                        .reshape((distinct.len(), 6 * dim))?
+                        .index_select(&index, 0)?
+                        .reshape((b, seq, 6, dim))?,
+                )
+            }
+        };
 
         for block in &self.blocks {
             x = block.forward(&x, context, &tproj, &rope, self.budget)?;
         }
 
-        let m = self
-            .scale_shift_table
-            .to_dtype(DType::F32)?
-            .broadcast_add(&temb.to_dtype(DType::F32)?.unsqueeze(1)?)?;
-        let (shift, scale) = (m.narrow(1, 0, 1)?, m.narrow(1, 1, 1)?);
+        // per item: [1, 2, dim] + [B, 1, dim]; per token: [1, 1, 2, dim] + [B, L, 1, dim]
+        let table = self.scale_shift_table.to_dtype(DType::F32)?;
+        let temb = temb.to_dtype(DType::F32)?;
+        let (shift, scale) = if temb.rank() == 3 {
+            let m = table.unsqueeze(0)?.broadcast_add(&temb.unsqueeze(2)?)?;
+            (
+                m.narrow(2, 0, 1)?.squeeze(2)?,
+                m.narrow(2, 1, 1)?.squeeze(2)?,
+            )
+        } else {
+            let m = table.broadcast_add(&temb.unsqueeze(1)?)?;
+            (m.narrow(1, 0, 1)?, m.narrow(1, 1, 1)?)
+        };
         let x = layer_norm(&x.to_dtype(DType::F32)?, None, None, c.eps)?
             .broadcast_mul(&(scale + 1.0)?)?
             .broadcast_add(&shift)?

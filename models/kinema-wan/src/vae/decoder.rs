@@ -9,25 +9,33 @@ use kinema_diffusion::norm::l2_channel_norm;
 use super::blocks::{silu, WanMidBlock, WanResidualBlock};
 use super::cache::{cached_conv, causal_conv, FeatCache};
 use super::resample::{Mode, WanResample};
+use super::shortcut::DupUp3D;
 use super::WanVaeConfig;
 use crate::error::Result;
 
+/// `WanUpBlock` (Wan 2.1, the up-sampler under `upsamplers.0`) or
+/// `WanResidualUpBlock` (Wan 2.2, under `upsampler`, with a `DupUp3D` shortcut of the
+/// block's input).
 #[derive(Debug, Clone)]
 struct WanUpBlock {
     resnets: Vec<WanResidualBlock>,
     upsampler: Option<WanResample>,
+    avg_shortcut: Option<DupUp3D>,
 }
 
 impl WanUpBlock {
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let mut x = x.clone();
+    fn forward(&self, x: &Tensor, cache: &mut FeatCache, first_chunk: bool) -> Result<Tensor> {
+        let mut h = x.clone();
         for r in &self.resnets {
-            x = r.forward(&x, cache)?;
+            h = r.forward(&h, cache)?;
         }
         if let Some(u) = &self.upsampler {
-            x = u.forward(&x, cache)?;
+            h = u.forward(&h, cache)?;
         }
-        Ok(x)
+        match &self.avg_shortcut {
+            Some(s) => Ok((h + s.forward(x, first_chunk)?)?),
+            None => Ok(h),
+        }
     }
 }
 
@@ -53,7 +61,7 @@ impl WanDecoder3d {
         for i in 0..n {
             let mut in_dim = dims[i];
             out_dim = dims[i + 1];
-            if i > 0 {
+            if i > 0 && !c.is_residual {
                 in_dim /= 2;
             }
             let ub = vb.pp("up_blocks").pp(i);
@@ -63,17 +71,38 @@ impl WanDecoder3d {
                 resnets.push(WanResidualBlock::new(ub.pp("resnets").pp(j), cur, out_dim)?);
                 cur = out_dim;
             }
-            let upsampler = if i != n - 1 {
-                let mode = if temperal_upsample[i] {
-                    Mode::Upsample3d
-                } else {
-                    Mode::Upsample2d
-                };
-                Some(WanResample::new(ub.pp("upsamplers").pp(0), out_dim, mode)?)
+            let up_flag = i != n - 1;
+            let mode = if up_flag && temperal_upsample[i] {
+                Mode::Upsample3d
             } else {
-                None
+                Mode::Upsample2d
             };
-            up_blocks.push(WanUpBlock { resnets, upsampler });
+            let (upsampler, avg_shortcut) = match (up_flag, c.is_residual) {
+                (false, _) => (None, None),
+                (true, false) => (
+                    Some(WanResample::new(ub.pp("upsamplers").pp(0), out_dim, mode)?),
+                    None,
+                ),
+                (true, true) => (
+                    Some(WanResample::with_upsample_out(
+                        ub.pp("upsampler"),
+                        out_dim,
+                        mode,
+                        out_dim,
+                    )?),
+                    Some(DupUp3D::new(
+                        in_dim,
+                        out_dim,
+                        if mode == Mode::Upsample3d { 2 } else { 1 },
+                        2,
+                    )?),
+                ),
+            };
+            up_blocks.push(WanUpBlock {
+                resnets,
+                upsampler,
+                avg_shortcut,
+            });
         }
         Ok(Self {
             conv_in: causal_conv(vb.pp("conv_in"), c.z_dim, dims[0], (3, 3), (1, 1))?,
@@ -84,16 +113,19 @@ impl WanDecoder3d {
         })
     }
 
+    /// `first_chunk`: the video's first latent frame (the residual blocks' `DupUp3D`
+    /// then drops its leading frames).
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         cache: &mut FeatCache,
         budget: AttentionBudget,
+        first_chunk: bool,
     ) -> Result<Tensor> {
         let x = cached_conv(&self.conv_in, x, cache)?;
         let mut x = self.mid_block.forward(&x, cache, budget)?;
         for ub in &self.up_blocks {
-            x = ub.forward(&x, cache)?;
+            x = ub.forward(&x, cache, first_chunk)?;
         }
         let x = silu(&l2_channel_norm(&x, &self.norm_out, 1)?)?;
         cached_conv(&self.conv_out, &x, cache)

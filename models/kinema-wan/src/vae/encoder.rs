@@ -10,6 +10,7 @@ use kinema_diffusion::norm::l2_channel_norm;
 use super::blocks::{silu, WanMidBlock, WanResidualBlock};
 use super::cache::{cached_conv, causal_conv, FeatCache};
 use super::resample::{Mode, WanResample};
+use super::shortcut::AvgDown3D;
 use super::WanVaeConfig;
 use crate::error::Result;
 
@@ -19,6 +20,67 @@ use crate::error::Result;
 enum DownLayer {
     Residual(WanResidualBlock),
     Resample(WanResample),
+    /// Wan 2.2 (`is_residual`): a whole stage with its `AvgDown3D` shortcut.
+    ResidualDown(WanResidualDownBlock),
+}
+
+/// `WanResidualDownBlock` (Wan 2.2): residual blocks and the optional down-sampler,
+/// plus the `AvgDown3D` of the block's input.
+#[derive(Debug, Clone)]
+struct WanResidualDownBlock {
+    avg_shortcut: AvgDown3D,
+    resnets: Vec<WanResidualBlock>,
+    downsampler: Option<WanResample>,
+}
+
+impl WanResidualDownBlock {
+    fn new(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        num_res_blocks: usize,
+        temperal_downsample: bool,
+        down_flag: bool,
+    ) -> Result<Self> {
+        let avg_shortcut = AvgDown3D::new(
+            in_dim,
+            out_dim,
+            if temperal_downsample { 2 } else { 1 },
+            if down_flag { 2 } else { 1 },
+        )?;
+        let mut resnets = Vec::with_capacity(num_res_blocks);
+        let mut cur = in_dim;
+        for j in 0..num_res_blocks {
+            resnets.push(WanResidualBlock::new(vb.pp("resnets").pp(j), cur, out_dim)?);
+            cur = out_dim;
+        }
+        let downsampler = if down_flag {
+            let mode = if temperal_downsample {
+                Mode::Downsample3d
+            } else {
+                Mode::Downsample2d
+            };
+            Some(WanResample::new(vb.pp("downsampler"), out_dim, mode)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            avg_shortcut,
+            resnets,
+            downsampler,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+        let mut h = x.clone();
+        for r in &self.resnets {
+            h = r.forward(&h, cache)?;
+        }
+        if let Some(d) = &self.downsampler {
+            h = d.forward(&h, cache)?;
+        }
+        Ok((h + self.avg_shortcut.forward(x)?)?)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +105,18 @@ impl WanEncoder3d {
         let blocks = vb.pp("down_blocks");
         let mut down_blocks = Vec::new();
         for i in 0..n {
+            if c.is_residual {
+                let last = i == n - 1;
+                down_blocks.push(DownLayer::ResidualDown(WanResidualDownBlock::new(
+                    blocks.pp(i),
+                    dims[i],
+                    dims[i + 1],
+                    c.num_res_blocks,
+                    !last && c.temperal_downsample[i],
+                    !last,
+                )?));
+                continue;
+            }
             let (mut in_dim, out_dim) = (dims[i], dims[i + 1]);
             for _ in 0..c.num_res_blocks {
                 let vb = blocks.pp(down_blocks.len());
@@ -82,6 +156,7 @@ impl WanEncoder3d {
             x = match layer {
                 DownLayer::Residual(r) => r.forward(&x, cache)?,
                 DownLayer::Resample(r) => r.forward(&x, cache)?,
+                DownLayer::ResidualDown(r) => r.forward(&x, cache)?,
             };
         }
         let x = self.mid_block.forward(&x, cache, budget)?;

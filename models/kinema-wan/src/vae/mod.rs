@@ -9,6 +9,7 @@ mod decoder;
 mod distribution;
 mod encoder;
 mod resample;
+mod shortcut;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ use self::cache::{causal_conv, FeatCache};
 use self::decoder::WanDecoder3d;
 pub use self::distribution::DiagonalGaussianDistribution;
 use self::encoder::WanEncoder3d;
+use self::shortcut::{patchify, unpatchify};
 use crate::error::{Result, WanError};
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -77,9 +79,16 @@ impl WanVaeConfig {
             what: "vae".into(),
             message: message.into(),
         };
-        if c.is_residual || c.patch_size.is_some() {
+        let p = c.patch();
+        if p == 0 {
+            return Err(bad("patch_size must be positive"));
+        }
+        if !c.in_channels.is_multiple_of(p * p) || !c.out_channels.is_multiple_of(p * p) {
+            return Err(bad("in/out_channels must be multiples of patch_size^2"));
+        }
+        if c.scale_factor_spatial != p << (c.dim_mult.len().max(1) - 1) {
             return Err(bad(
-                "the Wan 2.2 VAE (residual, patchified) is not supported yet",
+                "scale_factor_spatial must be patch_size x 2^(len(dim_mult) - 1)",
             ));
         }
         if !c.attn_scales.is_empty() {
@@ -94,6 +103,16 @@ impl WanVaeConfig {
             return Err(bad("latents_mean/latents_std must have z_dim entries"));
         }
         Ok(c)
+    }
+
+    /// The patchify size (1 for Wan 2.1; 2 for the Wan 2.2 VAE).
+    pub fn patch(&self) -> usize {
+        self.patch_size.unwrap_or(1)
+    }
+
+    /// Pixels per latent cell in space: the down-sampling stages times the patch.
+    pub fn spatial_compression(&self) -> usize {
+        self.patch() << (self.dim_mult.len().max(1) - 1)
     }
 }
 
@@ -175,8 +194,8 @@ impl AutoencoderKLWan {
         Ok(z.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?)
     }
 
-    /// Encodes `x: [B, in_channels, 1 + 4k, H, W]` (values in [-1, 1], `H` and `W`
-    /// multiples of the spatial compression) chunk by chunk, as the reference: the first
+    /// Encodes `x: [B, 3, 1 + 4k, H, W]` (values in [-1, 1], `H` and `W` multiples of
+    /// the spatial compression; patchified first when the config has a patch size) chunk by chunk, as the reference: the first
     /// frame, then 4 frames at a time, each causal conv carrying the last frames of the
     /// previous chunk. Each chunk's moments (`[B, 2 z_dim, 1, h, w]`, after
     /// `quant_conv`) go to `on_chunk` as soon as they are ready.
@@ -190,8 +209,9 @@ impl AutoencoderKLWan {
             .as_ref()
             .ok_or_else(|| WanError::Input("this VAE was loaded without its encoder".into()))?;
         let (_, c, t, h, w) = x.dims5()?;
-        let spatial = 1usize << (self.config.dim_mult.len() - 1);
-        if c != self.config.in_channels
+        let p = self.config.patch();
+        let spatial = self.config.spatial_compression();
+        if c * p * p != self.config.in_channels
             || t % 4 != 1
             || h % spatial != 0
             || w % spatial != 0
@@ -200,10 +220,11 @@ impl AutoencoderKLWan {
         {
             return Err(WanError::Input(format!(
                 "VAE encode wants [B, {}, 1 + 4k, H, W] with H and W multiples of {spatial}, got {:?}",
-                self.config.in_channels,
+                self.config.in_channels / (p * p),
                 x.dims()
             )));
         }
+        let x = patchify(x, p)?;
         let mut cache = FeatCache::new();
         for i in 0..1 + (t - 1) / 4 {
             let (start, len) = if i == 0 { (0, 1) } else { (1 + 4 * (i - 1), 4) };
@@ -217,7 +238,7 @@ impl AutoencoderKLWan {
     }
 
     /// Encodes a whole video ([`Self::encode_chunks`]) into its latent distribution,
-    /// `[B, z_dim, 1 + k, H / 8, W / 8]` (not normalised; see [`Self::normalize`]).
+    /// `[B, z_dim, 1 + k, H / s, W / s]` (`s` the spatial compression; not normalised; see [`Self::normalize`]).
     pub fn encode(&self, x: &Tensor) -> Result<DiagonalGaussianDistribution> {
         let mut chunks = Vec::new();
         self.encode_chunks(x, &mut |c| {
@@ -234,7 +255,8 @@ impl AutoencoderKLWan {
     }
 
     /// Decodes `z: [B, z_dim, T, h, w]` (already de-normalised) one latent frame at a
-    /// time, handing each decoded chunk (`[B, 3, 1 or 4, 8h, 8w]`, clamped to [-1, 1])
+    /// time, handing each decoded chunk (`[B, 3, 1 or 4, s h, s w]`, unpatchified,
+    /// clamped to [-1, 1])
     /// to `on_chunk` as soon as it is ready.
     pub fn decode_chunks(
         &self,
@@ -248,13 +270,14 @@ impl AutoencoderKLWan {
             cache.rewind();
             let out = self
                 .decoder
-                .forward(&x.narrow(2, i, 1)?, &mut cache, self.budget)?;
+                .forward(&x.narrow(2, i, 1)?, &mut cache, self.budget, i == 0)?;
+            let out = unpatchify(&out, self.config.patch())?;
             on_chunk(out.clamp(-1f32, 1f32)?)?;
         }
         Ok(())
     }
 
-    /// Decodes the whole video: `[B, 3, 1 + 4 (T - 1), 8h, 8w]` in [-1, 1].
+    /// Decodes the whole video: `[B, 3, 1 + 4 (T - 1), s h, s w]` in [-1, 1].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         let mut chunks = Vec::new();
         self.decode_chunks(z, &mut |c| {

@@ -33,11 +33,23 @@ pub(crate) struct WanResample {
 }
 
 impl WanResample {
+    /// The Wan 2.1 resample: up-sampling halves the channels.
     pub(crate) fn new(vb: VarBuilder, dim: usize, mode: Mode) -> Result<Self> {
+        Self::with_upsample_out(vb, dim, mode, dim / 2)
+    }
+
+    /// `upsample_out_dim`: the up-sampling conv's output channels (the Wan 2.2
+    /// residual up blocks keep `dim`).
+    pub(crate) fn with_upsample_out(
+        vb: VarBuilder,
+        dim: usize,
+        mode: Mode,
+        upsample_out_dim: usize,
+    ) -> Result<Self> {
         let r = vb.pp("resample").pp(1);
         let resample = match mode {
             Mode::Upsample2d | Mode::Upsample3d => {
-                let out = dim / 2;
+                let out = upsample_out_dim;
                 Resample::Up(Conv2dSame::new(
                     r.get((out, dim, 3, 3), "weight")?,
                     Some(r.get(out, "bias")?),

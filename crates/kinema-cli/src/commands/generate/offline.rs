@@ -113,6 +113,17 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let pipeline = WanPipeline::load(&dir, &device, dtype)
         .with_context(|| format!("loading {}", dir.display()))?;
     let load_ms = t.elapsed().as_millis();
+    if let Some(g) = args.guidance_2 {
+        if pipeline.transformer_2.is_none() {
+            bail!(
+                "--guidance-2: {} has one transformer (no low-noise expert)",
+                dir.display()
+            );
+        }
+        if !(g.is_finite() && g >= 0.0) {
+            bail!("--guidance-2 {g} must be a finite number >= 0");
+        }
+    }
 
     let shape = pipeline.latent_shape(r.width, r.height, r.num_frames)?;
     let latents = match &args.init_latents {
@@ -156,6 +167,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             latents,
             r.steps as usize,
             r.guidance_scale,
+            args.guidance_2,
             &mut |step, total, _| {
                 match &bar {
                     Some(b) => b.set_position(step as u64),
