@@ -9,8 +9,10 @@ use kinema_diffusion::attention::DEFAULT_SCORE_BUDGET_BYTES;
 use kinema_diffusion::scheduler::SchedulerConfig;
 use kinema_diffusion::weights::{parameter_count, LoadError};
 
-use crate::error::Result;
+use crate::clip_vision::ClipVisionConfig;
+use crate::error::{Result, WanError};
 use crate::pipeline::{check_model_index, read_scheduler};
+use crate::pipeline_i2v::{check_i2v_model_index, I2V_CLASS_NAME};
 use crate::text_encoder::Umt5Config;
 use crate::transformer::WanTransformerConfig;
 use crate::vae::WanVaeConfig;
@@ -20,13 +22,28 @@ use crate::vae::WanVaeConfig;
 pub struct ParamCounts {
     pub text_encoder: u64,
     pub transformer: u64,
+    /// The low-noise expert of a two-expert model (Wan 2.2 A14B); 0 otherwise. Both
+    /// experts stay resident, so both count.
+    pub transformer_2: u64,
+    /// The CLIP vision encoder of an image-to-video model; 0 otherwise.
+    pub image_encoder: u64,
     pub vae: u64,
 }
 
 impl ParamCounts {
     pub fn total(&self) -> u64 {
-        self.text_encoder + self.transformer + self.vae
+        self.text_encoder + self.transformer + self.transformer_2 + self.image_encoder + self.vae
     }
+}
+
+/// What a folder's pipeline generates from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WanTask {
+    /// `WanPipeline`.
+    TextToVideo,
+    /// `WanImageToVideoPipeline`; `last_image`: a first-last-frame model (FLF2V, the
+    /// image embedder has `pos_embed_seq_len`).
+    ImageToVideo { last_image: bool },
 }
 
 /// Bytes a generation needs: resident weights plus the peak of the stages' working
@@ -52,26 +69,105 @@ pub struct WanModelInfo {
     pub vae: WanVaeConfig,
     pub scheduler: SchedulerConfig,
     pub params: ParamCounts,
+    pub task: WanTask,
+    /// Image-to-video: the CLIP vision encoder's config (absent in Wan 2.2 I2V-A14B).
+    pub image_encoder: Option<ClipVisionConfig>,
+    /// A two-expert model's low-noise transformer and its switch point.
+    pub transformer_2: Option<WanTransformerConfig>,
+    pub boundary_ratio: Option<f64>,
+}
+
+/// `_class_name` of `model_index.json`.
+fn pipeline_class(dir: &Path) -> Result<String> {
+    let v: serde_json::Value = kinema_diffusion::weights::read_json(&dir.join("model_index.json"))?;
+    Ok(v.get("_class_name")
+        .and_then(|c| c.as_str())
+        .unwrap_or("")
+        .to_string())
 }
 
 impl WanModelInfo {
     /// Reads a Diffusers-layout Wan 2.1 directory's configs and weight headers.
+    /// Image-to-video folders (`WanImageToVideoPipeline`: Wan 2.1 I2V / FLF2V with their
+    /// `image_encoder/`, Wan 2.2 I2V-A14B with `transformer_2/`) are read too.
     pub fn inspect(dir: &Path) -> Result<Self> {
-        check_model_index(dir)?;
         let count =
             |c: &str| -> std::result::Result<u64, LoadError> { parameter_count(&dir.join(c)) };
+        let transformer = WanTransformerConfig::from_dir(&dir.join("transformer"))?;
+        let (task, image_encoder, transformer_2, boundary_ratio) =
+            if pipeline_class(dir)? == I2V_CLASS_NAME {
+                let index = check_i2v_model_index(dir)?;
+                let image_encoder = if index.has_image_encoder {
+                    Some(ClipVisionConfig::from_dir(&dir.join("image_encoder"))?)
+                } else {
+                    None
+                };
+                if image_encoder.is_some() != transformer.image_dim.is_some() {
+                    return Err(WanError::Config {
+                        what: "image_encoder".into(),
+                        message: "present exactly when the transformer has image_dim".into(),
+                    });
+                }
+                if let (Some(e), Some(d)) = (&image_encoder, transformer.image_dim) {
+                    if e.hidden_size != d {
+                        return Err(WanError::Config {
+                            what: "image_encoder".into(),
+                            message: format!(
+                                "hidden_size {} but the transformer's image_dim is {d}",
+                                e.hidden_size
+                            ),
+                        });
+                    }
+                }
+                let transformer_2 = if index.has_transformer_2 {
+                    Some(WanTransformerConfig::from_dir(&dir.join("transformer_2"))?)
+                } else {
+                    None
+                };
+                let task = WanTask::ImageToVideo {
+                    last_image: transformer.pos_embed_seq_len.is_some(),
+                };
+                (task, image_encoder, transformer_2, index.boundary_ratio)
+            } else {
+                check_model_index(dir)?;
+                (WanTask::TextToVideo, None, None, None)
+            };
         Ok(Self {
             dir: dir.to_path_buf(),
             text_encoder: Umt5Config::from_dir(&dir.join("text_encoder"))?,
-            transformer: WanTransformerConfig::from_dir(&dir.join("transformer"))?,
             vae: WanVaeConfig::from_dir(&dir.join("vae"))?,
             scheduler: read_scheduler(dir)?,
             params: ParamCounts {
                 text_encoder: count("text_encoder")?,
                 transformer: count("transformer")?,
+                transformer_2: if transformer_2.is_some() {
+                    count("transformer_2")?
+                } else {
+                    0
+                },
+                image_encoder: if image_encoder.is_some() {
+                    count("image_encoder")?
+                } else {
+                    0
+                },
                 vae: count("vae")?,
             },
+            transformer,
+            task,
+            image_encoder,
+            transformer_2,
+            boundary_ratio,
         })
+    }
+
+    /// The manifest's capability words: `t2v`, or `i2v` (plus `flf2v` for a
+    /// first-last-frame model).
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        match self.task {
+            WanTask::TextToVideo => vec!["t2v"],
+            WanTask::ImageToVideo { last_image: false } => vec!["i2v"],
+            WanTask::ImageToVideo { last_image: true } => vec!["i2v", "flf2v"],
+        }
     }
 
     /// Pixels per latent cell in space and frames per latent frame in time, and the
@@ -114,7 +210,10 @@ impl WanModelInfo {
             2 * tokens * (2 * t.ffn_dim as u64 + 8 * dim) * b + DEFAULT_SCORE_BUDGET_BYTES as u64;
         let base = self.vae.decoder_base_dim.unwrap_or(self.vae.base_dim) as u64;
         let vae_activations = 14 * base * 4 * height as u64 * width as u64 * b;
+        // image-to-video: the VAE also encodes the condition video at full size (its
+        // working set is the decoder's order), and the CLIP tokens are few
         MemoryEstimate {
+            // every component stays resident, both experts of a two-expert model included
             weights: self.params.total() * b,
             transformer_activations,
             vae_activations,
