@@ -496,6 +496,14 @@ pub struct GenerateArgs {
     pub guidance: Option<f32>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The first frame, for image-to-video models: a PNG, JPEG or WebP file, sent as
+    /// it is (the server decodes, checks and fits it to the video's size; with no
+    /// --width/--height the size follows the image's aspect ratio).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// The last frame, for first-last-frame models; needs --image.
+    #[arg(long, value_name = "FILE", requires = "image")]
+    pub last_image: Option<PathBuf>,
     #[arg(long, short, default_value = "kinema-output.mp4")]
     pub output: PathBuf,
     /// How to encode the video: a codec and options, e.g. `h265:crf=24`,
