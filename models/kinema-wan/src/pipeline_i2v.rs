@@ -195,7 +195,7 @@ pub fn frame_mask(
     // first frame repeated `temporal` times, then the others: temporal * T values
     let mut seq = vec![per_frame[0]; temporal];
     seq.extend_from_slice(&per_frame[1..]);
-    if seq.len() % temporal != 0 {
+    if !seq.len().is_multiple_of(temporal) {
         return Err(WanError::Input(format!(
             "{num_frames} frames are not {temporal}k + 1"
         )));
