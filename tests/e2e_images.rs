@@ -338,3 +338,169 @@ async fn a_remote_node_gets_the_image_with_its_lease() {
     );
     assert!(node.terminate().await.success());
 }
+
+/// The tiny random Wan 2.1 I2V model (tests/wan/fixtures/i2v-tiny/model, the diffusers
+/// parity fixture: CLIP vision encoder, 36-channel transformer with image keys/values,
+/// first-frame conditioning) and the tiny text-to-video Wan, in one models file.
+fn write_wan_i2v_models_file(data_dir: &std::path::Path) {
+    let fixture = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/wan/fixtures")
+            .join(name)
+            .join("model")
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    };
+    let entry = |id: &str, source: std::path::PathBuf, (w, h): (u32, u32)| {
+        format!(
+            r#"[[model]]
+id = "{id}"
+source = "{}"
+[model.defaults]
+width = {w}
+height = {h}
+frames = 5
+fps = 8
+steps = 2
+guidance = 5.0
+[model.limits]
+max_width = 128
+max_height = 128
+max_frames = 9
+max_steps = 4
+[model.price]
+default_steps = 2
+tiers = [{{ tier = "tiny", max_side = 128, credits_per_second = 4 }}]
+"#,
+            source.display()
+        )
+    };
+    let toml = entry(WAN_I2V, fixture("i2v-tiny"), (80, 48))
+        + "\n"
+        + &entry(wan::TINY_WAN, fixture("tiny"), (48, 32));
+    std::fs::write(data_dir.join("models.toml"), toml).expect("models.toml");
+}
+
+const WAN_I2V: &str = "wan-i2v-tiny";
+
+fn wan_i2v_request(account: &str, image: Vec<u8>, seed: u64) -> pb::CreateJobRequest {
+    pb::CreateJobRequest {
+        account_id: account.into(),
+        model: WAN_I2V.into(),
+        prompt: "一只猫在草地上散步，写实风格。".into(),
+        image,
+        num_frames: Some(5),
+        fps: Some(8),
+        steps: Some(2),
+        seed: Some(seed),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_i2v_jobs_through_kinema_serve() {
+    let dir = TestDir::new();
+    write_wan_i2v_models_file(&dir.data_dir());
+    let server = Server::start(&dir, Opts::default()).await;
+    let admin = server.admin().await;
+
+    let models = admin
+        .jobs()
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("ListModels")
+        .into_inner()
+        .models;
+    let i2v = models
+        .iter()
+        .find(|m| m.id == WAN_I2V)
+        .unwrap_or_else(|| panic!("{WAN_I2V} listed: {models:?}"));
+    assert_eq!(i2v.capabilities, ["i2v"]);
+    let limits = i2v.limits.as_ref().expect("limits");
+    assert!(limits.max_image_bytes > 0 && limits.max_image_pixels > 0, "{limits:?}");
+    let t2v = models.iter().find(|m| m.id == wan::TINY_WAN).expect("t2v");
+    assert_eq!(t2v.capabilities, ["t2v"]);
+
+    let account = admin.create_account("i2v-studio").await;
+    admin.grant(&account, 500).await;
+    // 80x48 like the defaults; the second is 160x96, fitted (scaled to cover, cropped).
+    let png_a = encode(&picture(80, 48, [30, 140, 200]), ImageFormat::Png);
+    let jpeg_a = encode(&picture(80, 48, [30, 140, 200]), ImageFormat::Jpeg);
+    let png_b = encode(&picture(160, 96, [220, 60, 20]), ImageFormat::Png);
+
+    let estimate = admin
+        .jobs()
+        .estimate_cost(pb::EstimateCostRequest {
+            job: Some(wan_i2v_request(&account, png_a.clone(), 7)),
+        })
+        .await
+        .expect("EstimateCost")
+        .into_inner();
+    // 4 credits/s x 5 frames / 8 fps = 2.5 -> 3
+    assert_eq!(estimate.credits, 3);
+
+    let mut videos = Vec::new();
+    for (name, image) in [
+        ("png-a", png_a.clone()),
+        ("png-a-again", png_a.clone()),
+        ("png-b", png_b),
+        ("jpeg-a", jpeg_a),
+    ] {
+        let done = run_to_end(&admin, &account, wan_i2v_request(&account, image, 7)).await;
+        let image = done.image.as_ref().expect("the job shows its image");
+        assert_eq!((image.width, image.height, done.width, done.height), (80, 48, 80, 48), "{name}");
+        assert_eq!(
+            (done.quoted_credits, done.debited_credits, done.refunded_credits),
+            (estimate.credits, estimate.credits, 0),
+            "{name}: debited once, as quoted"
+        );
+        let entries = admin.ledger(&account, Some(&done.id)).await;
+        assert_eq!(
+            entries_of(&entries, LedgerEntryKind::Debit).len(),
+            1,
+            "{name}: {:?}",
+            kinds(&entries)
+        );
+        let (video, _) = admin
+            .download(&account, &done.id, pb::ArtifactKind::Video, 0)
+            .await
+            .expect("download");
+        let path = dir.path().join(format!("{name}.mp4"));
+        std::fs::write(&path, &video).expect("write video");
+        let probe = ffprobe(&path);
+        assert_eq!(probe["codec_name"], "h264", "{name}: {probe}");
+        assert_eq!(
+            (probe["width"].as_u64(), probe["height"].as_u64()),
+            (Some(80), Some(48)),
+            "{name}"
+        );
+        assert_eq!(probe["nb_read_frames"], "5", "{name}: {probe}");
+        videos.push(video_sha(&done));
+    }
+    assert_eq!(videos[0], videos[1], "the same image and seed give the same video");
+    assert_ne!(videos[0], videos[2], "another image gives another video");
+    assert_ne!(videos[0], videos[3], "a JPEG of the picture is another image (lossy)");
+
+    // Refused with nothing held: no image for an image-only model, an image for a
+    // text-only model, an undecodable one, a pixel bomb.
+    let before = admin.balance(&account).await;
+    let mut truncated = png_a.clone();
+    truncated.truncate(png_a.len() / 2);
+    for (what, req) in [
+        ("missing", wan_i2v_request(&account, Vec::new(), 1)),
+        (
+            "to a t2v model",
+            pb::CreateJobRequest {
+                model: wan::TINY_WAN.into(),
+                ..wan_i2v_request(&account, png_a.clone(), 1)
+            },
+        ),
+        ("truncated", wan_i2v_request(&account, truncated, 1)),
+        ("pixel bomb", wan_i2v_request(&account, pixel_bomb(), 1)),
+    ] {
+        let status = expect_err(what, admin.create_job_raw(req).await);
+        assert_invalid_field(&status, "image");
+    }
+    assert_eq!(admin.balance(&account).await, before, "nothing held by refusals");
+    assert_ledger_verifies(&dir.data_dir());
+}

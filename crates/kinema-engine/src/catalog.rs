@@ -29,8 +29,9 @@ use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolv
 use kinema_diffusion::{Pipeline, PipelineError};
 use kinema_ledger::{ModelPrice, TierPrice};
 use kinema_media::{PreviewOptions, VideoOutput};
-use kinema_wan::info::WanModelInfo;
+use kinema_wan::info::{WanModelInfo, WanTask};
 use kinema_wan::pipeline::WanPipeline;
+use kinema_wan::pipeline_i2v::WanImageToVideoPipeline;
 use serde::Deserialize;
 
 use crate::{JobSpec, ModelDefaults, ModelLimits, ModelManifest, ModelRegistry};
@@ -259,8 +260,9 @@ pub fn manifest_for(spec: &ModelSpec) -> Result<ModelManifest, CatalogError> {
     }
 }
 
-/// Wan 2.1 text-to-video: the manifest from the model folder and the spec, and the
-/// constructor that loads it.
+/// A Wan folder (Wan 2.1 text-to-video `WanPipeline`, or image-to-video
+/// `WanImageToVideoPipeline`: Wan 2.1 I2V / FLF2V, Wan 2.2 I2V-A14B): the manifest from
+/// the model folder and the spec, and the constructor that loads it.
 #[allow(clippy::type_complexity)]
 fn wan_model(
     spec: &ModelSpec,
@@ -365,10 +367,18 @@ fn wan_model(
                 dtype.as_str()
             )
         }),
-        capabilities: wan_capabilities(&info),
-        max_batch: spec
-            .max_batch
-            .unwrap_or(kinema_wan::pipeline::DEFAULT_MAX_BATCH as u32),
+        capabilities: info
+            .capabilities()
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        max_batch: match info.task {
+            // image jobs do not batch
+            WanTask::ImageToVideo { .. } => 1,
+            WanTask::TextToVideo => spec
+                .max_batch
+                .unwrap_or(kinema_wan::pipeline::DEFAULT_MAX_BATCH as u32),
+        },
         // a batched item adds its conditional and unconditional rows
         batch_item_bytes: estimate.transformer_activations,
         limits,
@@ -413,11 +423,19 @@ fn wan_model(
     // Loads onto the device of the worker that runs it; `device` in the spec only
     // decides the dtype default and the memory estimate when that is not given.
     let dtype_override = spec.dtype.is_some().then_some(dtype);
+    let task = info.task;
     let load = move |target: &str| {
         let device = parse_device(target).map_err(PipelineError::Model)?;
         let dtype = dtype_override.unwrap_or_else(|| default_dtype(&device));
-        let mut p = WanPipeline::load(&dir, &device, dtype)
-            .map_err(|e| PipelineError::Model(format!("loading {}: {e}", dir.display())))?;
+        let loading = |e: kinema_wan::WanError| {
+            PipelineError::Model(format!("loading {}: {e}", dir.display()))
+        };
+        if let WanTask::ImageToVideo { .. } = task {
+            let mut p = WanImageToVideoPipeline::load(&dir, &device, dtype).map_err(loading)?;
+            p.scheduler = p.scheduler.clone().with_shift(shift as f64);
+            return Ok(Arc::new(p) as Arc<dyn Pipeline>);
+        }
+        let mut p = WanPipeline::load(&dir, &device, dtype).map_err(loading)?;
         p.scheduler = p.scheduler.clone().with_shift(shift as f64);
         Ok(Arc::new(p) as Arc<dyn Pipeline>)
     };
@@ -426,23 +444,19 @@ fn wan_model(
 
 /// What a Wan folder is, for its description.
 fn wan_kind(info: &WanModelInfo) -> &'static str {
-    if info.takes_image() {
-        "Wan 2.2 text- and image-to-video (TI2V)"
-    } else if info.index.two_experts() {
-        "Wan 2.2 text-to-video, two experts (A14B)"
-    } else {
-        "Wan 2.1 text-to-video"
-    }
-}
-
-/// A Wan folder's capabilities: Wan 2.2 TI2V takes an optional first-frame image;
-/// Wan 2.2 A14B is text-to-video; Wan 2.1 T2V keeps its name.
-fn wan_capabilities(info: &WanModelInfo) -> Vec<String> {
-    use crate::capability::{I2V, T2V};
-    if info.takes_image() {
-        vec![T2V.into(), I2V.into()]
-    } else {
-        vec![T2V.into()]
+    match info.task {
+        WanTask::TextToVideo if info.index.expand_timesteps => {
+            "Wan 2.2 text- and image-to-video (TI2V)"
+        }
+        WanTask::TextToVideo if info.index.two_experts() => {
+            "Wan 2.2 text-to-video, two experts (A14B)"
+        }
+        WanTask::TextToVideo => "Wan 2.1 text-to-video",
+        WanTask::ImageToVideo { last_image: true } => "Wan 2.1 first-last-frame-to-video",
+        WanTask::ImageToVideo { .. } if info.index.two_experts() => {
+            "Wan 2.2 image-to-video, two experts (A14B)"
+        }
+        WanTask::ImageToVideo { .. } => "Wan 2.1 image-to-video",
     }
 }
 
@@ -712,6 +726,88 @@ tiers = [{ tier = "tiny", max_side = 64, credits_per_second = 3 }]
         std::fs::write(&file, "[[model]]\nid = \"x\"\nsource = \"y\"\nbogus = 1\n").unwrap();
         let e = parse_models_file(&file).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    fn i2v_spec(config: &str, id: &str) -> ModelSpec {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/wan/fixtures")
+            .join(config)
+            .join("model");
+        ModelSpec {
+            defaults: DefaultsSpec {
+                width: Some(48),
+                height: Some(32),
+                frames: Some(5),
+                steps: Some(2),
+                ..DefaultsSpec::default()
+            },
+            ..parse_model_flag(&format!("{id}={}", dir.display())).unwrap()
+        }
+    }
+
+    #[test]
+    fn image_to_video_folders_register_with_their_capabilities() {
+        let registry = ModelRegistry::with_models(&[
+            i2v_spec("i2v-tiny", "wan-i2v"),
+            i2v_spec("i2v-flf2v", "wan-flf2v"),
+            i2v_spec("i2v-a14b", "wan22-i2v"),
+        ])
+        .unwrap();
+        let m = registry.manifest("wan-i2v").unwrap();
+        assert_eq!(m.capabilities, ["i2v"]);
+        assert_eq!(m.max_batch, 1, "image jobs do not batch");
+        assert!(
+            m.description.contains("image-to-video"),
+            "{}",
+            m.description
+        );
+        let m = registry.manifest("wan-flf2v").unwrap();
+        assert_eq!(m.capabilities, ["i2v", "flf2v"]);
+        let m = registry.manifest("wan22-i2v").unwrap();
+        assert_eq!(m.capabilities, ["i2v"]);
+        assert!(m.description.contains("Wan 2.2"), "{}", m.description);
+        // both experts resident: more memory than one transformer's model
+        let one = WanModelInfo::inspect(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/wan/fixtures/i2v-a14b/model"),
+        )
+        .unwrap();
+        assert!(one.params.transformer_2 > 0);
+
+        // an image job runs through the registry's loader
+        let p = registry.load("wan-i2v", "cpu").unwrap();
+        assert_eq!(p.max_batch(), 1);
+        let image = kinema_diffusion::RgbImage::new(48, 32, vec![128u8; 48 * 32 * 3]).unwrap();
+        let request = kinema_diffusion::GenerationRequest {
+            prompt: "a cat".into(),
+            width: 48,
+            height: 32,
+            num_frames: 5,
+            steps: 2,
+            guidance_scale: 5.0,
+            seed: 7,
+            image: Some(image),
+            ..Default::default()
+        };
+        let cond = p.encode_prompt(&request).unwrap();
+        let latents = p
+            .denoise(&request, &cond, &mut |_| {
+                kinema_diffusion::StepControl::Continue
+            })
+            .unwrap();
+        let frames = p.decode(&request, latents).unwrap();
+        assert_eq!(
+            (frames.num_frames, frames.height, frames.width),
+            (5, 32, 48)
+        );
+        // without an image: refused as a bad request
+        let no_image = kinema_diffusion::GenerationRequest {
+            image: None,
+            ..request
+        };
+        assert!(matches!(
+            p.encode_prompt(&no_image),
+            Err(PipelineError::InvalidRequest(_))
+        ));
     }
 
     #[test]

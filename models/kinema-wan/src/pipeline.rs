@@ -486,7 +486,7 @@ impl WanPipeline {
                         t.extend(std::iter::repeat_n(first, per_frame.min(seq)));
                         t.extend(std::iter::repeat_n(ts, seq - per_frame.min(seq)));
                     }
-                    tr.forward_timesteps(&x, Timesteps::PerToken(&t), &ctx)
+                    tr.forward_timesteps(&x, Timesteps::PerToken(&t), &ctx, None)
                 } else {
                     let t = vec![ts; xs.len()];
                     tr.forward_with_context(&x, &t, &ctx)

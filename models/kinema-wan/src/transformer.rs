@@ -53,8 +53,20 @@ impl WanTransformerConfig {
             what: "transformer".into(),
             message: message.into(),
         };
-        if c.image_dim.is_some() || c.added_kv_proj_dim.is_some() || c.pos_embed_seq_len.is_some() {
-            return Err(bad("image conditioning (I2V) is not supported yet"));
+        if let Some(d) = c.added_kv_proj_dim {
+            if d != c.inner_dim() {
+                return Err(bad(
+                    "added_kv_proj_dim must equal the inner dim (the image embedder's width)",
+                ));
+            }
+        }
+        if c.image_dim.is_some() != c.added_kv_proj_dim.is_some() {
+            return Err(bad(
+                "image_dim and added_kv_proj_dim come together (image-to-video)",
+            ));
+        }
+        if c.pos_embed_seq_len.is_some() && c.image_dim.is_none() {
+            return Err(bad("pos_embed_seq_len without image_dim"));
         }
         if c.qk_norm.as_deref() != Some("rms_norm_across_heads") {
             return Err(bad("only qk_norm = rms_norm_across_heads is supported"));
@@ -86,13 +98,39 @@ struct WanAttention {
     to_out: Linear,
     norm_q: Tensor,
     norm_k: Tensor,
+    /// Image-to-video cross-attention: `add_k_proj`, `add_v_proj`, `norm_added_k`.
+    added_kv: Option<AddedKv>,
     heads: usize,
     eps: f64,
 }
 
+/// The image keys and values of an I2V cross-attention (`add_k_proj`, `add_v_proj`,
+/// RMS `norm_added_k` across heads).
+#[derive(Debug, Clone)]
+struct AddedKv {
+    add_k_proj: Linear,
+    add_v_proj: Linear,
+    norm_added_k: Tensor,
+}
+
 impl WanAttention {
-    fn new(vb: VarBuilder, dim: usize, heads: usize, eps: f64) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        eps: f64,
+        added_kv_proj_dim: Option<usize>,
+    ) -> Result<Self> {
+        let added_kv = match added_kv_proj_dim {
+            Some(d) => Some(AddedKv {
+                add_k_proj: linear(vb.pp("add_k_proj"), d, dim)?,
+                add_v_proj: linear(vb.pp("add_v_proj"), d, dim)?,
+                norm_added_k: vb.pp("norm_added_k").get(dim, "weight")?,
+            }),
+            None => None,
+        };
         Ok(Self {
+            added_kv,
             to_q: linear(vb.pp("to_q"), dim, dim)?,
             to_k: linear(vb.pp("to_k"), dim, dim)?,
             to_v: linear(vb.pp("to_v"), dim, dim)?,
@@ -105,11 +143,13 @@ impl WanAttention {
     }
 
     /// `x: [B, L, dim]`; `context` for cross-attention; `rope` (cos, sin) for
-    /// self-attention.
+    /// self-attention; `context_img` (embedded image tokens) for an I2V cross-attention,
+    /// attended separately and added to the text attention.
     fn forward(
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
+        context_img: Option<&Tensor>,
         rope: Option<&(Tensor, Tensor)>,
         budget: AttentionBudget,
     ) -> Result<Tensor> {
@@ -128,7 +168,39 @@ impl WanAttention {
             q = rope_interleaved(&q, cos, sin)?;
             k = rope_interleaved(&k, cos, sin)?;
         }
-        let o = attention(&q, &k, &v, None, 1.0 / (hd as f64).sqrt(), budget)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut o = attention(&q, &k, &v, None, scale, budget)?;
+        match (&self.added_kv, context_img) {
+            (Some(added), Some(img)) => {
+                let li = img.dim(1)?;
+                let k_img = rms_norm(
+                    &added.add_k_proj.forward(img)?,
+                    &added.norm_added_k,
+                    self.eps,
+                )?;
+                let v_img = added.add_v_proj.forward(img)?;
+                let o_img = attention(
+                    &q,
+                    &split(k_img, li)?,
+                    &split(v_img, li)?,
+                    None,
+                    scale,
+                    budget,
+                )?;
+                o = (o + o_img)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(WanError::Input(
+                    "an image-to-video transformer needs image embeddings".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(WanError::Input(
+                    "image embeddings given to a transformer without image cross-attention".into(),
+                ))
+            }
+        }
         let o = o.transpose(1, 2)?.reshape((b, lq, dim))?;
         Ok(self.to_out.forward(&o)?)
     }
@@ -158,8 +230,14 @@ impl WanTransformerBlock {
             None
         };
         Ok(Self {
-            attn1: WanAttention::new(vb.pp("attn1"), dim, c.num_attention_heads, c.eps)?,
-            attn2: WanAttention::new(vb.pp("attn2"), dim, c.num_attention_heads, c.eps)?,
+            attn1: WanAttention::new(vb.pp("attn1"), dim, c.num_attention_heads, c.eps, None)?,
+            attn2: WanAttention::new(
+                vb.pp("attn2"),
+                dim,
+                c.num_attention_heads,
+                c.eps,
+                c.added_kv_proj_dim,
+            )?,
             norm2,
             ffn_in: linear(vb.pp("ffn").pp("net").pp(0).pp("proj"), dim, c.ffn_dim)?,
             ffn_out: linear(vb.pp("ffn").pp("net").pp(2), c.ffn_dim, dim)?,
@@ -175,6 +253,20 @@ impl WanTransformerBlock {
         &self,
         x: &Tensor,
         context: &Tensor,
+        temb: &Tensor,
+        rope: &(Tensor, Tensor),
+        budget: AttentionBudget,
+    ) -> Result<Tensor> {
+        self.forward_with_image(x, context, None, temb, rope, budget)
+    }
+
+    /// As [`Self::forward`], with the embedded image tokens of an image-to-video model
+    /// (`[B, L_img, dim]`, the part diffusers concatenates before the text).
+    pub fn forward_with_image(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        context_img: Option<&Tensor>,
         temb: &Tensor,
         rope: &(Tensor, Tensor),
         budget: AttentionBudget,
@@ -206,7 +298,7 @@ impl WanTransformerBlock {
             .broadcast_mul(&(scale + 1.0)?)?
             .broadcast_add(&shift)?
             .to_dtype(dtype)?;
-        let a = self.attn1.forward(&h, None, Some(rope), budget)?;
+        let a = self.attn1.forward(&h, None, None, Some(rope), budget)?;
         let x = (xf + a.to_dtype(DType::F32)?.broadcast_mul(&gate)?)?.to_dtype(dtype)?;
 
         // 2. cross-attention (no gate)
@@ -216,7 +308,9 @@ impl WanTransformerBlock {
             }
             None => x.clone(),
         };
-        let a = self.attn2.forward(&h, Some(context), None, budget)?;
+        let a = self
+            .attn2
+            .forward(&h, Some(context), context_img, None, budget)?;
         let x = (x + a)?;
 
         // 3. feed-forward
@@ -252,6 +346,81 @@ impl Timesteps<'_> {
     }
 }
 
+/// `WanImageEmbedding`: the image encoder's tokens -> the transformer width
+/// (`norm1` FP32 LayerNorm, `ff` FeedForward with exact GELU, `norm2`), with a learnt
+/// `pos_embed` over the first and last frames' tokens (FLF2V) when configured.
+#[derive(Debug, Clone)]
+pub struct WanImageEmbedding {
+    norm1: (Tensor, Tensor),
+    ff_in: Linear,
+    ff_out: Linear,
+    norm2: (Tensor, Tensor),
+    pos_embed: Option<Tensor>,
+}
+
+/// `FP32LayerNorm`'s default epsilon (torch's `nn.LayerNorm`).
+const IMAGE_EMBED_EPS: f64 = 1e-5;
+
+impl WanImageEmbedding {
+    fn new(
+        vb: VarBuilder,
+        in_features: usize,
+        out_features: usize,
+        pos: Option<usize>,
+    ) -> Result<Self> {
+        let norm = |name: &str, d: usize| -> Result<(Tensor, Tensor)> {
+            let n = vb.pp(name);
+            Ok((n.get(d, "weight")?, n.get(d, "bias")?))
+        };
+        Ok(Self {
+            norm1: norm("norm1", in_features)?,
+            ff_in: linear(
+                vb.pp("ff").pp("net").pp(0).pp("proj"),
+                in_features,
+                in_features,
+            )?,
+            ff_out: linear(vb.pp("ff").pp("net").pp(2), in_features, out_features)?,
+            norm2: norm("norm2", out_features)?,
+            pos_embed: match pos {
+                Some(l) => Some(vb.get((1, l, in_features), "pos_embed")?),
+                None => None,
+            },
+        })
+    }
+
+    /// `[B, L, image_dim]` -> `[B', L', dim]`; with `pos_embed` (length P) the tokens are
+    /// regrouped into rows of P first (`view(-1, 2 * L, D)`: the first and last frames'
+    /// tokens of one video side by side).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        if let Some(pos) = &self.pos_embed {
+            let (b, l, d) = x.dims3()?;
+            let p = pos.dim(1)?;
+            if (b * l) % p != 0 {
+                return Err(WanError::Input(format!(
+                    "{b} x {l} image tokens do not fill rows of pos_embed_seq_len {p}"
+                )));
+            }
+            x = x
+                .reshape(((b * l) / p, p, d))?
+                .broadcast_add(&pos.to_dtype(x.dtype())?)?;
+        }
+        let h = layer_norm(
+            &x,
+            Some(&self.norm1.0),
+            Some(&self.norm1.1),
+            IMAGE_EMBED_EPS,
+        )?;
+        let h = self.ff_out.forward(&self.ff_in.forward(&h)?.gelu_erf()?)?;
+        Ok(layer_norm(
+            &h,
+            Some(&self.norm2.0),
+            Some(&self.norm2.1),
+            IMAGE_EMBED_EPS,
+        )?)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WanTransformer3DModel {
     pub config: WanTransformerConfig,
@@ -263,6 +432,7 @@ pub struct WanTransformer3DModel {
     time_proj: Linear,
     text_linear_1: Linear,
     text_linear_2: Linear,
+    image_embedder: Option<WanImageEmbedding>,
     blocks: Vec<WanTransformerBlock>,
     proj_out: Linear,
     scale_shift_table: Tensor,
@@ -313,6 +483,15 @@ impl WanTransformer3DModel {
             time_proj: linear(ce.pp("time_proj"), dim, 6 * dim)?,
             text_linear_1: linear(ce.pp("text_embedder").pp("linear_1"), c.text_dim, dim)?,
             text_linear_2: linear(ce.pp("text_embedder").pp("linear_2"), dim, dim)?,
+            image_embedder: match c.image_dim {
+                Some(d) => Some(WanImageEmbedding::new(
+                    ce.pp("image_embedder"),
+                    d,
+                    dim,
+                    c.pos_embed_seq_len,
+                )?),
+                None => None,
+            },
             blocks,
             proj_out: linear(vb.pp("proj_out"), dim, c.out_channels() * pt * ph * pw)?,
             scale_shift_table: vb.get((1, 2, dim), "scale_shift_table")?,
@@ -346,6 +525,40 @@ impl WanTransformer3DModel {
         Ok(self.text_linear_2.forward(&h)?)
     }
 
+    /// Embeds the image encoder's states (`[B, L_img, image_dim]`, the CLIP penultimate
+    /// hidden states) once: `condition_embedder.image_embedder`. An error for a
+    /// text-to-video transformer.
+    pub fn embed_image(&self, encoder_hidden_states_image: &Tensor) -> Result<Tensor> {
+        match &self.image_embedder {
+            Some(e) => e.forward(encoder_hidden_states_image),
+            None => Err(WanError::Input(
+                "image embeddings given to a transformer without an image embedder".into(),
+            )),
+        }
+    }
+
+    /// Whether this transformer takes image embeddings (`image_dim` set).
+    pub fn has_image_embedder(&self) -> bool {
+        self.image_embedder.is_some()
+    }
+
+    /// As diffusers' forward with `encoder_hidden_states_image`
+    /// (`[B, L_img, image_dim]`, or `None` for models without an image embedder).
+    pub fn forward_with_image(
+        &self,
+        hidden_states: &Tensor,
+        timestep: &[f32],
+        encoder_hidden_states: &Tensor,
+        encoder_hidden_states_image: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let context = self.embed_text(encoder_hidden_states)?;
+        let image = match encoder_hidden_states_image {
+            Some(i) => Some(self.embed_image(i)?),
+            None => None,
+        };
+        self.forward_with_contexts(hidden_states, timestep, &context, image.as_ref())
+    }
+
     /// `hidden_states: [B, C, F, H, W]`, `timestep`: one value per batch item,
     /// `encoder_hidden_states: [B, L_text, text_dim]`. Returns `[B, C_out, F, H, W]`.
     pub fn forward(
@@ -365,7 +578,19 @@ impl WanTransformer3DModel {
         timestep: &[f32],
         context: &Tensor,
     ) -> Result<Tensor> {
-        self.forward_timesteps(hidden_states, Timesteps::PerItem(timestep), context)
+        self.forward_timesteps(hidden_states, Timesteps::PerItem(timestep), context, None)
+    }
+
+    /// As [`Self::forward_with_context`] plus the image tokens already through
+    /// [`Self::embed_image`] (`[B, L_img, dim]`), for image-to-video transformers.
+    pub fn forward_with_contexts(
+        &self,
+        hidden_states: &Tensor,
+        timestep: &[f32],
+        context: &Tensor,
+        context_img: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.forward_timesteps(hidden_states, Timesteps::PerItem(timestep), context, context_img)
     }
 
     /// The time embedding `temb` (`[B, dim]`) and its projection (`[B, 6, dim]`) for
@@ -400,6 +625,7 @@ impl WanTransformer3DModel {
         hidden_states: &Tensor,
         timestep: Timesteps<'_>,
         context: &Tensor,
+        context_img: Option<&Tensor>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let (b, _ch, f, h, w) = hidden_states.dims5()?;
@@ -472,7 +698,7 @@ impl WanTransformer3DModel {
         };
 
         for block in &self.blocks {
-            x = block.forward(&x, context, &tproj, &rope, self.budget)?;
+            x = block.forward_with_image(&x, context, context_img, &tproj, &rope, self.budget)?;
         }
 
         // per item: [1, 2, dim] + [B, 1, dim]; per token: [1, 1, 2, dim] + [B, L, 1, dim]

@@ -137,6 +137,7 @@ fn transformer_per_token_timesteps_match_reference() {
             &f["hidden_states"],
             Timesteps::PerToken(&ts),
             &tr.embed_text(&f["encoder_hidden_states"]).unwrap(),
+            None,
         )
         .unwrap();
     close("per-token transformer", &got, &f["output"]);
@@ -146,14 +147,14 @@ fn transformer_per_token_timesteps_match_reference() {
     let uniform = vec![t; ts.len()];
     let ctx = tr.embed_text(&f["encoder_hidden_states"]).unwrap();
     let a = tr
-        .forward_timesteps(&f["hidden_states"], Timesteps::PerToken(&uniform), &ctx)
+        .forward_timesteps(&f["hidden_states"], Timesteps::PerToken(&uniform), &ctx, None)
         .unwrap();
     let b = tr
         .forward_with_context(&f["hidden_states"], &[t], &ctx)
         .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     assert!(tr
-        .forward_timesteps(&f["hidden_states"], Timesteps::PerToken(&ts[1..]), &ctx)
+        .forward_timesteps(&f["hidden_states"], Timesteps::PerToken(&ts[1..]), &ctx, None)
         .is_err());
 }
 

@@ -10,10 +10,12 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Tensor};
 use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolve_model_source};
 use kinema_diffusion::{StepControl, VideoFrames};
-use kinema_engine::{JobSpec, ModelSpec};
+use kinema_engine::{JobSpec, ModelSpec, ResolvedSpec};
 use kinema_wan::pipeline::{seeded_noise, WanPipeline};
 
 use crate::cli::GenerateArgs;
+
+mod i2v;
 
 /// The request flags as the manifest names its fields.
 fn flag_of(field: &str) -> &str {
@@ -109,6 +111,19 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         dtype.as_str()
     );
 
+    if manifest.capabilities.iter().any(|c| c == "i2v") {
+        let (frames, timings) = i2v::generate(args, &dir, &device, dtype, &r, seed)?;
+        let encode_ms = write_outputs(args, &r, &frames)?;
+        println!(
+            "timings    {timings}, encode {encode_ms} ms on {}",
+            args.device
+        );
+        return Ok(());
+    }
+    if args.image.is_some() {
+        bail!("--image: {} is a text-to-video model", manifest.id);
+    }
+
     let t = Instant::now();
     let pipeline = WanPipeline::load(&dir, &device, dtype)
         .with_context(|| format!("loading {}", dir.display()))?;
@@ -189,8 +204,22 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let frames = pipeline.decode_latents(&latents)?;
     let decode_ms = t.elapsed().as_millis();
 
+    let encode_ms = write_outputs(args, &r, &frames)?;
+    println!(
+        "timings    load {load_ms} ms, text {text_ms} ms, denoise {denoise_ms} ms, decode {decode_ms} ms, encode {encode_ms} ms on {}",
+        args.device
+    );
+    Ok(())
+}
+
+/// `--save-frames`, the video, `--poster` and the preview; returns the encode time.
+fn write_outputs(
+    args: &GenerateArgs,
+    r: &ResolvedSpec,
+    frames: &VideoFrames,
+) -> anyhow::Result<u128> {
     if let Some(path) = &args.save_frames {
-        save_frames(&frames, path)?;
+        save_frames(frames, path)?;
         println!(
             "frames     {} (f32 [{}, {}, {}, 3])",
             path.display(),
@@ -233,11 +262,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("preview    {}", path.display());
     }
-    println!(
-        "timings    load {load_ms} ms, text {text_ms} ms, denoise {denoise_ms} ms, decode {decode_ms} ms, encode {encode_ms} ms on {}",
-        args.device
-    );
-    Ok(())
+    Ok(encode_ms)
 }
 
 fn load_tensor(path: &Path, name: &str) -> anyhow::Result<Tensor> {
