@@ -417,7 +417,10 @@ async fn wan_i2v_jobs_through_kinema_serve() {
         .unwrap_or_else(|| panic!("{WAN_I2V} listed: {models:?}"));
     assert_eq!(i2v.capabilities, ["i2v"]);
     let limits = i2v.limits.as_ref().expect("limits");
-    assert!(limits.max_image_bytes > 0 && limits.max_image_pixels > 0, "{limits:?}");
+    assert!(
+        limits.max_image_bytes > 0 && limits.max_image_pixels > 0,
+        "{limits:?}"
+    );
     let t2v = models.iter().find(|m| m.id == wan::TINY_WAN).expect("t2v");
     assert_eq!(t2v.capabilities, ["t2v"]);
 
@@ -448,9 +451,17 @@ async fn wan_i2v_jobs_through_kinema_serve() {
     ] {
         let done = run_to_end(&admin, &account, wan_i2v_request(&account, image, 7)).await;
         let image = done.image.as_ref().expect("the job shows its image");
-        assert_eq!((image.width, image.height, done.width, done.height), (80, 48, 80, 48), "{name}");
         assert_eq!(
-            (done.quoted_credits, done.debited_credits, done.refunded_credits),
+            (image.width, image.height, done.width, done.height),
+            (80, 48, 80, 48),
+            "{name}"
+        );
+        assert_eq!(
+            (
+                done.quoted_credits,
+                done.debited_credits,
+                done.refunded_credits
+            ),
             (estimate.credits, estimate.credits, 0),
             "{name}: debited once, as quoted"
         );
@@ -477,9 +488,15 @@ async fn wan_i2v_jobs_through_kinema_serve() {
         assert_eq!(probe["nb_read_frames"], "5", "{name}: {probe}");
         videos.push(video_sha(&done));
     }
-    assert_eq!(videos[0], videos[1], "the same image and seed give the same video");
+    assert_eq!(
+        videos[0], videos[1],
+        "the same image and seed give the same video"
+    );
     assert_ne!(videos[0], videos[2], "another image gives another video");
-    assert_ne!(videos[0], videos[3], "a JPEG of the picture is another image (lossy)");
+    assert_ne!(
+        videos[0], videos[3],
+        "a JPEG of the picture is another image (lossy)"
+    );
 
     // Refused with nothing held: no image for an image-only model, an image for a
     // text-only model, an undecodable one, a pixel bomb.
@@ -501,6 +518,10 @@ async fn wan_i2v_jobs_through_kinema_serve() {
         let status = expect_err(what, admin.create_job_raw(req).await);
         assert_invalid_field(&status, "image");
     }
-    assert_eq!(admin.balance(&account).await, before, "nothing held by refusals");
+    assert_eq!(
+        admin.balance(&account).await,
+        before,
+        "nothing held by refusals"
+    );
     assert_ledger_verifies(&dir.data_dir());
 }

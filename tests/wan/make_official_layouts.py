@@ -110,6 +110,18 @@ REPOS = {
         "transformer_2": "wan22-i2v-a14b", "vae": "wan21-vae"}),
 }
 
+# model_index.json's [library, class] per folder; absent optional parts are [null, null].
+INDEX_ENTRIES = {
+    "text_encoder": ["transformers", "UMT5EncoderModel"],
+    "tokenizer": ["transformers", "T5TokenizerFast"],
+    "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+    "transformer": ["diffusers", "WanTransformer3DModel"],
+    "transformer_2": ["diffusers", "WanTransformer3DModel"],
+    "vae": ["diffusers", "AutoencoderKLWan"],
+    "image_encoder": ["transformers", "CLIPVisionModel"],
+    "image_processor": ["transformers", "CLIPImageProcessor"],
+}
+
 DTYPE_NAMES = {torch.float32: "F32", torch.bfloat16: "BF16"}
 
 
@@ -152,7 +164,15 @@ def main():
         print("component", name)
     repos = {}
     for repo, (cls, extra, comps) in REPOS.items():
-        repos[repo] = {"model_index": {"_class_name": cls, **extra}, "components": comps}
+        index = {"_class_name": cls, **extra}
+        for folder, library_class in INDEX_ENTRIES.items():
+            present = folder in comps or (folder == "image_processor" and "image_encoder" in comps)
+            present = present or folder in ("tokenizer", "scheduler")
+            if present:
+                index[folder] = library_class
+            elif cls == I2V or folder == "transformer_2" and repo.startswith("Wan-AI/Wan2.2"):
+                index[folder] = [None, None]
+        repos[repo] = {"model_index": index, "components": comps}
     with open(os.path.join(OUT, "repos.json"), "w") as f:
         json.dump(repos, f, indent=1, sort_keys=True)
 

@@ -559,9 +559,9 @@ pub struct GenerateArgs {
     /// `frames`, f32 [F, H, W, 3] in [0, 1]).
     #[arg(long, requires = "model_dir")]
     pub save_frames: Option<PathBuf>,
-    /// With --model-dir, a two-expert model (Wan 2.2 A14B): the low-noise expert's
-    /// guidance scale (default: --guidance).
-    #[arg(long, requires = "model_dir")]
+    /// A two-expert model (Wan 2.2 A14B): the low-noise expert's guidance scale
+    /// (default: --guidance).
+    #[arg(long)]
     pub guidance_2: Option<f32>,
 }
 

@@ -367,11 +367,7 @@ fn wan_model(
                 dtype.as_str()
             )
         }),
-        capabilities: info
-            .capabilities()
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
+        capabilities: info.capabilities().iter().map(|c| c.to_string()).collect(),
         max_batch: match info.task {
             // image jobs do not batch
             WanTask::ImageToVideo { .. } => 1,

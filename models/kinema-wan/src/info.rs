@@ -110,45 +110,45 @@ impl WanModelInfo {
         let count =
             |c: &str| -> std::result::Result<u64, LoadError> { parameter_count(&dir.join(c)) };
         let transformer = WanTransformerConfig::from_dir(&dir.join("transformer"))?;
-        let (index, task, image_encoder, transformer_2) =
-            if pipeline_class(dir)? == I2V_CLASS_NAME {
-                let i2v = check_i2v_model_index(dir)?;
-                let image_encoder = if i2v.has_image_encoder {
-                    Some(ClipVisionConfig::from_dir(&dir.join("image_encoder"))?)
-                } else {
-                    None
-                };
-                if image_encoder.is_some() != transformer.image_dim.is_some() {
+        let (index, task, image_encoder, transformer_2) = if pipeline_class(dir)? == I2V_CLASS_NAME
+        {
+            let i2v = check_i2v_model_index(dir)?;
+            let image_encoder = if i2v.has_image_encoder {
+                Some(ClipVisionConfig::from_dir(&dir.join("image_encoder"))?)
+            } else {
+                None
+            };
+            if image_encoder.is_some() != transformer.image_dim.is_some() {
+                return Err(WanError::Config {
+                    what: "image_encoder".into(),
+                    message: "present exactly when the transformer has image_dim".into(),
+                });
+            }
+            if let (Some(e), Some(d)) = (&image_encoder, transformer.image_dim) {
+                if e.hidden_size != d {
                     return Err(WanError::Config {
                         what: "image_encoder".into(),
-                        message: "present exactly when the transformer has image_dim".into(),
+                        message: format!(
+                            "hidden_size {} but the transformer's image_dim is {d}",
+                            e.hidden_size
+                        ),
                     });
                 }
-                if let (Some(e), Some(d)) = (&image_encoder, transformer.image_dim) {
-                    if e.hidden_size != d {
-                        return Err(WanError::Config {
-                            what: "image_encoder".into(),
-                            message: format!(
-                                "hidden_size {} but the transformer's image_dim is {d}",
-                                e.hidden_size
-                            ),
-                        });
-                    }
-                }
-                let index = ModelIndex {
-                    class_name: I2V_CLASS_NAME.into(),
-                    boundary_ratio: i2v.boundary_ratio,
-                    expand_timesteps: false,
-                };
-                let task = WanTask::ImageToVideo {
-                    last_image: transformer.pos_embed_seq_len.is_some(),
-                };
-                (index, task, image_encoder, i2v.has_transformer_2)
-            } else {
-                let index = read_model_index(dir)?;
-                let two = index.two_experts();
-                (index, WanTask::TextToVideo, None, two)
+            }
+            let index = ModelIndex {
+                class_name: I2V_CLASS_NAME.into(),
+                boundary_ratio: i2v.boundary_ratio,
+                expand_timesteps: false,
             };
+            let task = WanTask::ImageToVideo {
+                last_image: transformer.pos_embed_seq_len.is_some(),
+            };
+            (index, task, image_encoder, i2v.has_transformer_2)
+        } else {
+            let index = read_model_index(dir)?;
+            let two = index.two_experts();
+            (index, WanTask::TextToVideo, None, two)
+        };
         let transformer_2 = if transformer_2 {
             let b = WanTransformerConfig::from_dir(&dir.join("transformer_2"))?;
             check_experts_agree(&transformer, &b)?;

@@ -590,7 +590,12 @@ impl WanTransformer3DModel {
         context: &Tensor,
         context_img: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.forward_timesteps(hidden_states, Timesteps::PerItem(timestep), context, context_img)
+        self.forward_timesteps(
+            hidden_states,
+            Timesteps::PerItem(timestep),
+            context,
+            context_img,
+        )
     }
 
     /// The time embedding `temb` (`[B, dim]`) and its projection (`[B, 6, dim]`) for

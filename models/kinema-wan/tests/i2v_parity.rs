@@ -275,7 +275,7 @@ fn info_inspects_image_to_video_folders() {
     let a14b = WanModelInfo::inspect(&model("i2v-a14b")).unwrap();
     assert_eq!(a14b.capabilities(), ["i2v"]);
     assert!(a14b.image_encoder.is_none());
-    assert_eq!(a14b.boundary_ratio, Some(0.9));
+    assert_eq!(a14b.index.boundary_ratio, Some(0.9));
     assert_eq!(a14b.params.transformer_2, a14b.params.transformer);
     let total = a14b.params.total();
     assert_eq!(

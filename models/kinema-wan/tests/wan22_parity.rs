@@ -147,14 +147,24 @@ fn transformer_per_token_timesteps_match_reference() {
     let uniform = vec![t; ts.len()];
     let ctx = tr.embed_text(&f["encoder_hidden_states"]).unwrap();
     let a = tr
-        .forward_timesteps(&f["hidden_states"], Timesteps::PerToken(&uniform), &ctx, None)
+        .forward_timesteps(
+            &f["hidden_states"],
+            Timesteps::PerToken(&uniform),
+            &ctx,
+            None,
+        )
         .unwrap();
     let b = tr
         .forward_with_context(&f["hidden_states"], &[t], &ctx)
         .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     assert!(tr
-        .forward_timesteps(&f["hidden_states"], Timesteps::PerToken(&ts[1..]), &ctx, None)
+        .forward_timesteps(
+            &f["hidden_states"],
+            Timesteps::PerToken(&ts[1..]),
+            &ctx,
+            None
+        )
         .is_err());
 }
 
@@ -294,7 +304,8 @@ fn a14b_batch_matches_solo() {
 #[test]
 fn model_info_counts_both_experts() {
     let a14b = WanModelInfo::inspect(&model(A14B)).unwrap();
-    assert!(a14b.index.two_experts() && !a14b.takes_image());
+    assert!(a14b.index.two_experts());
+    assert_eq!(a14b.capabilities(), ["t2v"]);
     assert!(a14b.params.transformer_2 > 0);
     assert_eq!(a14b.params.transformer_2, a14b.params.transformer);
     assert_eq!(
@@ -302,7 +313,8 @@ fn model_info_counts_both_experts() {
         a14b.params.text_encoder + 2 * a14b.params.transformer + a14b.params.vae
     );
     let ti2v = WanModelInfo::inspect(&model(TI2V)).unwrap();
-    assert!(ti2v.takes_image() && ti2v.params.transformer_2 == 0);
+    assert!(ti2v.params.transformer_2 == 0);
+    assert_eq!(ti2v.capabilities(), ["t2v", "i2v"]);
     assert_eq!(ti2v.size_multiple(), 32);
     let m = ti2v.memory_estimate(DType::F32, 96, 32, 9);
     assert!(m.total() >= ti2v.params.total() * 4);

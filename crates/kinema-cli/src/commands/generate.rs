@@ -98,6 +98,7 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
         fps: args.fps,
         steps: args.steps,
         guidance_scale: args.guidance,
+        guidance_scale_2: args.guidance_2,
         seed: args.seed,
         idempotency_key: args.idempotency_key.clone(),
         output: args.format.clone().unwrap_or_default(),

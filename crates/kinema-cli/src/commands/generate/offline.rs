@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Tensor};
 use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolve_model_source};
-use kinema_diffusion::{StepControl, VideoFrames};
+use kinema_diffusion::{GenerationRequest, StepControl, VideoFrames};
 use kinema_engine::{JobSpec, ModelSpec, ResolvedSpec};
 use kinema_wan::pipeline::{seeded_noise, WanPipeline};
 
@@ -111,7 +111,9 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         dtype.as_str()
     );
 
-    if manifest.capabilities.iter().any(|c| c == "i2v") {
+    let has = |c: &str| manifest.capabilities.iter().any(|m| m == c);
+    // image-to-video folders; Wan 2.2 TI2V (t2v and i2v) runs below with its image
+    if has("i2v") && !has("t2v") {
         let (frames, timings) = i2v::generate(args, &dir, &device, dtype, &r, seed)?;
         let encode_ms = write_outputs(args, &r, &frames)?;
         println!(
@@ -120,9 +122,19 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    if args.image.is_some() {
+    if args.image.is_some() && !has("i2v") {
         bail!("--image: {} is a text-to-video model", manifest.id);
     }
+    if args.last_image.is_some() {
+        bail!(
+            "--last-image: {} is not a first-last-frame model",
+            manifest.id
+        );
+    }
+    let image = match &args.image {
+        Some(path) => Some(i2v::load_image(path, "--image", r.width, r.height)?),
+        None => None,
+    };
 
     let t = Instant::now();
     let pipeline = WanPipeline::load(&dir, &device, dtype)
@@ -160,7 +172,19 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     };
 
     let t = Instant::now();
-    let cond = pipeline.encode(&args.prompt, &args.negative_prompt, r.guidance_scale)?;
+    let cond = pipeline.encode_request(&GenerationRequest {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        width: r.width,
+        height: r.height,
+        num_frames: r.num_frames,
+        steps: r.steps,
+        guidance_scale: r.guidance_scale,
+        guidance_scale_2: args.guidance_2,
+        seed,
+        image,
+        last_image: None,
+    })?;
     let text_ms = t.elapsed().as_millis();
 
     let show_bar = !args.quiet && std::io::stderr().is_terminal();

@@ -1,7 +1,7 @@
 //! `kinema generate --model-dir DIR --image PNG [--last-image PNG]` for image-to-video
-//! folders (`WanImageToVideoPipeline`: Wan 2.1 I2V / FLF2V, Wan 2.2 I2V-A14B). The
-//! image must already be the video's size: fitting it is the server's job, so a
-//! different size is refused here.
+//! folders (`WanImageToVideoPipeline`: Wan 2.1 I2V / FLF2V, Wan 2.2 I2V-A14B). Images
+//! are decoded and fitted to the video's size exactly as the server does
+//! (`kinema_params`: EXIF orientation, caps, cover and centre-crop).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,25 +16,14 @@ use kinema_wan::pipeline_i2v::WanImageToVideoPipeline;
 use super::load_tensor;
 use crate::cli::GenerateArgs;
 
-/// Decodes a PNG / JPEG / WebP file to packed RGB; refuses one that is not
-/// `width x height`.
+/// Reads a PNG / JPEG / WebP file and fits it to `width` x `height` as the server
+/// fits a submitted image.
 pub fn load_image(path: &Path, flag: &str, width: u32, height: u32) -> anyhow::Result<RgbImage> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("{flag} {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{flag} {}", path.display()))?
-        .decode()
-        .with_context(|| format!("{flag} {}: not a decodable image", path.display()))?
-        .to_rgb8();
-    if (img.width(), img.height()) != (width, height) {
-        bail!(
-            "{flag} {}: the image is {}x{}, the video {width}x{height}; resize it to the video's size (offline generation does not fit images)",
-            path.display(),
-            img.width(),
-            img.height()
-        );
-    }
-    RgbImage::new(width, height, Arc::<[u8]>::from(img.into_raw()))
+    let bytes = std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let decoded = kinema_params::decode(&bytes, &kinema_params::ImageLimits::default())
+        .map_err(|e| anyhow::anyhow!("{flag} {}: the image {e}", path.display()))?;
+    let fitted = kinema_params::fit(&decoded, width, height);
+    RgbImage::new(width, height, Arc::<[u8]>::from(fitted.rgb))
         .with_context(|| format!("{flag} {}: bad RGB buffer", path.display()))
 }
 
