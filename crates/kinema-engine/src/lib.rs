@@ -40,6 +40,7 @@ pub use manifest::{
 };
 pub use registry::{ModelRegistry, RegistryError};
 pub use residency::{ModelCache, ResidencyError, ResidentModel};
+pub use run::pipeline_request;
 pub use timeouts::{parse_secs, Timeouts};
 pub use worker::{
     default_max_batch, DeviceSlot, DrainError, PoolHandle, Worker, WorkerConfig, WorkerPool,

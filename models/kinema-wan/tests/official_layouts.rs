@@ -68,7 +68,7 @@ fn write_sparse_safetensors(path: &Path, names: &[String], c: &Component) {
         offset += bytes;
     }
     let mut text = serde_json::to_vec(&header).expect("header");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut f = std::fs::File::create(path).expect("create shard");

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kinema_diffusion::{GenerationRequest, RgbImage};
+use kinema_params::GenerationParams;
 use kinema_store::{Job, Usage};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info_span, Instrument};
@@ -62,7 +63,7 @@ impl Worker {
             let (done, generated) = oneshot::channel::<Generated>();
             let planned = self
                 .fault_plan(&job)
-                .and_then(|plan| generation_request(&job).map(|request| (plan, request)));
+                .and_then(|plan| pipeline_request(&job.params).map(|request| (plan, request)));
             let plan = match planned {
                 Ok((plan, request)) => {
                     members.push(Member {
@@ -181,11 +182,11 @@ impl Worker {
     }
 }
 
-/// The pipeline's request for a job: its parameters, with the input images' stored
-/// PNGs decoded to the RGB the models take (already the video's size). The one place
-/// a job's parameters become a model's request.
-fn generation_request(job: &Job) -> Result<GenerationRequest, String> {
-    let p = &job.params;
+/// The pipeline's request for a job's parameters, with the input images' stored PNGs
+/// decoded to the RGB the models take (already the video's size). The one place
+/// parameters become a model's request: the worker's and `kinema generate
+/// --model-dir`'s.
+pub fn pipeline_request(p: &GenerationParams) -> Result<GenerationRequest, String> {
     let rgb = |image: Option<&kinema_params::InputImage>, field: &str| {
         let Some(image) = image else {
             return Ok(None);

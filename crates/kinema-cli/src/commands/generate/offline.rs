@@ -9,8 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Tensor};
 use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolve_model_source};
-use kinema_diffusion::{GenerationRequest, StepControl, VideoFrames};
-use kinema_engine::{JobSpec, ModelSpec, ResolvedSpec};
+use kinema_diffusion::{StepControl, VideoFrames};
+use kinema_engine::{
+    pipeline_request, ImageLimits, JobExtras, JobSpec, ModelSpec, RequestImages, ResolvedSpec,
+};
 use kinema_wan::pipeline::{seeded_noise, WanPipeline};
 
 use crate::cli::GenerateArgs;
@@ -30,7 +32,18 @@ fn flag_of(field: &str) -> &str {
         "prompt" => "--prompt",
         "output" => "--format",
         "preview" => "--preview",
+        "image" => "--image",
+        "last_image" => "--last-image",
+        "guidance_scale_2" => "--guidance-2",
         other => other,
+    }
+}
+
+/// An input image file's bytes, as a submission carries them (empty: none).
+fn read_image(path: Option<&Path>, flag: &str) -> anyhow::Result<Vec<u8>> {
+    match path {
+        Some(p) => std::fs::read(p).with_context(|| format!("{flag} {}", p.display())),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -84,19 +97,35 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         output: args.format.clone(),
         preview: args.preview.clone(),
     };
-    let r = manifest.resolve(&requested, true).map_err(|violations| {
-        let why: Vec<String> = violations
-            .iter()
-            .map(|v| format!("{}: {}", flag_of(v.field), v.description))
-            .collect();
-        anyhow::anyhow!("invalid request: {}", why.join("; "))
-    })?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     });
+    let image = read_image(args.image.as_deref(), "--image")?;
+    let last_image = read_image(args.last_image.as_deref(), "--last-image")?;
+    // resolved as the server resolves a submission: the same checks, size rule and fit
+    let extras = JobExtras {
+        images: RequestImages {
+            image: &image,
+            last_image: &last_image,
+            limits: ImageLimits::default(),
+        },
+        guidance_scale_2: args.guidance_2,
+        seed,
+    };
+    let resolved = manifest
+        .resolve_job(&requested, &extras, true)
+        .map_err(|violations| {
+            let why: Vec<String> = violations
+                .iter()
+                .map(|v| format!("{}: {}", flag_of(v.field), v.description))
+                .collect();
+            anyhow::anyhow!("invalid request: {}", why.join("; "))
+        })?;
+    let r = resolved.spec;
+    let request = pipeline_request(&resolved.params).map_err(anyhow::Error::msg)?;
     println!("model      {} ({})", dir.display(), manifest.description);
     println!(
         "spec       {}x{}, {} frames @ {} fps, {} steps, guidance {}, shift {}, seed {seed}, {} {}",
@@ -111,10 +140,9 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         dtype.as_str()
     );
 
-    let has = |c: &str| manifest.capabilities.iter().any(|m| m == c);
     // image-to-video folders; Wan 2.2 TI2V (t2v and i2v) runs below with its image
-    if has("i2v") && !has("t2v") {
-        let (frames, timings) = i2v::generate(args, &dir, &device, dtype, &r, seed)?;
+    if manifest.needs_image() {
+        let (frames, timings) = i2v::generate(args, &dir, &device, dtype, &request)?;
         let encode_ms = write_outputs(args, &r, &frames)?;
         println!(
             "timings    {timings}, encode {encode_ms} ms on {}",
@@ -122,19 +150,6 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    if args.image.is_some() && !has("i2v") {
-        bail!("--image: {} is a text-to-video model", manifest.id);
-    }
-    if args.last_image.is_some() {
-        bail!(
-            "--last-image: {} is not a first-last-frame model",
-            manifest.id
-        );
-    }
-    let image = match &args.image {
-        Some(path) => Some(i2v::load_image(path, "--image", r.width, r.height)?),
-        None => None,
-    };
 
     let t = Instant::now();
     let pipeline = WanPipeline::load(&dir, &device, dtype)
@@ -172,19 +187,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     };
 
     let t = Instant::now();
-    let cond = pipeline.encode_request(&GenerationRequest {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        width: r.width,
-        height: r.height,
-        num_frames: r.num_frames,
-        steps: r.steps,
-        guidance_scale: r.guidance_scale,
-        guidance_scale_2: args.guidance_2,
-        seed,
-        image,
-        last_image: None,
-    })?;
+    let cond = pipeline.encode_request(&request)?;
     let text_ms = t.elapsed().as_millis();
 
     let show_bar = !args.quiet && std::io::stderr().is_terminal();
@@ -206,7 +209,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             latents,
             r.steps as usize,
             r.guidance_scale,
-            args.guidance_2,
+            request.guidance_scale_2,
             &mut |step, total, _| {
                 match &bar {
                     Some(b) => b.set_position(step as u64),
