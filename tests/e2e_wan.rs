@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
 use common::*;
 use kinema_proto::v1 as pb;
 use tonic::Code;
@@ -205,27 +202,11 @@ async fn tiny_wan_job_through_kinema_serve() {
     assert_eq!(balance.total, 100 - 2 * estimate.credits);
 }
 
-fn kinema(args: &[&str], envs: &[(&str, &Path)]) -> Output {
-    let mut cmd = std::process::Command::new(KINEMA);
-    cmd.args(args)
-        .env_remove("KINEMA_SERVER")
-        .env_remove("KINEMA_MODELS")
-        .env_remove("KINEMA_MODELS_FILE");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("running kinema")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn serve_refuses_a_model_it_cannot_read() {
     let dir = TestDir::new();
     let data = dir.data_dir();
-    let out = kinema(
+    let out = wan::kinema_offline(
         &[
             "serve",
             "--data-dir",
@@ -238,7 +219,7 @@ fn serve_refuses_a_model_it_cannot_read() {
         &[],
     );
     assert!(!out.status.success(), "serve must fail");
-    let err = stderr(&out);
+    let err = wan::stderr(&out);
     assert!(
         err.contains("broken") && err.contains("nonexistent"),
         "{err}"
@@ -268,7 +249,7 @@ fn offline_generate_matches_diffusers() {
     let n = |k: &str| case[k].as_u64().unwrap().to_string();
     let (w, h, f, steps) = (n("width"), n("height"), n("num_frames"), n("steps"));
     let guidance = case["guidance_scale"].as_f64().unwrap().to_string();
-    let out = kinema(
+    let out = wan::kinema_offline(
         &[
             "generate",
             "--model-dir",
@@ -304,27 +285,15 @@ fn offline_generate_matches_diffusers() {
     assert!(
         out.status.success(),
         "kinema generate failed:\n{}",
-        stderr(&out)
+        wan::stderr(&out)
     );
 
-    let got = candle_core::safetensors::load(&frames_file, &candle_core::Device::Cpu).unwrap();
     let want = candle_core::safetensors::load(
         fixtures.join("pipeline.safetensors"),
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    let (got, want) = (&got["frames"], &want["frames"]);
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = wan::saved_frames_max_diff(&frames_file, &want["frames"]);
     assert!(diff < 1e-3, "frames differ from diffusers by {diff}");
 
     let probe = ffprobe(&video);
@@ -348,17 +317,21 @@ fn offline_generate_explains_bad_requests() {
     ];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-        kinema(&args, &[])
+        wan::kinema_offline(&args, &[])
     };
     let cuda = run(&["--device", "cuda:0", "--output", "/dev/null"]);
     assert!(!cuda.status.success());
     if !cfg!(feature = "cuda") {
-        let err = stderr(&cuda);
+        let err = wan::stderr(&cuda);
         assert!(err.contains("`cuda` cargo feature"), "{err}");
     }
     let frames = run(&["--frames", "6", "--width", "48", "--height", "32"]);
     assert!(!frames.status.success());
-    assert!(stderr(&frames).contains("--frames"), "{}", stderr(&frames));
+    assert!(
+        wan::stderr(&frames).contains("--frames"),
+        "{}",
+        wan::stderr(&frames)
+    );
     let latents = run(&[
         "--frames",
         "9",
@@ -376,9 +349,9 @@ fn offline_generate_explains_bad_requests() {
     ]);
     assert!(!latents.status.success());
     assert!(
-        stderr(&latents).contains("--init-latents"),
+        wan::stderr(&latents).contains("--init-latents"),
         "{}",
-        stderr(&latents)
+        wan::stderr(&latents)
     );
     let _ = Code::Ok;
 }

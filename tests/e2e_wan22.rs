@@ -5,33 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
 use common::*;
-
-fn kinema(args: &[&str]) -> Output {
-    std::process::Command::new(KINEMA)
-        .args(args)
-        .env_remove("KINEMA_SERVER")
-        .env_remove("KINEMA_MODELS")
-        .env_remove("KINEMA_MODELS_FILE")
-        .output()
-        .expect("running kinema")
-}
-
-fn fixtures(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/wan/fixtures")
-        .join(name)
-        .canonicalize()
-        .expect("fixture dir")
-}
 
 /// Runs the offline generate for one case of a fixture and compares the saved frames.
 fn offline_case(fixture: &str, case: &serde_json::Value, file: &str, extra: &[&str]) {
     let dir = TestDir::new();
-    let fx = fixtures(fixture);
+    let fx = wan::fixture(fixture);
     let model = fx.join("model");
     let frames_file = dir.path().join("frames.safetensors");
     let video = dir.path().join("offline.mp4");
@@ -72,26 +51,14 @@ fn offline_case(fixture: &str, case: &serde_json::Value, file: &str, extra: &[&s
         video.to_str().unwrap(),
     ]);
     args.extend(extra);
-    let out = kinema(&args);
+    let out = wan::kinema_offline(&args, &[]);
     assert!(
         out.status.success(),
         "kinema generate failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = candle_core::safetensors::load(&frames_file, &candle_core::Device::Cpu).unwrap();
     let want = candle_core::safetensors::load(&init, &candle_core::Device::Cpu).unwrap();
-    let (got, want) = (&got["frames"], &want["frames"]);
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = wan::saved_frames_max_diff(&frames_file, &want["frames"]);
     eprintln!("{fixture} {file}: frames max abs diff {diff:.3e}");
     assert!(diff <= 1e-4, "frames differ from diffusers by {diff}");
     assert!(std::fs::metadata(&video)
@@ -100,7 +67,7 @@ fn offline_case(fixture: &str, case: &serde_json::Value, file: &str, extra: &[&s
 }
 
 fn case(fixture: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures(fixture).join("case.json")).unwrap())
+    serde_json::from_str(&std::fs::read_to_string(wan::fixture(fixture).join("case.json")).unwrap())
         .unwrap()
 }
 
@@ -108,6 +75,27 @@ fn case(fixture: &str) -> serde_json::Value {
 fn offline_ti2v_text_to_video_matches_diffusers() {
     let c = case("wan22-ti2v");
     offline_case("wan22-ti2v", &c["t2v"], "pipeline_t2v.safetensors", &[]);
+}
+
+/// TI2V with a first frame: a non-square image (32x96) through `--image`, resolved and
+/// fitted as the server does (already the video's size, so unchanged).
+#[test]
+fn offline_ti2v_image_to_video_matches_diffusers() {
+    let c = case("wan22-ti2v");
+    let dir = TestDir::new();
+    let want = candle_core::safetensors::load(
+        wan::fixture("wan22-ti2v").join("pipeline_i2v.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let image = dir.path().join("first.png");
+    wan::write_png(&want["image"], &image);
+    offline_case(
+        "wan22-ti2v",
+        &c["i2v"],
+        "pipeline_i2v.safetensors",
+        &["--image", image.to_str().unwrap()],
+    );
 }
 
 #[test]
@@ -124,27 +112,30 @@ fn offline_a14b_matches_diffusers() {
 
 #[test]
 fn offline_guidance_2_needs_two_experts() {
-    let model = fixtures("wan22-ti2v").join("model");
-    let out = kinema(&[
-        "generate",
-        "--model-dir",
-        model.to_str().unwrap(),
-        "--prompt",
-        "a cat",
-        "--width",
-        "32",
-        "--height",
-        "32",
-        "--frames",
-        "1",
-        "--steps",
-        "1",
-        "--guidance-2",
-        "2",
-        "--output",
-        "/dev/null",
-        "--quiet",
-    ]);
+    let model = wan::fixture("wan22-ti2v").join("model");
+    let out = wan::kinema_offline(
+        &[
+            "generate",
+            "--model-dir",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--frames",
+            "1",
+            "--steps",
+            "1",
+            "--guidance-2",
+            "2",
+            "--output",
+            "/dev/null",
+            "--quiet",
+        ],
+        &[],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--guidance-2"), "{err}");

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+use crate::mmap_release::expect_shape;
 use crate::weights::{safetensors_files, LoadError};
 
 /// The names a [`layout_var_builder`] was asked for, and the names its files hold.
@@ -56,16 +57,7 @@ impl SimpleBackend for HeaderOnly {
         dtype: DType,
         dev: &Device,
     ) -> Result<Tensor> {
-        let tensor = self.zeros(name, dtype, dev)?;
-        if tensor.shape() != &s {
-            Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: tensor.shape().clone(),
-            }
-            .bt())?
-        }
-        Ok(tensor)
+        expect_shape(self.zeros(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {

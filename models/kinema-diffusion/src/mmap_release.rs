@@ -34,16 +34,7 @@ impl SimpleBackend for ReleasingMmaps {
         dtype: DType,
         dev: &Device,
     ) -> Result<Tensor> {
-        let tensor = self.load(name, dtype, dev)?;
-        if tensor.shape() != &s {
-            Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: tensor.shape().clone(),
-            }
-            .bt())?
-        }
-        Ok(tensor)
+        expect_shape(self.load(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
@@ -53,6 +44,20 @@ impl SimpleBackend for ReleasingMmaps {
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.get(name).is_ok()
     }
+}
+
+/// `tensor` when it has shape `s`, else candle's shape-mismatch error naming the
+/// tensor (what `VarBuilder` backends answer for a wrong shape).
+pub(crate) fn expect_shape(tensor: Tensor, s: Shape, name: &str) -> Result<Tensor> {
+    if tensor.shape() != &s {
+        Err(candle_core::Error::UnexpectedShape {
+            msg: format!("shape mismatch for {name}"),
+            expected: s,
+            got: tensor.shape().clone(),
+        }
+        .bt())?
+    }
+    Ok(tensor)
 }
 
 /// Drops the whole pages inside `bytes` (a slice of a read-only file

@@ -22,7 +22,7 @@ use kinema_diffusion::{
 use crate::clip_vision::ClipVisionModel;
 use crate::error::{Result, WanError};
 use crate::image_processor::ClipImageProcessor;
-use crate::pipeline::{read_scheduler, seeded_noise};
+use crate::pipeline::{is_high_noise, num_train_timesteps, read_scheduler, seeded_noise};
 use crate::prompt::{PromptTokenizer, MAX_SEQUENCE_LENGTH};
 use crate::text_encoder::Umt5Encoder;
 use crate::transformer::WanTransformer3DModel;
@@ -92,36 +92,6 @@ pub fn check_i2v_model_index(model_dir: &Path) -> Result<I2vModelIndex> {
         }
     }
     Ok(index)
-}
-
-/// Which transformer denoises a step of a two-expert (Wan 2.2) pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expert {
-    /// `transformer`, with `guidance_scale` (high noise, and every step without a
-    /// boundary).
-    High,
-    /// `transformer_2`, with `guidance_scale_2`.
-    Low,
-}
-
-/// diffusers' switch: `t >= boundary_ratio * num_train_timesteps` (or no boundary) is
-/// the high-noise expert, later steps the low-noise one.
-pub fn select_expert(
-    timestep: f32,
-    boundary_ratio: Option<f64>,
-    num_train_timesteps: usize,
-) -> Expert {
-    match boundary_ratio {
-        Some(b) if (timestep as f64) < b * num_train_timesteps as f64 => Expert::Low,
-        _ => Expert::High,
-    }
-}
-
-fn num_train_timesteps(s: &SchedulerConfig) -> usize {
-    match s {
-        SchedulerConfig::UniPc(c) => c.num_train_timesteps,
-        SchedulerConfig::Euler(c) => c.num_train_timesteps,
-    }
 }
 
 /// A loaded image-to-video model folder (Diffusers layout).
@@ -443,9 +413,9 @@ impl WanImageToVideoPipeline {
         let mut latents = latents.to_dtype(DType::F32).map_err(model_err)?;
         let condition = cond.condition.to_dtype(DType::F32).map_err(model_err)?;
         for (i, &t) in timesteps.iter().enumerate() {
-            let expert = select_expert(t, self.boundary_ratio, n_train);
-            let (model, scale, slot) = match (expert, &self.transformer_2) {
-                (Expert::Low, Some(t2)) => (t2, guidance_2, 1),
+            let high = is_high_noise(self.boundary_ratio, n_train, t);
+            let (model, scale, slot) = match (high, &self.transformer_2) {
+                (false, Some(t2)) => (t2, guidance_2, 1),
                 _ => (&self.transformer, guidance_scale, 0),
             };
             let pred = (|| -> Result<Tensor> {
@@ -633,14 +603,6 @@ impl Pipeline for WanImageToVideoPipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expert_switch_at_the_boundary() {
-        assert_eq!(select_expert(999.0, None, 1000), Expert::High);
-        assert_eq!(select_expert(0.0, None, 1000), Expert::High);
-        assert_eq!(select_expert(900.0, Some(0.9), 1000), Expert::High);
-        assert_eq!(select_expert(899.0, Some(0.9), 1000), Expert::Low);
-    }
 
     #[test]
     fn mask_repeats_the_first_frame() {
