@@ -82,8 +82,28 @@ pub struct BatchItem<'a> {
 /// A model's prompt encoding, opaque to the engine (each model downcasts its own).
 pub struct Conditioning(pub Box<dyn Any + Send>);
 
+impl Conditioning {
+    /// The model's own encoding; [`PipelineError::WrongInput`] naming `expected` when
+    /// another model's was handed over.
+    pub fn get<T: 'static>(&self, expected: &'static str) -> Result<&T, PipelineError> {
+        self.0
+            .downcast_ref::<T>()
+            .ok_or(PipelineError::WrongInput { expected })
+    }
+}
+
 /// A model's denoised latents, opaque to the engine.
 pub struct Latents(pub Box<dyn Any + Send>);
+
+impl Latents {
+    /// The model's own latents; [`PipelineError::WrongInput`] naming `expected` when
+    /// another model's were handed over.
+    pub fn take<T: 'static>(self, expected: &'static str) -> Result<Box<T>, PipelineError> {
+        self.0
+            .downcast::<T>()
+            .map_err(|_| PipelineError::WrongInput { expected })
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {

@@ -110,13 +110,7 @@ impl Walk {
         conditioning: &Conditioning,
     ) -> Result<Self, PipelineError> {
         let shape = latent_shape(&dims(request)?);
-        let encoding =
-            conditioning
-                .0
-                .downcast_ref::<PromptEncoding>()
-                .ok_or(PipelineError::WrongInput {
-                    expected: "testsrc conditioning",
-                })?;
+        let encoding = conditioning.get::<PromptEncoding>("testsrc conditioning")?;
         Ok(Self {
             target: latent::target(shape, request.seed, encoding),
             x: latent::noise(shape, request.seed),
@@ -212,13 +206,7 @@ impl Pipeline for TestSource {
         latents: Latents,
     ) -> Result<VideoFrames, PipelineError> {
         let d = dims(request)?;
-        let latents =
-            latents
-                .0
-                .downcast::<TestLatents>()
-                .map_err(|_| PipelineError::WrongInput {
-                    expected: "testsrc latents",
-                })?;
+        let latents = latents.take::<TestLatents>("testsrc latents")?;
         if latents.shape != latent_shape(&d) || latents.data.len() != latents.shape.len() {
             return Err(PipelineError::InvalidRequest(
                 "latents were denoised for another video size".to_owned(),

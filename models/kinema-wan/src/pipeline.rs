@@ -665,6 +665,18 @@ impl WanPipeline {
     }
 }
 
+/// The engine's step callback as the denoising loops call it (step, total, latents).
+pub(crate) fn report_steps(
+    on_step: &mut dyn FnMut(StepProgress) -> StepControl,
+) -> impl FnMut(usize, usize, &Tensor) -> StepControl + '_ {
+    move |step, total, _| {
+        on_step(StepProgress {
+            step: step as u32,
+            total: total as u32,
+        })
+    }
+}
+
 fn to_pipeline_error(e: WanError) -> PipelineError {
     match e {
         WanError::Input(m) => PipelineError::InvalidRequest(m),
@@ -687,11 +699,7 @@ impl Pipeline for WanPipeline {
         conditioning: &Conditioning,
         on_step: &mut dyn FnMut(StepProgress) -> StepControl,
     ) -> std::result::Result<Latents, PipelineError> {
-        let Some(cond) = conditioning.0.downcast_ref::<WanConditioning>() else {
-            return Err(PipelineError::WrongInput {
-                expected: "WanConditioning",
-            });
-        };
+        let cond = conditioning.get::<WanConditioning>("WanConditioning")?;
         let latents = self.initial_latents(request, None)?;
         let out = self.denoise_latents(
             cond,
@@ -699,12 +707,7 @@ impl Pipeline for WanPipeline {
             request.steps as usize,
             request.guidance_scale,
             request.guidance_scale_2,
-            &mut |step, total, _| {
-                on_step(StepProgress {
-                    step: step as u32,
-                    total: total as u32,
-                })
-            },
+            &mut report_steps(on_step),
         )?;
         Ok(Latents(Box::new(out)))
     }
@@ -730,22 +733,21 @@ impl Pipeline for WanPipeline {
         let mut members = Vec::with_capacity(items.len());
         let mut index_of = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let member = match item.conditioning.0.downcast_ref::<WanConditioning>() {
-                None => Err(PipelineError::WrongInput {
-                    expected: "WanConditioning",
-                }),
-                Some(cond) => self
-                    .initial_latents(item.request, None)
-                    .map(|latents| BatchMember {
-                        cond,
-                        latents,
-                        guidance: item.request.guidance_scale,
-                        guidance_2: item
-                            .request
-                            .guidance_scale_2
-                            .unwrap_or(item.request.guidance_scale),
-                    }),
-            };
+            let member = item
+                .conditioning
+                .get::<WanConditioning>("WanConditioning")
+                .and_then(|cond| {
+                    self.initial_latents(item.request, None)
+                        .map(|latents| BatchMember {
+                            cond,
+                            latents,
+                            guidance: item.request.guidance_scale,
+                            guidance_2: item
+                                .request
+                                .guidance_scale_2
+                                .unwrap_or(item.request.guidance_scale),
+                        })
+                });
             match member {
                 Ok(m) => {
                     members.push(m);
@@ -778,11 +780,7 @@ impl Pipeline for WanPipeline {
         _request: &GenerationRequest,
         latents: Latents,
     ) -> std::result::Result<VideoFrames, PipelineError> {
-        let Ok(latents) = latents.0.downcast::<Tensor>() else {
-            return Err(PipelineError::WrongInput {
-                expected: "Wan latents (candle Tensor)",
-            });
-        };
+        let latents = latents.take::<Tensor>("Wan latents (candle Tensor)")?;
         self.decode_latents(&latents).map_err(to_pipeline_error)
     }
 }

@@ -22,7 +22,9 @@ use kinema_diffusion::{
 use crate::clip_vision::ClipVisionModel;
 use crate::error::{Result, WanError};
 use crate::image_processor::ClipImageProcessor;
-use crate::pipeline::{is_high_noise, num_train_timesteps, read_scheduler, seeded_noise};
+use crate::pipeline::{
+    is_high_noise, num_train_timesteps, read_scheduler, report_steps, seeded_noise,
+};
 use crate::prompt::{PromptTokenizer, MAX_SEQUENCE_LENGTH};
 use crate::text_encoder::Umt5Encoder;
 use crate::transformer::WanTransformer3DModel;
@@ -559,11 +561,7 @@ impl Pipeline for WanImageToVideoPipeline {
         conditioning: &Conditioning,
         on_step: &mut dyn FnMut(StepProgress) -> StepControl,
     ) -> std::result::Result<Latents, PipelineError> {
-        let Some(cond) = conditioning.0.downcast_ref::<WanI2vConditioning>() else {
-            return Err(PipelineError::WrongInput {
-                expected: "WanI2vConditioning",
-            });
-        };
+        let cond = conditioning.get::<WanI2vConditioning>("WanI2vConditioning")?;
         let latents = self.initial_latents(request, None)?;
         let out = self.denoise_latents(
             cond,
@@ -571,12 +569,7 @@ impl Pipeline for WanImageToVideoPipeline {
             request.steps as usize,
             request.guidance_scale,
             request.guidance_scale_2,
-            &mut |step, total, _| {
-                on_step(StepProgress {
-                    step: step as u32,
-                    total: total as u32,
-                })
-            },
+            &mut report_steps(on_step),
         )?;
         Ok(Latents(Box::new(out)))
     }
@@ -591,11 +584,7 @@ impl Pipeline for WanImageToVideoPipeline {
         _request: &GenerationRequest,
         latents: Latents,
     ) -> std::result::Result<VideoFrames, PipelineError> {
-        let Ok(latents) = latents.0.downcast::<Tensor>() else {
-            return Err(PipelineError::WrongInput {
-                expected: "Wan latents (candle Tensor)",
-            });
-        };
+        let latents = latents.take::<Tensor>("Wan latents (candle Tensor)")?;
         self.decode_latents(&latents).map_err(to_pipeline_error)
     }
 }
