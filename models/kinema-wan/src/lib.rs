@@ -14,5 +14,6 @@ pub mod text_encoder;
 pub use error::{Result, WanError};
 pub mod pipeline;
 pub mod pipeline_i2v;
+mod stages;
 pub mod transformer;
 pub mod vae;

@@ -14,6 +14,7 @@ use kinema_diffusion::{
 
 use crate::error::{Result, WanError};
 use crate::prompt::{PromptTokenizer, MAX_SEQUENCE_LENGTH};
+use crate::stages::{self, to_pipeline_error};
 use crate::text_encoder::Umt5Encoder;
 use crate::transformer::{Timesteps, WanTransformer3DModel};
 use crate::vae::AutoencoderKLWan;
@@ -291,13 +292,7 @@ impl WanPipeline {
     /// `[1, 512, text_dim]`: the encoder output cut to the prompt's true length and
     /// zero-padded back to 512, as `_get_t5_prompt_embeds`.
     pub fn encode_text(&self, prompt: &str) -> Result<Tensor> {
-        let t = self.tokenizer.encode(prompt)?;
-        let l = t.ids.len();
-        let ids = Tensor::from_vec(t.ids, (1, l), &self.device)?;
-        let mask = Tensor::from_vec(t.mask, (1, l), &self.device)?;
-        let h = self.text_encoder.forward(&ids, &mask)?;
-        let keep = mask.to_dtype(h.dtype())?.unsqueeze(2)?;
-        Ok(h.broadcast_mul(&keep)?)
+        stages::encode_text(&self.tokenizer, &self.text_encoder, &self.device, prompt)
     }
 
     pub fn encode(&self, prompt: &str, negative: &str, guidance: f32) -> Result<WanConditioning> {
@@ -336,23 +331,9 @@ impl WanPipeline {
     /// video processor), VAE-encoded (the distribution's mode) and normalised:
     /// `[1, z_dim, 1, H / s, W / s]` f32.
     pub fn encode_image(&self, image: &RgbImage) -> Result<Tensor> {
-        let (w, h) = (image.width as usize, image.height as usize);
-        if image.data.len() != w * h * 3 {
-            return Err(WanError::Input(format!(
-                "image: {} bytes for {w}x{h} RGB",
-                image.data.len()
-            )));
-        }
-        let v: Vec<f32> = image
-            .data
-            .iter()
-            .map(|&b| (b as f32 / 255.0) * 2.0 - 1.0)
-            .collect();
-        // [H, W, 3] -> [1, 3, 1, H, W]
-        let x = Tensor::from_vec(v, (h, w, 3), &self.device)?
-            .permute((2, 0, 1))?
-            .contiguous()?
-            .reshape((1, 3, 1, h, w))?
+        // [1, 3, H, W] -> [1, 3, 1, H, W]
+        let x = stages::image_to_tensor(image, &self.device)?
+            .unsqueeze(2)?
             .to_dtype(self.dtype)?;
         let posterior = self.vae.encode(&x)?;
         Ok(self.vae.normalize(posterior.mode())?.to_dtype(DType::F32)?)
@@ -370,20 +351,12 @@ impl WanPipeline {
 
     /// The latent shape for a video: `[1, z, (F - 1) / 4 + 1, H / 8, W / 8]`.
     pub fn latent_shape(&self, width: u32, height: u32, frames: u32) -> Result<[usize; 5]> {
-        let c = &self.vae.config;
-        let [_, ph, pw] = self.transformer.config.patch_size;
-        let (sf, tf) = (c.scale_factor_spatial, c.scale_factor_temporal);
-        let (w, h, f) = (width as usize, height as usize, frames as usize);
-        if w == 0 || h == 0 || w % (sf * pw) != 0 || h % (sf * ph) != 0 {
-            return Err(WanError::Input(format!(
-                "width {w} and height {h} must be positive multiples of {}",
-                sf * ph.max(pw)
-            )));
-        }
-        if f == 0 || (f - 1) % tf != 0 {
-            return Err(WanError::Input(format!("frames {f} must be {tf}k + 1")));
-        }
-        Ok([1, c.z_dim, (f - 1) / tf + 1, h / sf, w / sf])
+        stages::latent_shape(
+            &self.vae.config,
+            self.transformer.config.patch_size,
+            (width, height, frames),
+            1,
+        )
     }
 
     /// Denoises `latents` (`[1, z_dim, T, h, w]`, f32) for `steps` UniPC steps.
@@ -596,30 +569,7 @@ impl WanPipeline {
 
     /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
     pub fn decode_latents(&self, latents: &Tensor) -> Result<VideoFrames> {
-        let z = self.vae.denormalize(&latents.to_dtype(self.dtype)?)?;
-        let (_, _, _, h, w) = z.dims5()?;
-        let sf = self.vae.config.scale_factor_spatial;
-        let (height, width) = (h * sf, w * sf);
-        let mut data = Vec::new();
-        let mut num_frames = 0;
-        self.vae.decode_chunks(&z, &mut |chunk| {
-            // [1, 3, f, H, W] -> [f, H, W, 3], (x / 2 + 0.5) clamped to [0, 1]
-            let f = chunk.dim(2)?;
-            let frames = ((chunk.to_dtype(DType::F32)? / 2.0)? + 0.5)?
-                .clamp(0f32, 1f32)?
-                .squeeze(0)?
-                .permute((1, 2, 3, 0))?
-                .contiguous()?;
-            data.extend(frames.flatten_all()?.to_vec1::<f32>()?);
-            num_frames += f;
-            Ok(())
-        })?;
-        Ok(VideoFrames {
-            num_frames,
-            height,
-            width,
-            data,
-        })
+        stages::decode_latents(&self.vae, self.dtype, latents)
     }
 
     /// The whole text-to-video run from given initial latents (or seeded noise).
@@ -647,21 +597,8 @@ impl WanPipeline {
         request: &GenerationRequest,
         given: Option<Tensor>,
     ) -> std::result::Result<Tensor, PipelineError> {
-        let shape = self
-            .latent_shape(request.width, request.height, request.num_frames)
-            .map_err(to_pipeline_error)?;
-        match given {
-            Some(l) => {
-                if l.dims() != shape {
-                    return Err(PipelineError::InvalidRequest(format!(
-                        "initial latents have shape {:?}, the request needs {shape:?}",
-                        l.dims()
-                    )));
-                }
-                Ok(l)
-            }
-            None => seeded_noise(request.seed, &shape, &self.device).map_err(to_pipeline_error),
-        }
+        let shape = self.latent_shape(request.width, request.height, request.num_frames);
+        stages::initial_latents(request, shape, given, &self.device)
     }
 }
 
@@ -674,13 +611,6 @@ pub(crate) fn report_steps(
             step: step as u32,
             total: total as u32,
         })
-    }
-}
-
-fn to_pipeline_error(e: WanError) -> PipelineError {
-    match e {
-        WanError::Input(m) => PipelineError::InvalidRequest(m),
-        other => PipelineError::Model(other.to_string()),
     }
 }
 

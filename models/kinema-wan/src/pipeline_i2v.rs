@@ -22,10 +22,9 @@ use kinema_diffusion::{
 use crate::clip_vision::ClipVisionModel;
 use crate::error::{Result, WanError};
 use crate::image_processor::ClipImageProcessor;
-use crate::pipeline::{
-    is_high_noise, num_train_timesteps, read_scheduler, report_steps, seeded_noise,
-};
+use crate::pipeline::{is_high_noise, num_train_timesteps, read_scheduler, report_steps};
 use crate::prompt::{PromptTokenizer, MAX_SEQUENCE_LENGTH};
+use crate::stages::{self, image_to_tensor, to_pipeline_error};
 use crate::text_encoder::Umt5Encoder;
 use crate::transformer::WanTransformer3DModel;
 use crate::vae::AutoencoderKLWan;
@@ -127,26 +126,6 @@ pub struct WanI2vConditioning {
     pub condition: Tensor,
 }
 
-/// `[1, 3, H, W]` in [-1, 1] from packed RGB, as `VideoProcessor.preprocess` does for a
-/// PIL image of the video's size: `u8 as f32 / 255`, then `2 x - 1`, in f32.
-pub fn image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
-    let (w, h) = (image.width as usize, image.height as usize);
-    if image.data.len() != w * h * 3 {
-        return Err(WanError::Input(format!(
-            "image {w}x{h} with {} bytes of RGB",
-            image.data.len()
-        )));
-    }
-    let n = w * h;
-    let mut out = vec![0f32; 3 * n];
-    for (i, rgb) in image.data.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            out[c * n + i] = 2.0 * (rgb[c] as f32 / 255.0) - 1.0;
-        }
-    }
-    Ok(Tensor::from_vec(out, (1, 3, h, w), device)?)
-}
-
 /// The 4-channel frame mask `[1, 4, T, h, w]`: ones where a pixel frame is given (the
 /// first; and the last with `last`), the first latent frame's value repeated over
 /// its 4 temporal slots, then viewed as `[1, T, 4, h, w]` and transposed.
@@ -186,13 +165,6 @@ pub fn frame_mask(
         (1, temporal, t, latent_h, latent_w),
         device,
     )?)
-}
-
-fn to_pipeline_error(e: WanError) -> PipelineError {
-    match e {
-        WanError::Input(m) => PipelineError::InvalidRequest(m),
-        other => PipelineError::Model(other.to_string()),
-    }
 }
 
 fn model_err(e: candle_core::Error) -> PipelineError {
@@ -271,14 +243,7 @@ impl WanImageToVideoPipeline {
 
     /// `[1, 512, text_dim]`, as the text-to-video pipeline.
     pub fn encode_text(&self, prompt: &str) -> Result<Tensor> {
-        let t = self.tokenizer.encode(prompt)?;
-        let l = t.ids.len();
-        let ids = Tensor::from_vec(t.ids, (1, l), &self.device)?;
-        let mask = Tensor::from_vec(t.mask, (1, l), &self.device)?;
-        let h = self.text_encoder.forward(&ids, &mask)?;
-        let keep = mask.to_dtype(h.dtype())?.unsqueeze(2)?;
-        let h = h.broadcast_mul(&keep)?;
-        Ok(h.pad_with_zeros(1, 0, MAX_SEQUENCE_LENGTH.saturating_sub(l))?)
+        stages::encode_text(&self.tokenizer, &self.text_encoder, &self.device, prompt)
     }
 
     /// `encode_image`: the CLIP penultimate hidden states of each image, stacked
@@ -297,22 +262,13 @@ impl WanImageToVideoPipeline {
 
     /// The latent shape for a video: `[1, z, (F - 1) / 4 + 1, H / 8, W / 8]`.
     pub fn latent_shape(&self, width: u32, height: u32, frames: u32) -> Result<[usize; 5]> {
-        let c = &self.vae.config;
-        let [_, ph, pw] = self.transformer.config.patch_size;
-        let (sf, tf) = (c.scale_factor_spatial, c.scale_factor_temporal);
-        let (w, h, f) = (width as usize, height as usize, frames as usize);
-        if w == 0 || h == 0 || w % (sf * pw) != 0 || h % (sf * ph) != 0 {
-            return Err(WanError::Input(format!(
-                "width {w} and height {h} must be positive multiples of {}",
-                sf * ph.max(pw)
-            )));
-        }
-        if f < 2 || (f - 1) % tf != 0 {
-            return Err(WanError::Input(format!(
-                "frames {f} must be {tf}k + 1 (k >= 1)"
-            )));
-        }
-        Ok([1, c.z_dim, (f - 1) / tf + 1, h / sf, w / sf])
+        // the condition video holds the first frame and zeros (FLF2V: and the last)
+        stages::latent_shape(
+            &self.vae.config,
+            self.transformer.config.patch_size,
+            (width, height, frames),
+            2,
+        )
     }
 
     /// `prepare_latents`' condition: `[1, 4 + z_dim, T, h, w]`.
@@ -481,28 +437,7 @@ impl WanImageToVideoPipeline {
 
     /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
     pub fn decode_latents(&self, latents: &Tensor) -> Result<VideoFrames> {
-        let z = self.vae.denormalize(&latents.to_dtype(self.dtype)?)?;
-        let (_, _, _, h, w) = z.dims5()?;
-        let sf = self.vae.config.scale_factor_spatial;
-        let mut data = Vec::new();
-        let mut num_frames = 0;
-        self.vae.decode_chunks(&z, &mut |chunk| {
-            let f = chunk.dim(2)?;
-            let frames = ((chunk.to_dtype(DType::F32)? / 2.0)? + 0.5)?
-                .clamp(0f32, 1f32)?
-                .squeeze(0)?
-                .permute((1, 2, 3, 0))?
-                .contiguous()?;
-            data.extend(frames.flatten_all()?.to_vec1::<f32>()?);
-            num_frames += f;
-            Ok(())
-        })?;
-        Ok(VideoFrames {
-            num_frames,
-            height: h * sf,
-            width: w * sf,
-            data,
-        })
+        stages::decode_latents(&self.vae, self.dtype, latents)
     }
 
     /// The initial latents: given ones (checked against the request's shape) or seeded
@@ -512,17 +447,8 @@ impl WanImageToVideoPipeline {
         request: &GenerationRequest,
         given: Option<Tensor>,
     ) -> std::result::Result<Tensor, PipelineError> {
-        let shape = self
-            .latent_shape(request.width, request.height, request.num_frames)
-            .map_err(to_pipeline_error)?;
-        match given {
-            Some(l) if l.dims() != shape => Err(PipelineError::InvalidRequest(format!(
-                "initial latents have shape {:?}, the request needs {shape:?}",
-                l.dims()
-            ))),
-            Some(l) => Ok(l),
-            None => seeded_noise(request.seed, &shape, &self.device).map_err(to_pipeline_error),
-        }
+        let shape = self.latent_shape(request.width, request.height, request.num_frames);
+        stages::initial_latents(request, shape, given, &self.device)
     }
 
     /// The whole run from given initial latents (or seeded noise).
