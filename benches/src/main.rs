@@ -116,6 +116,10 @@ enum Command {
         model_dir: PathBuf,
         #[command(flatten)]
         size: VideoSize,
+        /// Save the decoded video (tensor `out`, `[1, 3, F, H, W]`) for a comparison
+        /// with diffusers.
+        #[arg(long)]
+        save: Option<PathBuf>,
     },
     /// Denoise --batch requests one after another, then as one batch; report the ratio.
     Batch {
@@ -195,7 +199,11 @@ fn main() -> anyhow::Result<()> {
             score_mib,
             save,
         } => bench_transformer(&model_dir, size, score_mib, save)?,
-        Command::Vae { model_dir, size } => bench_vae(&model_dir, size)?,
+        Command::Vae {
+            model_dir,
+            size,
+            save,
+        } => bench_vae(&model_dir, size, save)?,
         Command::Batch {
             model_dir,
             batch,
@@ -363,7 +371,11 @@ fn bench_transformer(
     Ok(())
 }
 
-fn bench_vae(model_dir: &std::path::Path, size: VideoSize) -> anyhow::Result<()> {
+fn bench_vae(
+    model_dir: &std::path::Path,
+    size: VideoSize,
+    save: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let dir = model_dir.join("vae");
     let (vae, load) = measure(|| AutoencoderKLWan::load_decoder(&dir, DType::F32, &dev));
@@ -384,12 +396,16 @@ fn bench_vae(model_dir: &std::path::Path, size: VideoSize) -> anyhow::Result<()>
     let z = vae.denormalize(&z)?;
     let mut frames = 0usize;
     let mut chunk_log = Vec::new();
+    let mut kept = Vec::new();
     let mut last = std::time::Instant::now();
     let start_cpu = mem::cpu_seconds();
     let (r, phase) = measure(|| {
         vae.decode_chunks(&z, &mut |chunk| {
             let f = chunk.dim(2)?;
             frames += f;
+            if save.is_some() {
+                kept.push(chunk);
+            }
             let s = last.elapsed().as_secs_f64();
             last = std::time::Instant::now();
             let rss = mib(mem::rss());
@@ -410,6 +426,14 @@ fn bench_vae(model_dir: &std::path::Path, size: VideoSize) -> anyhow::Result<()>
         size.describe(),
         phase.describe()
     );
+    if let Some(path) = save {
+        let out = Tensor::cat(&kept, 2)?;
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("out".to_string(), out)]),
+            &path,
+        )?;
+        println!("saved {}", path.display());
+    }
     result(
         "vae",
         serde_json::json!({

@@ -7,6 +7,8 @@
                                     [--save OUT.safetensors] [--compare RUST.safetensors]
     $PY benches/wan/real_size.py transformer --model-dir DIR [--frames 5]
                                     [--compare RUST.safetensors]
+    $PY benches/wan/real_size.py vae --model-dir DIR [--frames 5]
+                                    [--compare RUST.safetensors]
 
 `manifests` instantiates the real Wan2.1-T2V-1.3B transformer and the Wan-VAE on the
 meta device (no memory) and writes each component's `config.json` beside a
@@ -16,6 +18,9 @@ Diffusers layout), from which `kinema-bench prepare` writes random safetensors.
 `transformer` loads the transformer `kinema-bench prepare` wrote with diffusers'
 `from_pretrained` (so the layout is the official one) and runs one forward on the
 inputs `kinema-bench transformer` uses.
+
+`vae` decodes, with diffusers' `AutoencoderKLWan.decode` in f32, the latents
+`kinema-bench vae` decodes (de-normalised the same way), and compares the videos.
 
 `block` runs one full-width `WanTransformerBlock` (dim 1536, 12 heads, ffn 8960) at
 the sequence of a real video, f32 on CPU, with the weights and inputs `kinema-bench
@@ -209,6 +214,42 @@ def bench_transformer(args):
     print("RESULT " + json.dumps(result))
 
 
+def bench_vae(args):
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    d = os.path.join(args.model_dir, "vae")
+    t0, c0 = time.perf_counter(), time.process_time()
+    vae = AutoencoderKLWan.from_pretrained(d, torch_dtype=torch.float32).eval()
+    load_wall, load_cpu = time.perf_counter() - t0, time.process_time() - c0
+    c = vae.config
+    lat_t, lat_h, lat_w = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
+    z = det_tensor("bench.vae_latents", (1, c.z_dim, lat_t, lat_h, lat_w), 0.0, 3 ** 0.5)
+    mean = torch.tensor(c.latents_mean, dtype=torch.float32).view(1, c.z_dim, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(c.latents_std, dtype=torch.float32).view(1, c.z_dim, 1, 1, 1)
+    z = z / inv_std + mean
+    print(f"diffusers AutoencoderKLWan loaded from {d}: {load_wall:.2f} s wall, {load_cpu:.2f} s CPU")
+    reset_hwm()
+    base = vm_hwm_mib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        out = vae.decode(z, return_dict=False)[0]
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = vm_hwm_mib()
+    print(f"decode of {args.width}x{args.height} x {args.frames} frames ({lat_t} latent frames -> "
+          f"{out.shape[2]} frames): {wall:.2f} s wall, {cpu:.2f} s CPU; peak RSS {peak:.0f} MiB "
+          f"({base:.0f} at start)")
+    result = dict(impl="diffusers", bench="vae", frames=int(out.shape[2]), latent_frames=lat_t,
+                  load=dict(wall_s=load_wall, cpu_s=load_cpu),
+                  decode=dict(wall_s=wall, cpu_s=cpu, peak_rss_mib=peak, start_rss_mib=base),
+                  threads=torch.get_num_threads())
+    if args.compare:
+        from safetensors.torch import load_file
+        other = load_file(args.compare)["out"]
+        diff = (other - out.clamp(-1, 1)).abs().max().item()
+        print(f"max |kinema - diffusers| = {diff:.3e}")
+        result["max_abs_diff_vs_rust"] = diff
+    print("RESULT " + json.dumps(result))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -227,11 +268,20 @@ def main():
     tr.add_argument("--width", type=int, default=832)
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--compare")
+    v = sub.add_parser("vae")
+    v.add_argument("--model-dir", required=True)
+    v.add_argument("--frames", type=int, default=5)
+    v.add_argument("--height", type=int, default=480)
+    v.add_argument("--width", type=int, default=832)
+    v.add_argument("--threads", type=int, default=0)
+    v.add_argument("--compare")
     args = p.parse_args()
     if args.cmd == "manifests":
         write_manifests()
     elif args.cmd == "transformer":
         bench_transformer(args)
+    elif args.cmd == "vae":
+        bench_vae(args)
     else:
         bench_block(args)
 

@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kinema_diffusion::device_memory;
 use kinema_diffusion::{BatchItem, Conditioning, GenerationRequest, PipelineError, StepControl};
 use kinema_store::Stage;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::faults::{FaultPlan, FaultStage};
-use crate::generation::{pipeline_failure, GenerateError, Generated, Progress, Signal};
+use crate::generation::{pipeline_failure, GenerateError, Generated, Progress, Signal, StageUsage};
 use crate::residency::ModelCache;
 use crate::worker::StopFlags;
 use crate::{FailureCode, JobFailure};
@@ -87,10 +88,12 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
     };
 
     // Text, member by member.
-    let mut timings = vec![[0u64; 3]; jobs.len()];
+    let device = pipeline.device();
+    let mut usage = vec![StageUsage::default(); jobs.len()];
     let mut conditionings: Vec<Option<Conditioning>> = Vec::with_capacity(jobs.len());
     for (i, (request, plan, flags)) in jobs.iter().enumerate() {
         out[i].signal(Signal::Ready);
+        device_memory::reset_peak(&device);
         let t = Instant::now();
         let encoded = if plan.fails_at(FaultStage::EncodeText) {
             Err(GenerateError::Failed(
@@ -99,7 +102,8 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
         } else {
             pipeline.encode_prompt(request).map_err(pipeline_failure)
         };
-        timings[i][0] = ms(t);
+        usage[i].ms[0] = ms(t);
+        usage[i].peak_bytes[0] = device_memory::peak_bytes(&device);
         match encoded {
             Ok(_) if flags.stopped() => {
                 out[i].finish(Err(GenerateError::Stopped));
@@ -130,6 +134,7 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
         out[i].signal(Signal::Batched(items.len() as u32));
         out[i].progress(Stage::Denoising, 0);
     }
+    device_memory::reset_peak(&device);
     let t = Instant::now();
     let results = if items.is_empty() {
         Vec::new()
@@ -138,7 +143,7 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
             let i = live[item];
             let (_, plan, flags) = &jobs[i];
             if plan.fails_at(FaultStage::Step(p.step)) {
-                timings[i][1] = ms(t);
+                usage[i].ms[1] = ms(t);
                 out[i].finish(Err(GenerateError::Failed(
                     plan.failure(&format!("step:{}", p.step), FailureCode::ModelError),
                 )));
@@ -152,7 +157,7 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
             if flags.stopped() {
                 // The job ends now; the batch goes on without it.
                 flags.stopped_at.store(p.step, Ordering::SeqCst);
-                timings[i][1] = ms(t);
+                usage[i].ms[1] = ms(t);
                 out[i].finish(Err(GenerateError::Stopped));
                 StepControl::Cancel
             } else {
@@ -161,6 +166,7 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
         })
     };
     let denoise_ms = ms(t);
+    let denoise_peak = device_memory::peak_bytes(&device);
     drop(items);
 
     // Decoding, member by member; each result goes out as soon as it is ready.
@@ -168,7 +174,8 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
         if out[i].done.is_none() {
             continue; // stopped or failed at a step, already answered
         }
-        timings[i][1] = denoise_ms;
+        usage[i].ms[1] = denoise_ms;
+        usage[i].peak_bytes[1] = denoise_peak;
         let (request, plan, flags) = &jobs[i];
         let latents = match result {
             Ok(l) => l,
@@ -182,6 +189,7 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
                 continue;
             }
         };
+        device_memory::reset_peak(&device);
         let t = Instant::now();
         out[i].progress(Stage::Decoding, request.steps);
         let decoded = if plan.fails_at(FaultStage::Decode) {
@@ -191,10 +199,11 @@ pub(crate) fn generate_batch(models: &ModelCache, model: &str, members: Vec<Memb
         } else {
             pipeline.decode(request, latents).map_err(pipeline_failure)
         };
-        timings[i][2] = ms(t);
+        usage[i].ms[2] = ms(t);
+        usage[i].peak_bytes[2] = device_memory::peak_bytes(&device);
         let generated = match decoded {
             Ok(_) if flags.stopped() => Err(GenerateError::Stopped),
-            Ok(frames) => Ok((frames, timings[i])),
+            Ok(frames) => Ok((frames, usage[i])),
             Err(e) => Err(e),
         };
         out[i].finish(generated);

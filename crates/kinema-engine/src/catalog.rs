@@ -8,6 +8,7 @@
 //! id = "wan2.1-t2v-1.3b"
 //! source = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # a folder, or a repo id in the hf-hub cache
 //! device = "cpu"            # or "cuda:0"; dtype defaults to f32 on CPU, bf16 on CUDA
+//! vae_dtype = "f32"         # the default whatever `dtype` is; "bf16" halves its memory
 //! [model.defaults]          # each optional: the model family's defaults otherwise
 //! width = 832
 //! height = 480
@@ -25,6 +26,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::DType;
 use kinema_diffusion::weights::{default_dtype, parse_device, parse_dtype, resolve_model_source};
 use kinema_diffusion::{Pipeline, PipelineError};
 use kinema_ledger::{ModelPrice, TierPrice};
@@ -32,6 +34,7 @@ use kinema_media::{PreviewOptions, VideoOutput};
 use kinema_wan::info::{WanModelInfo, WanTask};
 use kinema_wan::pipeline::WanPipeline;
 use kinema_wan::pipeline_i2v::WanImageToVideoPipeline;
+use kinema_wan::Precision;
 use serde::Deserialize;
 
 use crate::{JobSpec, ModelDefaults, ModelLimits, ModelManifest, ModelRegistry};
@@ -71,6 +74,9 @@ pub struct ModelSpec {
     /// `f32`, `bf16` or `f16`; default f32 on CPU, bf16 on CUDA.
     #[serde(default)]
     pub dtype: Option<String>,
+    /// The VAE's dtype: `f32` (default, as the reference keeps Wan's VAE), `bf16`, `f16`.
+    #[serde(default)]
+    pub vae_dtype: Option<String>,
     #[serde(default)]
     pub defaults: DefaultsSpec,
     #[serde(default)]
@@ -282,6 +288,10 @@ fn wan_model(
         Some(d) => parse_dtype(d).map_err(|e| model_error(id, e))?,
         None => default_dtype(&device),
     };
+    let vae_dtype = match &spec.vae_dtype {
+        Some(d) => parse_dtype(d).map_err(|e| model_error(id, e))?,
+        None => DType::F32,
+    };
 
     let d = &spec.defaults;
     let shift = d.shift.unwrap_or(info.scheduler.shift() as f32);
@@ -333,8 +343,12 @@ fn wan_model(
         ],
         default_steps: defaults.steps,
     });
-    let estimate =
-        info.memory_estimate(dtype, defaults.width, defaults.height, defaults.num_frames);
+    let estimate = info.memory_estimate(
+        Precision::new(dtype).with_vae(vae_dtype),
+        defaults.width,
+        defaults.height,
+        defaults.num_frames,
+    );
     let memory_bytes = match spec.memory_gib {
         Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u64,
         Some(g) => return Err(model_error(id, format!("memory_gib {g} must be positive"))),
@@ -413,6 +427,7 @@ fn wan_model(
         dir = %dir.display(),
         device = %device_name,
         dtype = dtype.as_str(),
+        vae_dtype = vae_dtype.as_str(),
         memory_gib = memory_bytes as f64 / (1u64 << 30) as f64,
         "registered Wan model"
     );
@@ -423,15 +438,16 @@ fn wan_model(
     let load = move |target: &str| {
         let device = parse_device(target).map_err(PipelineError::Model)?;
         let dtype = dtype_override.unwrap_or_else(|| default_dtype(&device));
+        let precision = Precision::new(dtype).with_vae(vae_dtype);
         let loading = |e: kinema_wan::WanError| {
             PipelineError::Model(format!("loading {}: {e}", dir.display()))
         };
         if let WanTask::ImageToVideo { .. } = task {
-            let mut p = WanImageToVideoPipeline::load(&dir, &device, dtype).map_err(loading)?;
+            let mut p = WanImageToVideoPipeline::load(&dir, &device, precision).map_err(loading)?;
             p.scheduler = p.scheduler.clone().with_shift(shift as f64);
             return Ok(Arc::new(p) as Arc<dyn Pipeline>);
         }
-        let mut p = WanPipeline::load(&dir, &device, dtype).map_err(loading)?;
+        let mut p = WanPipeline::load(&dir, &device, precision).map_err(loading)?;
         p.scheduler = p.scheduler.clone().with_shift(shift as f64);
         Ok(Arc::new(p) as Arc<dyn Pipeline>)
     };

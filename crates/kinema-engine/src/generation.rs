@@ -23,8 +23,17 @@ pub(crate) enum Signal {
     Progress(Progress),
 }
 
-/// The frames and the milliseconds of text encoding, denoising and decoding.
-pub(crate) type Generated = Result<(VideoFrames, [u64; 3]), GenerateError>;
+/// The frames and what each model stage took.
+pub(crate) type Generated = Result<(VideoFrames, StageUsage), GenerateError>;
+
+/// Text encoding, denoising and decoding, in that order: milliseconds, and the device
+/// memory's high-water mark in bytes (CUDA only; a batch's members share the
+/// denoising figure).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StageUsage {
+    pub ms: [u64; 3],
+    pub peak_bytes: [Option<u64>; 3],
+}
 
 /// Why the model thread has no frames for a job.
 pub(crate) enum GenerateError {

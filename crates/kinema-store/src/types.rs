@@ -245,6 +245,15 @@ pub struct Usage {
     /// The step after which denoising stopped early (cancel, shutdown, time limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at_step: Option<u32>,
+    /// Peak device memory (bytes) during each model stage, on CUDA devices: the
+    /// memory pool's high-water mark while the stage ran. A batch's members share the
+    /// denoising figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_text_peak_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denoise_peak_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_peak_bytes: Option<u64>,
 }
 
 /// What a submission asks for, after validation and quoting.

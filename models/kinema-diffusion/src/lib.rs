@@ -1,10 +1,12 @@
 //! Pieces every Kinema model family shares: the [`Pipeline`] trait the engine drives
 //! and the [`VideoFrames`] it produces, and the diffusion blocks models are built
-//! from: chunked attention, 3D rotary embeddings, causal 3D convolution, norms,
+//! from: attention, GELU, 3D rotary embeddings, causal 3D convolution, norms,
 //! flow-matching schedulers and Diffusers-layout weight loading.
 
+pub mod activation;
 pub mod attention;
 pub mod conv3d;
+pub mod device_memory;
 pub mod flash_cpu;
 mod frames;
 mod image;

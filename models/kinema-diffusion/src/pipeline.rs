@@ -146,6 +146,11 @@ pub trait Pipeline: Send + Sync {
         1
     }
 
+    /// The device the model computes on (usage records read its peak memory).
+    fn device(&self) -> candle_core::Device {
+        candle_core::Device::Cpu
+    }
+
     /// Denoises several requests with equal [`BatchKey`]s, each with its own seed,
     /// prompt encoding and guidance. `on_step(item, progress)` is called for every live
     /// item after every step; when it answers [`StepControl::Cancel`] for an item, that

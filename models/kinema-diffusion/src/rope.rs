@@ -1,9 +1,17 @@
 //! Wan's 3D rotary position embedding: the head dimension is split into a time part
 //! and two equal spatial parts (h = w = 2 * (head_dim / 6), t = the rest), each with
 //! 1D RoPE frequencies `1 / theta^(2j / dim)` computed in f64, and rotations applied to
-//! interleaved pairs (0/1, 2/3, ...).
+//! interleaved pairs (0/1, 2/3, ...). The tables of the last few grids are kept, per
+//! device and dtype, so a denoising loop builds them once instead of every step.
 
-use candle_core::{Device, Result, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, DeviceLocation, Result, Tensor};
+
+/// Grids whose tables are kept (a worker sees a handful of shapes at most).
+const CACHED_GRIDS: usize = 4;
+
+type GridKey = (usize, usize, usize, DeviceLocation, DType);
 
 #[derive(Debug, Clone)]
 pub struct Rope3d {
@@ -13,6 +21,8 @@ pub struct Rope3d {
     pub max_seq_len: usize,
     /// Per axis, the `dim / 2` frequencies.
     freqs: [Vec<f64>; 3],
+    /// Most recently used last.
+    cache: Arc<Mutex<Vec<(GridKey, (Tensor, Tensor))>>>,
 }
 
 impl Rope3d {
@@ -31,11 +41,38 @@ impl Rope3d {
             w_dim,
             max_seq_len,
             freqs: [axis(t_dim), axis(h_dim), axis(w_dim)],
+            cache: Arc::default(),
         }
     }
 
     pub fn head_dim(&self) -> usize {
         self.t_dim + self.h_dim + self.w_dim
+    }
+
+    /// [`Self::cos_sin`] in `dtype`, from the cache when this grid was asked for before.
+    pub fn cos_sin_cached(
+        &self,
+        f: usize,
+        h: usize,
+        w: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let key = (f, h, w, device.location(), dtype);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+            let entry = cache.remove(i);
+            let tables = entry.1.clone();
+            cache.push(entry);
+            return Ok(tables);
+        }
+        let (cos, sin) = self.cos_sin(f, h, w, device)?;
+        let tables = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        if cache.len() == CACHED_GRIDS {
+            cache.remove(0);
+        }
+        cache.push((key, tables.clone()));
+        Ok(tables)
     }
 
     /// `(cos, sin)`, each `[f * h * w, head_dim / 2]` f32, for the tokens of an

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
+use kinema_diffusion::activation::gelu_tanh;
 use kinema_diffusion::attention::{attention, AttentionBudget};
 use kinema_diffusion::norm::layer_norm;
 use kinema_diffusion::weights::{component_var_builder, read_json};
@@ -64,7 +65,7 @@ impl Activation {
             // x * sigmoid(1.702 x)
             Self::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
             Self::Gelu => x.gelu_erf()?,
-            Self::GeluTanh => x.gelu()?,
+            Self::GeluTanh => gelu_tanh(x)?,
         })
     }
 }

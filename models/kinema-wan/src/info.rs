@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::DType;
 use kinema_diffusion::attention::DEFAULT_SCORE_BUDGET_BYTES;
 use kinema_diffusion::scheduler::SchedulerConfig;
 use kinema_diffusion::weights::{parameter_count, LoadError};
@@ -16,6 +15,7 @@ use crate::pipeline_i2v::{check_i2v_model_index, I2V_CLASS_NAME};
 use crate::text_encoder::Umt5Config;
 use crate::transformer::WanTransformerConfig;
 use crate::vae::WanVaeConfig;
+use crate::Precision;
 
 /// Parameters of each component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,12 +217,14 @@ impl WanModelInfo {
     /// two-expert model included (both stay resident).
     pub fn memory_estimate(
         &self,
-        dtype: DType,
+        precision: impl Into<Precision>,
         width: u32,
         height: u32,
         frames: u32,
     ) -> MemoryEstimate {
-        let b = dtype.size_in_bytes() as u64;
+        let precision = precision.into();
+        let b = precision.model.size_in_bytes() as u64;
+        let vb = precision.vae.size_in_bytes() as u64;
         let t = &self.transformer;
         let [pt, ph, pw] = t.patch_size;
         let sf = self.vae.scale_factor_spatial as u64;
@@ -242,12 +244,12 @@ impl WanModelInfo {
         let base = self.vae.decoder_base_dim.unwrap_or(self.vae.base_dim) as u64;
         // the decoder runs at the patchified resolution (Wan 2.2: half in each axis)
         let p = self.vae.patch() as u64;
-        let vae_activations = 14 * base * 4 * (height as u64 / p) * (width as u64 / p) * b;
+        let vae_activations = 14 * base * 4 * (height as u64 / p) * (width as u64 / p) * vb;
         // image-to-video: the VAE also encodes the condition video (its working set is
         // the decoder's order), and the CLIP tokens are few
         MemoryEstimate {
             // every component stays resident, both experts of a two-expert model included
-            weights: self.params.total() * b,
+            weights: (self.params.total() - self.params.vae) * b + self.params.vae * vb,
             transformer_activations,
             vae_activations,
         }

@@ -12,8 +12,10 @@ pub mod prompt;
 pub mod text_encoder;
 
 pub use error::{Result, WanError};
+pub use precision::Precision;
 pub mod pipeline;
 pub mod pipeline_i2v;
+mod precision;
 mod stages;
 pub mod transformer;
 pub mod vae;

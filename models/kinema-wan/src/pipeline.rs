@@ -18,6 +18,7 @@ use crate::stages::{self, to_pipeline_error};
 use crate::text_encoder::Umt5Encoder;
 use crate::transformer::{Timesteps, WanTransformer3DModel};
 use crate::vae::AutoencoderKLWan;
+use crate::Precision;
 
 /// What `model_index.json` says about the pipeline.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -252,7 +253,17 @@ pub fn seeded_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tenso
 }
 
 impl WanPipeline {
-    pub fn load(model_dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    /// `precision`: a `DType` for the encoders and transformers (the VAE then in f32),
+    /// or a [`Precision`].
+    pub fn load(
+        model_dir: &Path,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        let Precision {
+            model: dtype,
+            vae: vae_dtype,
+        } = precision.into();
         let index = read_model_index(model_dir)?;
         let scheduler = read_scheduler(model_dir)?;
         let vae_dir = model_dir.join("vae");
@@ -277,9 +288,9 @@ impl WanPipeline {
             expand_timesteps: index.expand_timesteps,
             // TI2V encodes a request's image: it needs the encoder too
             vae: if index.expand_timesteps {
-                AutoencoderKLWan::load(&vae_dir, dtype, device)?
+                AutoencoderKLWan::load(&vae_dir, vae_dtype, device)?
             } else {
-                AutoencoderKLWan::load_decoder(&vae_dir, dtype, device)?
+                AutoencoderKLWan::load_decoder(&vae_dir, vae_dtype, device)?
             },
             scheduler,
             model_dir: model_dir.to_path_buf(),
@@ -334,7 +345,7 @@ impl WanPipeline {
         // [1, 3, H, W] -> [1, 3, 1, H, W]
         let x = stages::image_to_tensor(image, &self.device)?
             .unsqueeze(2)?
-            .to_dtype(self.dtype)?;
+            .to_dtype(self.vae.dtype())?;
         let posterior = self.vae.encode(&x)?;
         Ok(self.vae.normalize(posterior.mode())?.to_dtype(DType::F32)?)
     }
@@ -569,7 +580,7 @@ impl WanPipeline {
 
     /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
     pub fn decode_latents(&self, latents: &Tensor) -> Result<VideoFrames> {
-        stages::decode_latents(&self.vae, self.dtype, latents)
+        stages::decode_latents(&self.vae, latents)
     }
 
     /// The whole text-to-video run from given initial latents (or seeded noise).
@@ -644,6 +655,10 @@ impl Pipeline for WanPipeline {
 
     fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    fn device(&self) -> Device {
+        self.device.clone()
     }
 
     fn denoise_batch(

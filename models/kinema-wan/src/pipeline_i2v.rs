@@ -28,6 +28,7 @@ use crate::stages::{self, image_to_tensor, to_pipeline_error};
 use crate::text_encoder::Umt5Encoder;
 use crate::transformer::WanTransformer3DModel;
 use crate::vae::AutoencoderKLWan;
+use crate::Precision;
 
 /// `_class_name` of an image-to-video model folder.
 pub const I2V_CLASS_NAME: &str = "WanImageToVideoPipeline";
@@ -172,7 +173,16 @@ fn model_err(e: candle_core::Error) -> PipelineError {
 }
 
 impl WanImageToVideoPipeline {
-    pub fn load(model_dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    /// `precision`: as [`crate::pipeline::WanPipeline::load`].
+    pub fn load(
+        model_dir: &Path,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        let Precision {
+            model: dtype,
+            vae: vae_dtype,
+        } = precision.into();
         let index = check_i2v_model_index(model_dir)?;
         let scheduler = read_scheduler(model_dir)?;
         let transformer =
@@ -228,7 +238,7 @@ impl WanImageToVideoPipeline {
             transformer,
             transformer_2,
             boundary_ratio: index.boundary_ratio,
-            vae: AutoencoderKLWan::load(&model_dir.join("vae"), dtype, device)?,
+            vae: AutoencoderKLWan::load(&model_dir.join("vae"), vae_dtype, device)?,
             scheduler,
             model_dir: model_dir.to_path_buf(),
             device: device.clone(),
@@ -296,7 +306,7 @@ impl WanImageToVideoPipeline {
                 Tensor::cat(&[first, zeros(num_frames - 2)?, last], 2)?
             }
         };
-        let posterior = self.vae.encode(&video.to_dtype(self.dtype)?)?;
+        let posterior = self.vae.encode(&video.to_dtype(self.vae.dtype())?)?;
         let latent = self
             .vae
             .normalize(&posterior.mode().to_dtype(DType::F32)?)?;
@@ -437,7 +447,7 @@ impl WanImageToVideoPipeline {
 
     /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
     pub fn decode_latents(&self, latents: &Tensor) -> Result<VideoFrames> {
-        stages::decode_latents(&self.vae, self.dtype, latents)
+        stages::decode_latents(&self.vae, latents)
     }
 
     /// The initial latents: given ones (checked against the request's shape) or seeded
@@ -503,6 +513,10 @@ impl Pipeline for WanImageToVideoPipeline {
     /// Image jobs do not batch.
     fn max_batch(&self) -> usize {
         1
+    }
+
+    fn device(&self) -> Device {
+        self.device.clone()
     }
 
     fn decode(

@@ -96,12 +96,8 @@ pub fn image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
 }
 
 /// De-normalises and decodes latents to frames `[F, H, W, 3]` in [0, 1].
-pub(crate) fn decode_latents(
-    vae: &AutoencoderKLWan,
-    dtype: DType,
-    latents: &Tensor,
-) -> Result<VideoFrames> {
-    let z = vae.denormalize(&latents.to_dtype(dtype)?)?;
+pub(crate) fn decode_latents(vae: &AutoencoderKLWan, latents: &Tensor) -> Result<VideoFrames> {
+    let z = vae.denormalize(&latents.to_dtype(vae.dtype())?)?;
     let (_, _, _, h, w) = z.dims5()?;
     let sf = vae.config.scale_factor_spatial;
     let mut data = Vec::new();

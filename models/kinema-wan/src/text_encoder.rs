@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
+use kinema_diffusion::activation::gelu_tanh;
 use kinema_diffusion::attention::{attention, AttentionBudget};
 use kinema_diffusion::norm::rms_norm;
 use kinema_diffusion::weights::{component_var_builder, read_json};
@@ -205,7 +206,7 @@ impl Umt5Encoder {
             let o = o.transpose(1, 2)?.reshape((b, len, a.heads * a.d_kv))?;
             x = (x + a.o.forward(&o)?)?;
             let h = rms_norm(&x, &blk.ff_norm, eps)?;
-            let g = blk.wi_0.forward(&h)?.gelu()?;
+            let g = gelu_tanh(&blk.wi_0.forward(&h)?)?;
             let l = blk.wi_1.forward(&h)?;
             x = (x + blk.wo.forward(&(g * l)?)?)?;
         }

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
+use kinema_diffusion::activation::gelu_tanh;
 use kinema_diffusion::attention::{attention, AttentionBudget};
-use kinema_diffusion::norm::{layer_norm, rms_norm};
+use kinema_diffusion::norm::{layer_norm, modulated_layer_norm, rms_norm};
 use kinema_diffusion::rope::{rope_interleaved, Rope3d};
 use kinema_diffusion::weights::{component_var_builder, read_json};
 
@@ -294,10 +295,7 @@ impl WanTransformerBlock {
 
         // 1. self-attention
         let xf = x.to_dtype(DType::F32)?;
-        let h = layer_norm(&xf, None, None, self.eps)?
-            .broadcast_mul(&(scale + 1.0)?)?
-            .broadcast_add(&shift)?
-            .to_dtype(dtype)?;
+        let h = modulated_layer_norm(&xf, &shift, &scale, self.eps, dtype)?;
         let a = self.attn1.forward(&h, None, None, Some(rope), budget)?;
         let x = (xf + a.to_dtype(DType::F32)?.broadcast_mul(&gate)?)?.to_dtype(dtype)?;
 
@@ -315,11 +313,10 @@ impl WanTransformerBlock {
 
         // 3. feed-forward
         let xf = x.to_dtype(DType::F32)?;
-        let h = layer_norm(&xf, None, None, self.eps)?
-            .broadcast_mul(&(c_scale + 1.0)?)?
-            .broadcast_add(&c_shift)?
-            .to_dtype(dtype)?;
-        let f = self.ffn_out.forward(&self.ffn_in.forward(&h)?.gelu()?)?;
+        let h = modulated_layer_norm(&xf, &c_shift, &c_scale, self.eps, dtype)?;
+        let f = self
+            .ffn_out
+            .forward(&gelu_tanh(&self.ffn_in.forward(&h)?)?)?;
         Ok((xf + f.to_dtype(DType::F32)?.broadcast_mul(&c_gate)?)?.to_dtype(dtype)?)
     }
 }
@@ -521,7 +518,7 @@ impl WanTransformer3DModel {
     /// Embeds the text states once (`[B, L_text, text_dim]` -> `[B, L_text, dim]`), so a
     /// denoising loop can reuse them across steps.
     pub fn embed_text(&self, encoder_hidden_states: &Tensor) -> Result<Tensor> {
-        let h = self.text_linear_1.forward(encoder_hidden_states)?.gelu()?;
+        let h = gelu_tanh(&self.text_linear_1.forward(encoder_hidden_states)?)?;
         Ok(self.text_linear_2.forward(&h)?)
     }
 
@@ -669,11 +666,18 @@ impl WanTransformer3DModel {
         }
         let device = hidden_states.device();
         let dtype = hidden_states.dtype();
-        let rope = self.rope.cos_sin(fo, ho, wo, device)?;
+        let rope = self.rope.cos_sin_cached(fo, ho, wo, device, dtype)?;
         let mut x = self.patchify(hidden_states)?;
 
         let dim = c.inner_dim();
         let (temb, tproj) = match timestep {
+            // every item at the same timestep (guidance's two halves, most batches): one
+            // row of modulation for all, which the norms fold into their fused kernel
+            Timesteps::PerItem(ts)
+                if !ts.is_empty() && ts.iter().all(|t| t.to_bits() == ts[0].to_bits()) =>
+            {
+                self.time_embedding(&ts[..1], dtype, device)?
+            }
             Timesteps::PerItem(ts) => self.time_embedding(ts, dtype, device)?,
             Timesteps::PerToken(ts) => {
                 // embed each distinct value once, then give every token its row:
@@ -719,10 +723,7 @@ impl WanTransformer3DModel {
             let m = table.broadcast_add(&temb.unsqueeze(1)?)?;
             (m.narrow(1, 0, 1)?, m.narrow(1, 1, 1)?)
         };
-        let x = layer_norm(&x.to_dtype(DType::F32)?, None, None, c.eps)?
-            .broadcast_mul(&(scale + 1.0)?)?
-            .broadcast_add(&shift)?
-            .to_dtype(dtype)?;
+        let x = modulated_layer_norm(&x, &shift, &scale, c.eps, dtype)?;
         let x = self.proj_out.forward(&x)?;
         let co = c.out_channels();
         // [B, F', H', W', pt, ph, pw, C] -> [B, C, F', pt, H', ph, W', pw]

@@ -203,6 +203,14 @@ async fn generate(c: &mut Clients, args: &GenerateArgs, top_up: bool) -> anyhow:
             "timings    text {} ms, denoise {} ms, decode {} ms, encode {} ms, store {} ms, total {} ms on {}",
             u.encode_text_ms, u.denoise_ms, u.decode_ms, u.encode_video_ms, u.store_ms, u.total_ms, u.device
         );
+        let gib = |b: Option<u64>| b.map(|b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64));
+        if let (Some(t), Some(d), Some(v)) = (
+            gib(u.encode_text_peak_bytes),
+            gib(u.denoise_peak_bytes),
+            gib(u.decode_peak_bytes),
+        ) {
+            println!("peak mem   text {t}, denoise {d}, decode {v}");
+        }
     }
     Ok(())
 }

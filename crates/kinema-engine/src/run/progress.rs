@@ -83,14 +83,17 @@ impl Worker {
                 "the model thread ended abnormally",
             )))
         });
-        let (frames, timings) = match generated {
+        let (frames, stages) = match generated {
             Ok(done) => done,
             Err(GenerateError::Stopped) => return self.stop_ending(job, flags).await,
             Err(GenerateError::Failed(f)) => return Ending::Failed(f),
         };
-        usage.encode_text_ms = timings[0];
-        usage.denoise_ms = timings[1];
-        usage.decode_ms = timings[2];
+        [usage.encode_text_ms, usage.denoise_ms, usage.decode_ms] = stages.ms;
+        [
+            usage.encode_text_peak_bytes,
+            usage.denoise_peak_bytes,
+            usage.decode_peak_bytes,
+        ] = stages.peak_bytes;
 
         let ending = self
             .encode_and_store(job, frames, plan, flags, usage, deadlines)

@@ -131,6 +131,7 @@ pub struct AutoencoderKLWan {
     post_quant_conv: CausalConv3d,
     decoder: WanDecoder3d,
     pub budget: AttentionBudget,
+    dtype: DType,
 }
 
 impl AutoencoderKLWan {
@@ -166,8 +167,14 @@ impl AutoencoderKLWan {
             post_quant_conv: causal_conv(vb.pp("post_quant_conv"), z, z, (1, 1), (0, 0))?,
             decoder: WanDecoder3d::new(vb.pp("decoder"), &config)?,
             budget: AttentionBudget::for_device(vb.device()),
+            dtype: vb.dtype(),
             config,
         })
+    }
+
+    /// The dtype the weights were loaded in, which the VAE computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The per-channel `(latents_mean, 1 / latents_std)` as `[1, z_dim, 1, 1, 1]`
