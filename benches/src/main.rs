@@ -109,6 +109,9 @@ enum Command {
         device: String,
         #[arg(long, default_value = "bf16")]
         dtype: String,
+        /// Parts, comma-separated: transformer, vae_decode, pipeline (default: all).
+        #[arg(long, default_value = "")]
+        parts: String,
     },
     /// Guided denoising steps of --model-dir (a `prepare --pipeline-from` folder).
     Step {
@@ -277,8 +280,14 @@ fn main() -> anyhow::Result<()> {
             cases,
             device,
             dtype,
+            parts,
         } => {
             let fixtures = parity::fixtures_dir(fixtures);
+            let parts: Vec<String> = parts
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
             let dev = device::parse_device(&device)?;
             let dtype = device::parse_dtype(&dtype)?;
             let runs: Vec<_> = cases
@@ -289,6 +298,7 @@ fn main() -> anyhow::Result<()> {
                         case,
                         device: &dev,
                         dtype,
+                        parts: &parts,
                     })
                 })
                 .collect();
