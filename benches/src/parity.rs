@@ -81,7 +81,12 @@ pub fn compare(got: &Tensor, want: &Tensor) -> anyhow::Result<(f64, f64, f64)> {
 pub fn message(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let line = cause.to_string().lines().next().unwrap_or_default().to_string();
+        let line = cause
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if !parts.iter().any(|p| p.contains(&line)) {
             parts.push(line);
         }
@@ -158,9 +163,7 @@ pub fn run(a: &ParityArgs) -> serde_json::Value {
             Err(e) => {
                 let m = message(&e);
                 println!("  {part}: FAIL ({m})");
-                checks.push(
-                    serde_json::json!({"name": part, "error": m, "pass": false}),
-                );
+                checks.push(serde_json::json!({"name": part, "error": m, "pass": false}));
             }
         }
     }
