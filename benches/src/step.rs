@@ -148,13 +148,18 @@ pub struct AttnArgs {
 /// counts the two matmuls, `4 B H Lq Lk D` flops.
 pub fn attention_bench(a: &AttnArgs) -> anyhow::Result<serde_json::Value> {
     let lk = a.kv_tokens.unwrap_or(a.tokens);
-    let mk = |l: usize| -> anyhow::Result<Tensor> {
-        Ok(
-            Tensor::randn(0f32, 1f32, (a.batch, a.heads, l, a.head_dim), &a.device)?
-                .to_dtype(a.dtype)?,
-        )
+    // made on the host: the GPU bundle may carry a stub cuRAND (scripts/gpu-bundle), so
+    // nothing here draws random numbers on the device
+    let mk = |name: &str, l: usize| -> anyhow::Result<Tensor> {
+        Ok(det_std(name, &[a.batch, a.heads, l, a.head_dim], 1.0)?
+            .to_device(&a.device)?
+            .to_dtype(a.dtype)?)
     };
-    let (q, k, v) = (mk(a.tokens)?, mk(lk)?, mk(lk)?);
+    let (q, k, v) = (
+        mk("bench.q", a.tokens)?,
+        mk("bench.k", lk)?,
+        mk("bench.v", lk)?,
+    );
     let scale = 1.0 / (a.head_dim as f64).sqrt();
     let budget = AttentionBudget::for_device(&a.device);
     let mem = MemSampler::start(&a.device);
