@@ -8,12 +8,21 @@
 //! - `transformer`: loads the whole 30-layer transformer and runs one forward.
 //! - `vae`: decodes a real-size video latent chunk by chunk.
 //! - `batch`: batched vs sequential denoising (default: the tiny test model).
+//! - `parity`: the committed tiny fixtures on a device and dtype against their f32
+//!   references (`parity.rs` states the bf16 tolerances and why).
+//! - `step`: one guided denoising step through the pipeline's own path, timed.
+//! - `attention`: the attention entry point alone at a given shape, TFLOP/s.
+//!
+//! `--device cuda:N` needs a build with `--features cuda` (`scripts/gpu-check`).
 //!
 //! Every measurement prints a human line and a `RESULT {json}` line; timing thresholds
 //! never go into tests.
 
 mod batch;
+mod device;
 mod mem;
+mod parity;
+mod step;
 mod weights;
 
 use std::path::PathBuf;
@@ -32,7 +41,7 @@ use crate::mem::{measure, mib};
 #[derive(Parser, Debug)]
 #[command(
     name = "kinema-bench",
-    about = "Real-size Wan 2.1 benchmarks (CPU, f32)"
+    about = "Real-size Wan 2.1 benchmarks and the GPU check's pieces"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -80,6 +89,71 @@ enum Command {
         /// Folder with <component>/{config.json,weights.json}.
         #[arg(long)]
         manifests: Option<PathBuf>,
+        /// The transformer's dtype in the files (the VAE stays f32, as Wan keeps it).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// A small Wan folder whose model_index.json, scheduler, tokenizer and text
+        /// encoder are copied, so the result loads as a whole pipeline (`step`).
+        #[arg(long)]
+        pipeline_from: Option<PathBuf>,
+    },
+    /// The tiny fixtures on --device in --dtype against diffusers' f32 references.
+    Parity {
+        /// The folder of fixture cases (default: the source tree's tests/wan/fixtures).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// Cases, comma-separated.
+        #[arg(long, default_value = "tiny")]
+        cases: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Parts, comma-separated: transformer, vae_decode, pipeline (default: all).
+        #[arg(long, default_value = "")]
+        parts: String,
+    },
+    /// Guided denoising steps of --model-dir (a `prepare --pipeline-from` folder).
+    Step {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[command(flatten)]
+        size: VideoSize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[arg(long, default_value_t = 5.0)]
+        guidance: f32,
+        /// Save the latents after the first step for gpu_check.py to compare.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// The attention entry point alone on random q, k, v of [batch, heads, tokens, head_dim].
+    Attention {
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[arg(long, default_value_t = 12)]
+        heads: usize,
+        #[arg(long, default_value_t = 32760)]
+        tokens: usize,
+        /// Key/value tokens (default: --tokens, self-attention).
+        #[arg(long)]
+        kv_tokens: Option<usize>,
+        #[arg(long, default_value_t = 128)]
+        head_dim: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
     },
     /// One full-width DiT block (weights of blocks.0) at a real video's sequence.
     Block {
@@ -116,8 +190,11 @@ enum Command {
         model_dir: PathBuf,
         #[command(flatten)]
         size: VideoSize,
-        /// Save the decoded video (tensor `out`, `[1, 3, F, H, W]`) for a comparison
-        /// with diffusers.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Save the decoded video (tensor `video`, f32) for gpu_check.py to compare.
         #[arg(long)]
         save: Option<PathBuf>,
     },
@@ -142,7 +219,7 @@ enum Command {
     },
 }
 
-fn det(name: &str, shape: &[usize], scale: f64) -> candle_core::Result<Tensor> {
+pub(crate) fn det(name: &str, shape: &[usize], scale: f64) -> candle_core::Result<Tensor> {
     let n = shape.iter().product();
     Tensor::from_vec(det_values(name, n, 0.0, scale), shape, &Device::Cpu)
 }
@@ -172,19 +249,112 @@ fn main() -> anyhow::Result<()> {
             out,
             shard_mib,
             manifests,
+            dtype,
+            pipeline_from,
         } => {
             let src = manifests.unwrap_or_else(weights::default_manifest_dir);
-            for component in ["transformer", "vae"] {
-                let (r, phase) =
-                    measure(|| weights::write_component(&src, component, &out, shard_mib << 20));
+            let dtype = device::parse_dtype(&dtype)?;
+            let mut written = serde_json::Map::new();
+            for (component, dt) in [("transformer", dtype), ("vae", DType::F32)] {
+                let (r, phase) = measure(|| {
+                    weights::write_component(&src, component, &out, shard_mib << 20, dt)
+                });
                 let (files, bytes) = r.with_context(|| format!("writing {component}"))?;
                 println!(
-                    "{component}: {files} file(s), {:.0} MiB of f32 in {} ({})",
+                    "{component}: {files} file(s), {:.0} MiB of {} in {} ({})",
                     mib(bytes),
+                    device::dtype_name(dt),
                     out.join(component).display(),
                     phase.describe()
                 );
+                written.insert(component.into(), phase.json());
             }
+            if let Some(from) = pipeline_from {
+                step::copy_pipeline_parts(&from, &out)?;
+                println!("pipeline parts from {}", from.display());
+            }
+            result("prepare", written.into());
+        }
+        Command::Parity {
+            fixtures,
+            cases,
+            device,
+            dtype,
+            parts,
+        } => {
+            let fixtures = parity::fixtures_dir(fixtures);
+            let parts: Vec<String> = parts
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+            let dev = device::parse_device(&device)?;
+            let dtype = device::parse_dtype(&dtype)?;
+            let runs: Vec<_> = cases
+                .split(',')
+                .map(|case| {
+                    parity::run(&parity::ParityArgs {
+                        fixtures: &fixtures,
+                        case,
+                        device: &dev,
+                        dtype,
+                        parts: &parts,
+                    })
+                })
+                .collect();
+            let pass = runs.iter().all(|r| r["pass"] == true);
+            result(
+                "parity",
+                serde_json::json!({"device": device, "pass": pass, "cases": runs}),
+            );
+        }
+        Command::Step {
+            model_dir,
+            size,
+            device,
+            dtype,
+            warmup,
+            iters,
+            guidance,
+            save,
+        } => {
+            let r = step::run(&step::StepArgs {
+                model_dir,
+                device: device::parse_device(&device)?,
+                dtype: device::parse_dtype(&dtype)?,
+                width: size.width as u32,
+                height: size.height as u32,
+                frames: size.frames as u32,
+                warmup,
+                iters,
+                guidance,
+                save,
+            })?;
+            result("step", r);
+        }
+        Command::Attention {
+            device,
+            dtype,
+            batch,
+            heads,
+            tokens,
+            kv_tokens,
+            head_dim,
+            warmup,
+            iters,
+        } => {
+            let r = step::attention_bench(&step::AttnArgs {
+                device: device::parse_device(&device)?,
+                dtype: device::parse_dtype(&dtype)?,
+                batch,
+                heads,
+                tokens,
+                kv_tokens,
+                head_dim,
+                warmup,
+                iters,
+            })?;
+            result("attention", r);
         }
         Command::Block {
             size,
@@ -202,8 +372,16 @@ fn main() -> anyhow::Result<()> {
         Command::Vae {
             model_dir,
             size,
+            device,
+            dtype,
             save,
-        } => bench_vae(&model_dir, size, save)?,
+        } => bench_vae(
+            &model_dir,
+            size,
+            &device::parse_device(&device)?,
+            device::parse_dtype(&dtype)?,
+            save,
+        )?,
         Command::Batch {
             model_dir,
             batch,
@@ -374,11 +552,12 @@ fn bench_transformer(
 fn bench_vae(
     model_dir: &std::path::Path,
     size: VideoSize,
+    dev: &Device,
+    dtype: DType,
     save: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
     let dir = model_dir.join("vae");
-    let (vae, load) = measure(|| AutoencoderKLWan::load_decoder(&dir, DType::F32, &dev));
+    let (vae, load) = measure(|| AutoencoderKLWan::load_decoder(&dir, dtype, dev));
     let vae = vae.with_context(|| format!("loading {}", dir.display()))?;
     println!(
         "kinema AutoencoderKLWan (base {}, mults {:?}) loaded from {}: {}",
@@ -393,19 +572,22 @@ fn bench_vae(
         &[1, vae.config.z_dim, t, h, w],
         3f64.sqrt(),
     )?;
-    let z = vae.denormalize(&z)?;
+    let z = vae.denormalize(&z.to_device(dev)?.to_dtype(dtype)?)?;
+    let mut saved = Vec::new();
     let mut frames = 0usize;
     let mut chunk_log = Vec::new();
-    let mut kept = Vec::new();
     let mut last = std::time::Instant::now();
     let start_cpu = mem::cpu_seconds();
+    device::sync(dev)?;
+    let gpu_mem = device::MemSampler::start(dev);
     let (r, phase) = measure(|| {
         vae.decode_chunks(&z, &mut |chunk| {
+            dev.synchronize()?;
             let f = chunk.dim(2)?;
-            frames += f;
             if save.is_some() {
-                kept.push(chunk);
+                saved.push(chunk.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
             }
+            frames += f;
             let s = last.elapsed().as_secs_f64();
             last = std::time::Instant::now();
             let rss = mib(mem::rss());
@@ -421,26 +603,31 @@ fn bench_vae(
         })
     });
     r?;
+    let memory = gpu_mem.finish();
     println!(
-        "decode of {} ({t} latent frames -> {frames} frames): {}",
+        "decode of {} ({t} latent frames -> {frames} frames) on {dev:?} in {}: {}; device memory {memory}",
         size.describe(),
+        device::dtype_name(dtype),
         phase.describe()
     );
     if let Some(path) = save {
-        let out = Tensor::cat(&kept, 2)?;
+        let video = Tensor::cat(&saved, 2)?;
         candle_core::safetensors::save(
-            &std::collections::HashMap::from([("out".to_string(), out)]),
+            &std::collections::HashMap::from([("video".to_string(), video)]),
             &path,
         )?;
-        println!("saved {}", path.display());
     }
     result(
         "vae",
         serde_json::json!({
+            "impl": "kinema",
             "frames": frames,
             "latent_frames": t,
+            "dtype": device::dtype_name(dtype),
             "load": load.json(),
             "decode": phase.json(),
+            "decode_s": phase.wall_s,
+            "memory": memory,
             "chunks": chunk_log,
         }),
     );

@@ -243,7 +243,7 @@ def bench_vae(args):
                   threads=torch.get_num_threads())
     if args.compare:
         from safetensors.torch import load_file
-        other = load_file(args.compare)["out"]
+        other = load_file(args.compare)["video"]
         diff = (other - out.clamp(-1, 1)).abs().max().item()
         print(f"max |kinema - diffusers| = {diff:.3e}")
         result["max_abs_diff_vs_rust"] = diff
