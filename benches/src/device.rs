@@ -74,6 +74,7 @@ pub fn median(v: &[f64]) -> f64 {
 /// included) every few milliseconds until dropped; `peak_mib` is the highest seen.
 /// On CPU (or a build without CUDA) it samples nothing and reports `None`.
 pub struct MemSampler {
+    device: Device,
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
     base: u64,
@@ -82,6 +83,8 @@ pub struct MemSampler {
 
 impl MemSampler {
     pub fn start(dev: &Device) -> Self {
+        // the figure usage records report: the memory pool's high-water mark
+        kinema_diffusion::device_memory::reset_peak(dev);
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
         let (base, thread) = match used_fn(dev) {
@@ -102,6 +105,7 @@ impl MemSampler {
             None => (0, None),
         };
         Self {
+            device: dev.clone(),
             stop,
             peak,
             base,
@@ -120,6 +124,7 @@ impl MemSampler {
                     "device_used_peak_mib": mib(self.peak.load(Ordering::Relaxed)),
                     "device_used_at_start_mib": mib(self.base),
                     "method": "cuMemGetInfo polled every 2 ms (total - free, whole device)",
+                    "pool_high_water_mib": kinema_diffusion::device_memory::peak_bytes(&self.device).map(mib),
                 })
             }
             None => serde_json::Value::Null,
