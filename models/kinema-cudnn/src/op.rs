@@ -204,11 +204,11 @@ fn params_from_layouts(
         // cuDNN wants 16-byte aligned rows: a unit head-dimension stride, others in
         // multiples of 8 elements (size-1 dimensions' strides do not matter).
         let ok = s[3] == 1
-            && l.start_offset() % 8 == 0
+            && l.start_offset().is_multiple_of(8)
             && s[..3]
                 .iter()
                 .zip(&l.dims()[..3])
-                .all(|(&st, &n)| n == 1 || st % 8 == 0);
+                .all(|(&st, &n)| n == 1 || st.is_multiple_of(8));
         ok.then(|| [s[0] as i64, s[1] as i64, s[2] as i64, s[3] as i64])
     };
     let (Some(q_stride), Some(k_stride), Some(v_stride)) = (strides(ql), strides(kl), strides(vl))
