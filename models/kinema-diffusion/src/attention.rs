@@ -4,8 +4,8 @@
 //!
 //! On CUDA (feature `cuda`), unbiased bf16/f16 attention with a head dimension of 64 or
 //! 128 runs fused in cuDNN (kinema-cudnn: flash attention, no score matrix) instead.
-//! `KINEMA_ATTENTION=chunked` in the environment forces the chunked path there, so the
-//! two can be compared on one GPU.
+//! `KINEMA_ATTENTION=chunked` in the environment (read at each call) or a zero score
+//! budget forces the chunked path there, so the two can be compared on one GPU.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -130,11 +130,11 @@ pub fn attention(
     }
 }
 
-/// Whether [`ATTENTION_ENV`] allows fused attention (read once per process).
+/// Whether [`ATTENTION_ENV`] allows fused attention. Read at every call (a lookup, next
+/// to a kernel of milliseconds) so one process can compare both paths.
 #[cfg(feature = "cuda")]
 fn fused_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| fused_allowed_by(std::env::var(ATTENTION_ENV).ok().as_deref()))
+    fused_allowed_by(std::env::var(ATTENTION_ENV).ok().as_deref())
 }
 
 /// [`ATTENTION_ENV`]'s value to a choice: only `chunked` turns fused attention off.
