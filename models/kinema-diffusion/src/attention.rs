@@ -1,8 +1,17 @@
 //! Scaled dot-product attention computed in chunks of queries, so the score matrix
 //! never exceeds a memory budget (a full f32 score matrix at Wan's 480p x 81 frames is
 //! ~4.3 GB per head). Softmax runs in f32 whatever the input dtype.
+//!
+//! On CUDA (feature `cuda`), unbiased bf16/f16 attention with a head dimension of 64 or
+//! 128 runs fused in cuDNN (kinema-cudnn: flash attention, no score matrix) instead.
+//! `KINEMA_ATTENTION=chunked` in the environment (read at each call) or a zero score
+//! budget forces the chunked path there, so the two can be compared on one GPU.
 
 use candle_core::{DType, Device, Result, Tensor};
+
+/// The environment variable that picks the CUDA attention kernel: `chunked` forces the
+/// chunked path, anything else (or unset) lets fused attention run where it can.
+pub const ATTENTION_ENV: &str = "KINEMA_ATTENTION";
 
 /// Score-matrix memory allowed per chunk, in bytes, when the caller gives none.
 pub const DEFAULT_SCORE_BUDGET_BYTES: usize = 256 << 20;
@@ -17,8 +26,8 @@ pub const CPU_SCORE_BUDGET_BYTES: usize = 24 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionBudget {
     /// Upper bound for one chunk's f32 score matrix `[B, H, chunk, Lk]`, in bytes.
-    /// (Unbiased f32 attention on CPU materialises no scores and ignores it, unless it
-    /// is 0, which forces the chunked path.)
+    /// (Unbiased f32 attention on CPU, and fused attention on CUDA, materialise no
+    /// scores and ignore it, unless it is 0, which forces the chunked path.)
     pub score_bytes: usize,
 }
 
@@ -77,6 +86,15 @@ pub fn attention(
         );
         return Tensor::from_vec(out, (b, h, lq, d), q.device());
     }
+    #[cfg(feature = "cuda")]
+    {
+        if bias.is_none() && q.device().is_cuda() && budget.score_bytes != 0 && fused_allowed() {
+            // None: not a shape/dtype/layout for cuDNN's fused kernel; chunked below.
+            if let Some(out) = kinema_cudnn::sdpa(q, k, v, scale)? {
+                return Ok(out);
+            }
+        }
+    }
     // Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every chunk.
     let q = if scale != 1.0 {
         (q * scale)?
@@ -109,5 +127,32 @@ pub fn attention(
         Ok(outs.remove(0))
     } else {
         Tensor::cat(&outs, 2)
+    }
+}
+
+/// Whether [`ATTENTION_ENV`] allows fused attention. Read at every call (a lookup, next
+/// to a kernel of milliseconds) so one process can compare both paths.
+#[cfg(feature = "cuda")]
+fn fused_allowed() -> bool {
+    fused_allowed_by(std::env::var(ATTENTION_ENV).ok().as_deref())
+}
+
+/// [`ATTENTION_ENV`]'s value to a choice: only `chunked` turns fused attention off.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn fused_allowed_by(value: Option<&str>) -> bool {
+    !matches!(value.map(str::trim), Some(v) if v.eq_ignore_ascii_case("chunked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fused_allowed_by;
+
+    #[test]
+    fn only_chunked_turns_fused_attention_off() {
+        assert!(fused_allowed_by(None));
+        assert!(fused_allowed_by(Some("")));
+        assert!(fused_allowed_by(Some("fused")));
+        assert!(!fused_allowed_by(Some("chunked")));
+        assert!(!fused_allowed_by(Some(" Chunked ")));
     }
 }

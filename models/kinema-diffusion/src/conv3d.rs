@@ -395,6 +395,9 @@ impl CausalConv3d {
         zeros: usize,
         unfold_budget_bytes: usize,
     ) -> Result<Tensor> {
+        if x.dim(0)? == 1 && self.time_stride == 1 {
+            return self.forward_conv2d_views(x, cache, zeros, unfold_budget_bytes);
+        }
         let mut x = x.clone();
         if let Some(cc) = cache {
             x = Tensor::cat(&[cc, &x], 2)?;
@@ -453,6 +456,88 @@ impl CausalConv3d {
         } else {
             Tensor::cat(&outs, 2)?.contiguous()
         }
+    }
+}
+
+impl CausalConv3d {
+    /// The conv2d path for one video at time stride 1 (the VAE decoder's case) without
+    /// copying the input: each conv2d reads its frames as a strided `[n, C, H, W]` view
+    /// of `x` or of the cache (cuDNN and candle's conv2d take strided inputs), and the
+    /// zero padding frames are skipped (they add nothing) instead of concatenated.
+    /// Output frames are split where a tap's frames would cross from zeros to cache or
+    /// from cache to `x`, so every conv2d reads one tensor.
+    fn forward_conv2d_views(
+        &self,
+        x: &Tensor,
+        cache: Option<&Tensor>,
+        zeros: usize,
+        unfold_budget_bytes: usize,
+    ) -> Result<Tensor> {
+        let (_, c, t, h, w) = x.dims5()?;
+        let ct = cache.map_or(Ok(0), |cc| cc.dim(2))?;
+        let kt = self.kernel_t;
+        let t_out = zeros + ct + t + 1 - kt;
+        let k = self.kernel_hw;
+        let per_frame = c * k * k * h * w * x.dtype().size_in_bytes();
+        let group = (unfold_budget_bytes / per_frame.max(1)).clamp(1, t_out);
+        let mut cuts: Vec<usize> = (0..t_out).step_by(group).chain([t_out]).collect();
+        for dt in 0..kt {
+            for boundary in [zeros, zeros + ct] {
+                if let Some(j) = boundary.checked_sub(dt).filter(|&j| j < t_out) {
+                    cuts.push(j);
+                }
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        // Frames `f0..f0 + n` of a `[1, C, T, H, W]` tensor as `[n, C, H, W]`, no copy.
+        let frames = |src: &Tensor, f0: usize, n: usize| {
+            src.narrow(2, f0, n)?.squeeze(0)?.permute((1, 0, 2, 3))
+        };
+        let taps = self.conv2d_taps()?;
+        let mut outs = Vec::with_capacity(cuts.len());
+        for window in cuts.windows(2) {
+            let (j0, n) = (window[0], window[1] - window[0]);
+            let mut acc: Option<Tensor> = None;
+            for (dt, tap) in taps.iter().enumerate() {
+                let p0 = j0 + dt;
+                let src = if p0 < zeros {
+                    continue; // zero frames contribute nothing
+                } else if p0 < zeros + ct {
+                    match cache {
+                        Some(cc) => frames(cc, p0 - zeros, n)?,
+                        None => candle_core::bail!("causal conv3d: cache frames without a cache"),
+                    }
+                } else {
+                    frames(x, p0 - zeros - ct, n)?
+                };
+                let y = src.conv2d(tap, self.spatial_pad, 1, 1, 1)?;
+                acc = Some(match acc {
+                    None => y,
+                    Some(a) => (a + y)?,
+                });
+            }
+            let mut y = match acc {
+                Some(y) => y,
+                None => {
+                    // Every tap on zero padding (a kernel longer than its input).
+                    let pad = self.spatial_pad;
+                    let (ho, wo) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
+                    Tensor::zeros((n, self.out_channels, ho, wo), x.dtype(), x.device())?
+                }
+            };
+            if let Some(bias) = &self.bias {
+                y = y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?;
+            }
+            outs.push(y);
+        }
+        let y = if outs.len() == 1 {
+            outs.remove(0)
+        } else {
+            Tensor::cat(&outs, 0)?
+        };
+        // [T_out, O, Ho, Wo] -> [1, O, T_out, Ho, Wo]
+        y.permute((1, 0, 2, 3))?.unsqueeze(0)?.contiguous()
     }
 }
 
@@ -522,10 +607,15 @@ impl Conv2dSame {
             })?;
             return Tensor::from_vec(data, (b, o, t, ho, wo), &Device::Cpu);
         }
-        let y = x
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((b * t, c, h, w))?;
+        // [B, C, T, H, W] -> [B * T, C, H, W]; for one video a strided view (conv2d and
+        // the upsampling read strides), else a copy.
+        let y = if b == 1 {
+            x.squeeze(0)?.permute((1, 0, 2, 3))?
+        } else {
+            x.permute((0, 2, 1, 3, 4))?
+                .contiguous()?
+                .reshape((b * t, c, h, w))?
+        };
         let y = if upsample > 1 {
             y.upsample_nearest2d(uh, uw)?
         } else {
@@ -635,6 +725,40 @@ mod tests {
         }
     }
 
+    /// One video (the strided-view conv2d path) against the shifted GEMMs, with and
+    /// without cache, for kernels longer than the zero padding and frame groups.
+    #[test]
+    fn one_video_conv2d_views_match_shifted_gemm() {
+        let bias = det(&[4], 12);
+        let cases = [
+            ([4, 3, 3, 3, 3], (1, 1), 1, 5),
+            ([4, 3, 3, 3, 3], (1, 1), 1, 1),
+            ([4, 3, 3, 1, 1], (1, 0), 1, 2),
+            ([4, 3, 1, 3, 3], (0, 0), 1, 3),
+            ([4, 3, 3, 3, 3], (0, 1), 1, 4),
+        ];
+        for (shape, pad, stride, t) in cases {
+            let x = det(&[1, 3, t, 6, 7], 13);
+            let w = det(&shape, 11);
+            let conv = CausalConv3d::new(&w, Some(bias.clone()), pad, stride).unwrap();
+            for ct in [0, 1, 2] {
+                let cache = det(&[1, 3, ct, 6, 7], 14);
+                // As `forward`: a cache only stands in for time padding.
+                let c = (ct > 0 && conv.time_pad > 0).then_some(&cache);
+                let want = conv.forward_budgeted(&x, c, usize::MAX).unwrap();
+                let zeros = conv.time_pad.saturating_sub(ct);
+                for budget in [usize::MAX, 1] {
+                    let got = conv.forward_conv2d_views(&x, c, zeros, budget).unwrap();
+                    assert_eq!(got.dims(), want.dims(), "{shape:?} t {t} cache {ct}");
+                    let d = max_abs_diff(&got, &want);
+                    assert!(d < 1e-5, "{shape:?} t {t} cache {ct} budget {budget}: {d}");
+                }
+                let got = conv.forward_budgeted(&x, c, FORCE_CONV2D).unwrap();
+                assert!(max_abs_diff(&got, &want) < 1e-5);
+            }
+        }
+    }
+
     #[test]
     fn conv2d_same_cpu_path_matches_candle_conv2d() {
         let x = det(&[2, 3, 6, 7], 5);
@@ -651,6 +775,26 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let d = max_abs_diff(&got, &want);
             assert!(d < 1e-5, "k {k} pad {pad}: {d}");
+        }
+    }
+
+    /// The non-f32 path of `forward_frames` for one video (strided frames, no copy)
+    /// against the f32 CPU path.
+    #[test]
+    fn one_video_frames_in_f64_match_the_f32_path() {
+        let x = det(&[1, 3, 4, 5, 6], 15);
+        let w = det(&[4, 3, 3, 3], 16);
+        let b = det(&[4], 17);
+        let f32_conv = Conv2dSame::new(w.clone(), Some(b.clone()), 1).unwrap();
+        let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let f64_conv = Conv2dSame::new(f64(&w), Some(f64(&b)), 1).unwrap();
+        for up in [1, 2] {
+            let want = f32_conv.forward_frames(&x, up).unwrap();
+            let got = f64_conv.forward_frames(&f64(&x), up).unwrap();
+            let got = got.to_dtype(DType::F32).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let d = max_abs_diff(&got, &want);
+            assert!(d < 1e-4, "up {up}: {d}");
         }
     }
 
