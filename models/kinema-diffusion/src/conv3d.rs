@@ -678,16 +678,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        crate::tiny::max_abs_diff(a, b).unwrap()
     }
 
     fn det(shape: &[usize], seed: u64) -> Tensor {

@@ -95,16 +95,7 @@ mod tests {
     use crate::weights::component_var_builder;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        crate::tiny::max_abs_diff(a, b).unwrap()
     }
 
     #[test]

@@ -165,16 +165,7 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        crate::tiny::max_abs_diff(a, b).unwrap()
     }
 
     fn input(shape: (usize, usize, usize), offset: f64) -> Tensor {

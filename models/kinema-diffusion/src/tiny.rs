@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::weights::{read_json, LoadError};
 
@@ -76,4 +76,11 @@ pub fn materialize(manifest: &Path, out: &Path) -> Result<(), LoadError> {
         tensors.insert(e.name.clone(), t);
     }
     candle_core::safetensors::save(&tensors, out).map_err(candle)
+}
+
+/// The largest absolute element-wise difference of two tensors of one shape, in f32:
+/// how every parity check compares a model's output with its reference.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
+    d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
 }

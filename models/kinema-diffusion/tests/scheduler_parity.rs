@@ -35,16 +35,7 @@ fn schedulers_match_reference() {
             let out = &t[&format!("{name}.model_output_{i}")];
             sample = s.step(out, &sample).unwrap();
             let want = &t[&format!("{name}.sample_{}", i + 1)];
-            let d = (&sample - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = kinema_diffusion::tiny::max_abs_diff(&sample, want).unwrap();
             eprintln!("{name} step {i}: max abs diff {d:.3e}");
             assert!(d <= 1e-5, "{name} step {i}: max abs diff {d}");
         }

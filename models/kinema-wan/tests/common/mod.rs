@@ -85,18 +85,7 @@ pub fn model_dir(config: &str) -> PathBuf {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a.to_dtype(candle_core::DType::F32).unwrap();
-    let b = b.to_dtype(candle_core::DType::F32).unwrap();
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    kinema_diffusion::tiny::max_abs_diff(a, b).unwrap()
 }
 
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
