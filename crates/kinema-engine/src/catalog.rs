@@ -9,6 +9,7 @@
 //! source = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # a folder, or a repo id in the hf-hub cache
 //! device = "cpu"            # or "cuda:0"; dtype defaults to f32 on CPU, bf16 on CUDA
 //! vae_dtype = "f32"         # the default whatever `dtype` is; "bf16" halves its memory
+//! offload_text_encoder = false  # true: umT5 in host memory, on the device only to encode
 //! [model.defaults]          # each optional: the model family's defaults otherwise
 //! width = 832
 //! height = 480
@@ -77,6 +78,10 @@ pub struct ModelSpec {
     /// The VAE's dtype: `f32` (default, as the reference keeps Wan's VAE), `bf16`, `f16`.
     #[serde(default)]
     pub vae_dtype: Option<String>,
+    /// Keep the text encoder in host memory, copied to the device for each request's
+    /// prompts (the device holds it only while encoding).
+    #[serde(default)]
+    pub offload_text_encoder: bool,
     #[serde(default)]
     pub defaults: DefaultsSpec,
     #[serde(default)]
@@ -349,9 +354,11 @@ fn wan_model(
         defaults.height,
         defaults.num_frames,
     );
+    let offload_text_encoder = spec.offload_text_encoder;
     let memory_bytes = match spec.memory_gib {
         Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u64,
         Some(g) => return Err(model_error(id, format!("memory_gib {g} must be positive"))),
+        None if offload_text_encoder => estimate.total_with_text_encoder_offloaded(),
         None => estimate.total(),
     };
     let job_timeout = match spec.timeout_secs {
@@ -444,10 +451,16 @@ fn wan_model(
         };
         if let WanTask::ImageToVideo { .. } = task {
             let mut p = WanImageToVideoPipeline::load(&dir, &device, precision).map_err(loading)?;
+            if offload_text_encoder {
+                p.offload_text_encoder().map_err(loading)?;
+            }
             p.scheduler = p.scheduler.clone().with_shift(shift as f64);
             return Ok(Arc::new(p) as Arc<dyn Pipeline>);
         }
         let mut p = WanPipeline::load(&dir, &device, precision).map_err(loading)?;
+        if offload_text_encoder {
+            p.offload_text_encoder().map_err(loading)?;
+        }
         p.scheduler = p.scheduler.clone().with_shift(shift as f64);
         Ok(Arc::new(p) as Arc<dyn Pipeline>)
     };

@@ -51,6 +51,8 @@ pub enum WanTask {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
     pub weights: u64,
+    /// The text encoder's share of `weights`.
+    pub text_encoder_weights: u64,
     pub transformer_activations: u64,
     pub vae_activations: u64,
 }
@@ -58,6 +60,16 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     pub fn total(&self) -> u64 {
         self.weights + self.transformer_activations.max(self.vae_activations)
+    }
+
+    /// With the text encoder offloaded to host memory: on the device only while
+    /// encoding, a stage of its own before the others.
+    pub fn total_with_text_encoder_offloaded(&self) -> u64 {
+        self.weights - self.text_encoder_weights
+            + self
+                .text_encoder_weights
+                .max(self.transformer_activations)
+                .max(self.vae_activations)
     }
 }
 
@@ -250,6 +262,7 @@ impl WanModelInfo {
         MemoryEstimate {
             // every component stays resident, both experts of a two-expert model included
             weights: (self.params.total() - self.params.vae) * b + self.params.vae * vb,
+            text_encoder_weights: self.params.text_encoder * b,
             transformer_activations,
             vae_activations,
         }

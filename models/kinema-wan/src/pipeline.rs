@@ -303,17 +303,35 @@ impl WanPipeline {
     /// `[1, 512, text_dim]`: the encoder output cut to the prompt's true length and
     /// zero-padded back to 512, as `_get_t5_prompt_embeds`.
     pub fn encode_text(&self, prompt: &str) -> Result<Tensor> {
-        stages::encode_text(&self.tokenizer, &self.text_encoder, &self.device, prompt)
+        Ok(self.encode_prompts(prompt, None)?.0)
+    }
+
+    fn encode_prompts(
+        &self,
+        prompt: &str,
+        negative: Option<&str>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        stages::encode_prompts(
+            &self.tokenizer,
+            &self.text_encoder,
+            &self.device,
+            prompt,
+            negative,
+        )
+    }
+
+    /// Keeps the text encoder in host memory between requests (copied to the device
+    /// for each request's prompts): the device then holds it only while encoding.
+    pub fn offload_text_encoder(&mut self) -> Result<()> {
+        stages::offload(&mut self.text_encoder)
     }
 
     pub fn encode(&self, prompt: &str, negative: &str, guidance: f32) -> Result<WanConditioning> {
+        let (prompt_embeds, negative_prompt_embeds) =
+            self.encode_prompts(prompt, (guidance > 1.0).then_some(negative))?;
         Ok(WanConditioning {
-            prompt_embeds: self.encode_text(prompt)?,
-            negative_prompt_embeds: if guidance > 1.0 {
-                Some(self.encode_text(negative)?)
-            } else {
-                None
-            },
+            prompt_embeds,
+            negative_prompt_embeds,
             image_latents: None,
         })
     }

@@ -253,7 +253,19 @@ impl WanImageToVideoPipeline {
 
     /// `[1, 512, text_dim]`, as the text-to-video pipeline.
     pub fn encode_text(&self, prompt: &str) -> Result<Tensor> {
-        stages::encode_text(&self.tokenizer, &self.text_encoder, &self.device, prompt)
+        Ok(stages::encode_prompts(
+            &self.tokenizer,
+            &self.text_encoder,
+            &self.device,
+            prompt,
+            None,
+        )?
+        .0)
+    }
+
+    /// As [`crate::pipeline::WanPipeline::offload_text_encoder`].
+    pub fn offload_text_encoder(&mut self) -> Result<()> {
+        stages::offload(&mut self.text_encoder)
     }
 
     /// `encode_image`: the CLIP penultimate hidden states of each image, stacked
@@ -344,13 +356,16 @@ impl WanImageToVideoPipeline {
         self.latent_shape(request.width, request.height, request.num_frames)?;
         let guidance = request.guidance_scale;
         let images: Vec<&RgbImage> = std::iter::once(image).chain(last).collect();
+        let (prompt_embeds, negative_prompt_embeds) = stages::encode_prompts(
+            &self.tokenizer,
+            &self.text_encoder,
+            &self.device,
+            &request.prompt,
+            (guidance > 1.0).then_some(request.negative_prompt.as_str()),
+        )?;
         Ok(WanI2vConditioning {
-            prompt_embeds: self.encode_text(&request.prompt)?,
-            negative_prompt_embeds: if guidance > 1.0 {
-                Some(self.encode_text(&request.negative_prompt)?)
-            } else {
-                None
-            },
+            prompt_embeds,
+            negative_prompt_embeds,
             image_embeds: self.encode_image(&images)?,
             condition: self.prepare_condition(image, last, request.num_frames as usize)?,
         })

@@ -2,6 +2,8 @@
 //! same way: the prompt's umT5 embeddings, the latent shape, the initial latents, an
 //! input image as a [-1, 1] tensor, and the VAE decode to frames.
 
+use std::borrow::Cow;
+
 use candle_core::{DType, Device, Tensor};
 use kinema_diffusion::{GenerationRequest, PipelineError, RgbImage, VideoFrames};
 
@@ -13,7 +15,41 @@ use crate::vae::{AutoencoderKLWan, WanVaeConfig};
 
 /// `[1, 512, text_dim]`: the encoder output cut to the prompt's true length and
 /// zero-padded back to 512, as `_get_t5_prompt_embeds`.
-pub(crate) fn encode_text(
+/// `encoder` on `device`: itself when it is there, else a copy for this request (an
+/// offloaded encoder lives in host memory between requests).
+fn encoder_on<'a>(encoder: &'a Umt5Encoder, device: &Device) -> Result<Cow<'a, Umt5Encoder>> {
+    if encoder.device().same_device(device) {
+        Ok(Cow::Borrowed(encoder))
+    } else {
+        Ok(Cow::Owned(encoder.to_device(device)?))
+    }
+}
+
+/// The prompt's embeddings and, when given, the negative prompt's, with one copy of an
+/// offloaded encoder on the device for both.
+pub(crate) fn encode_prompts(
+    tokenizer: &PromptTokenizer,
+    encoder: &Umt5Encoder,
+    device: &Device,
+    prompt: &str,
+    negative: Option<&str>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let encoder = encoder_on(encoder, device)?;
+    let positive = encode_text(tokenizer, &encoder, device, prompt)?;
+    let negative = negative
+        .map(|n| encode_text(tokenizer, &encoder, device, n))
+        .transpose()?;
+    Ok((positive, negative))
+}
+
+/// Moves the text encoder to host memory: it is copied to the device for each
+/// request's prompts and dropped after, so the device holds it only while encoding.
+pub(crate) fn offload(encoder: &mut Umt5Encoder) -> Result<()> {
+    *encoder = encoder.to_device(&Device::Cpu)?;
+    Ok(())
+}
+
+fn encode_text(
     tokenizer: &PromptTokenizer,
     encoder: &Umt5Encoder,
     device: &Device,

@@ -157,6 +157,54 @@ impl Umt5Encoder {
         })
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        self.final_layer_norm.device()
+    }
+
+    /// A copy with every weight on `device` (an offloaded encoder is copied to the GPU
+    /// for a request's prompts, then dropped).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let linear = |l: &Linear| -> Result<Linear> {
+            let bias = l.bias().map(|b| b.to_device(device)).transpose()?;
+            Ok(Linear::new(l.weight().to_device(device)?, bias))
+        };
+        let embedding = |e: &Embedding| -> Result<Embedding> {
+            let table = e.embeddings().to_device(device)?;
+            let dim = table.dim(1)?;
+            Ok(Embedding::new(table, dim))
+        };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(Block {
+                    attn_norm: b.attn_norm.to_device(device)?,
+                    attn: SelfAttention {
+                        q: linear(&b.attn.q)?,
+                        k: linear(&b.attn.k)?,
+                        v: linear(&b.attn.v)?,
+                        o: linear(&b.attn.o)?,
+                        relative_attention_bias: embedding(&b.attn.relative_attention_bias)?,
+                        heads: b.attn.heads,
+                        d_kv: b.attn.d_kv,
+                    },
+                    ff_norm: b.ff_norm.to_device(device)?,
+                    wi_0: linear(&b.wi_0)?,
+                    wi_1: linear(&b.wi_1)?,
+                    wo: linear(&b.wo)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: self.config.clone(),
+            embed_tokens: embedding(&self.embed_tokens)?,
+            blocks,
+            final_layer_norm: self.final_layer_norm.to_device(device)?,
+            budget: AttentionBudget::for_device(device),
+        })
+    }
+
     /// `[L, L]` u32 bucket indices for a sequence of `len` tokens.
     fn buckets(&self, len: usize, device: &Device) -> Result<Tensor> {
         let c = &self.config;

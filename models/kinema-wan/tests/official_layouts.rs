@@ -213,15 +213,25 @@ fn every_official_repo_loads_from_the_hub_cache_layout() {
             published,
             "{id}: parameter count from the headers"
         );
-        let memory = info.memory_estimate(DType::BF16, 832, 480, 81).total();
+        let estimate = info.memory_estimate(DType::BF16, 832, 480, 81);
+        let memory = estimate.total();
+        let offloaded = estimate.total_with_text_encoder_offloaded();
+        assert!(
+            offloaded < memory,
+            "{id}: offloading the text encoder frees memory"
+        );
         assert!(
             memory > info.params.total() * 2,
             "{id}: memory {memory} below its bf16 weights"
         );
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         eprintln!(
-            "{id}: {} parameters, {:.1} GiB at 832x480x81 bf16",
+            "{id}: {} parameters, {:.1} GiB at 832x480x81 bf16 ({:.1} GiB with the text encoder offloaded; {:.1} / {:.1} GiB at 1280x720x81)",
             info.params.total(),
-            memory as f64 / (1u64 << 30) as f64
+            gib(memory),
+            gib(offloaded),
+            gib(info.memory_estimate(DType::BF16, 1280, 720, 81).total()),
+            gib(info.memory_estimate(DType::BF16, 1280, 720, 81).total_with_text_encoder_offloaded()),
         );
     }
     let _ = std::fs::remove_dir_all(&cache);

@@ -103,3 +103,27 @@ fn pipeline_trait_runs_reports_progress_and_cancels() {
         Some(PipelineError::InvalidRequest(_))
     ));
 }
+
+#[test]
+fn an_offloaded_text_encoder_gives_the_same_embeddings() {
+    let mut pipe = WanPipeline::load(&model_dir("tiny"), &Device::Cpu, DType::F32).unwrap();
+    let req = request("tiny");
+    let before = pipe.encode(&req.prompt, &req.negative_prompt, 5.0).unwrap();
+    let copy = pipe.text_encoder.to_device(&Device::Cpu).unwrap();
+    pipe.offload_text_encoder().unwrap();
+    assert!(pipe.text_encoder.device().is_cpu());
+    let after = pipe.encode(&req.prompt, &req.negative_prompt, 5.0).unwrap();
+    let diff = |a: &Tensor, b: &Tensor| kinema_diffusion::tiny::max_abs_diff(a, b).unwrap();
+    assert_eq!(diff(&before.prompt_embeds, &after.prompt_embeds), 0.0);
+    let (nb, na) = (
+        before.negative_prompt_embeds.unwrap(),
+        after.negative_prompt_embeds.unwrap(),
+    );
+    assert_eq!(diff(&nb, &na), 0.0);
+    // the copy an offloaded encoder makes for each request encodes the same
+    let ids = Tensor::new(&[[5u32, 9, 2, 0]], &Device::Cpu).unwrap();
+    let mask = Tensor::new(&[[1u32, 1, 1, 0]], &Device::Cpu).unwrap();
+    let a = pipe.text_encoder.forward(&ids, &mask).unwrap();
+    let b = copy.forward(&ids, &mask).unwrap();
+    assert_eq!(diff(&a, &b), 0.0);
+}
